@@ -1,0 +1,58 @@
+"""`manage.py seed_demo`: a demo company, an admin and one user in each sender mode.
+
+Idempotent: running it again resets the demo users' cards and senders, nothing else.
+"""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from accounts.models import User
+from smtp_settings.models import Security, SenderMode
+from smtp_settings.services import company_update, profile_update
+
+DEMO_USERS = [
+    # code, name, group, e-mail, staff, mode
+    ("ADMIN", "Admin Directo", "SUPER_PL", "admin@demo.example", True, SenderMode.DEFAULT),
+    ("ANNA", "Anna Kowalska", "KSIEGOWOSC", "anna@demo.example", False, SenderMode.DEFAULT),
+    ("SMTP", "Piotr Nowak", "KSIEGOWOSC", "piotr@demo.example", False, SenderMode.SMTP),
+    ("M365", "Toomas Tamm", "SPRZEDAZ", "toomas@demo.example", False, SenderMode.MICROSOFT365),
+    ("REPLY", "Ewa Wiśniewska", "SPRZEDAZ", "ewa@demo.example", False, SenderMode.REPLY_TO),
+]
+
+
+class Command(BaseCommand):
+    help = "Create a demo company, an admin and one user in each sender mode."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--password", default="demo", help="login password of demo users")
+
+    @transaction.atomic
+    def handle(self, *args, password: str, **options) -> None:
+        company_update(name="Demo Sp. z o.o.", slug="demo")
+        catcher_host = settings.EMAIL_HOST or "127.0.0.1"
+        for code, name, group, email, staff, mode in DEMO_USERS:
+            user, created = User.objects.update_or_create(
+                code=code,
+                defaults={
+                    "name": name,
+                    "group": group,
+                    "email": email,
+                    "is_staff": staff,
+                    "is_superuser": staff,
+                },
+            )
+            if created:
+                user.set_password(password)
+                user.save(update_fields=["password"])
+            fields: dict = {"mode": mode}
+            if mode == SenderMode.SMTP:
+                # The demo's own server is the local mail catcher (no login, no encryption).
+                fields.update(
+                    host=catcher_host, port=settings.EMAIL_PORT, security=Security.NONE, login=""
+                )
+            elif mode == SenderMode.MICROSOFT365:
+                fields.update(login=email)
+            profile_update(user=user, **fields)
+            self.stdout.write(f"{code:6} {mode:13} {email}")
+        self.stdout.write(self.style.SUCCESS(f"Demo users ready; their password is “{password}”."))

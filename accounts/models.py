@@ -1,0 +1,99 @@
+"""The company and the user card (S2.2): who a user is and how their mail is signed."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+# A user code as ERPs use them: letters, digits, dot, dash, underscore.
+user_code_validator = RegexValidator(
+    r"^[A-Za-z0-9._-]{1,30}$",
+    _("A user code may contain only letters, digits, dots, dashes and underscores."),
+)
+# No control characters in anything that may end up in a mail header (RFC 5322 §2.2).
+no_control_chars = RegexValidator(
+    r"^[^\x00-\x1f\x7f]*$",
+    _("This field may not contain line breaks or control characters."),
+)
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    _("Use lowercase letters, digits and dashes; it becomes the local part of an address."),
+)
+
+
+class Company(models.Model):
+    """The one company this installation serves; its slug names the Reply-To mode From (S7.2)."""
+
+    name = models.CharField(_("company name"), max_length=200, validators=[no_control_chars])
+    slug = models.CharField(_("company short name"), max_length=63, validators=[slug_validator])
+
+    class Meta:
+        verbose_name = _("company")
+        verbose_name_plural = _("companies")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, code: str, password: str | None = None, **fields) -> User:
+        if not code:
+            raise ValueError("A user needs a code.")
+        user = self.model(code=code, **fields)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, code: str, password: str | None = None, **fields) -> User:
+        fields.setdefault("is_staff", True)
+        fields.setdefault("is_superuser", True)
+        return self.create_user(code, password, **fields)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """The user card ("Ustawienia własne → Użytkownik")."""
+
+    code = models.CharField(
+        _("user code"), max_length=30, unique=True, validators=[user_code_validator]
+    )
+    name = models.CharField(_("name"), max_length=150, blank=True, validators=[no_control_chars])
+    group = models.CharField(_("group"), max_length=50, blank=True, validators=[no_control_chars])
+    office_phone = models.CharField(
+        _("office phone"), max_length=40, blank=True, validators=[no_control_chars]
+    )
+    phone = models.CharField(_("phone"), max_length=40, blank=True, validators=[no_control_chars])
+    email = models.EmailField(_("e-mail"), blank=True)
+    bcc = models.EmailField(_("BCC"), blank=True)
+    reply_to = models.EmailField(_("Reply-To"), blank=True)
+    signature = models.TextField(_("signature"), blank=True, max_length=5000)
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES, blank=True
+    )
+    is_staff = models.BooleanField(_("staff status"), default=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "code"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.name})" if self.name else self.code
+
+    def get_full_name(self) -> str:
+        return self.name or self.code
+
+    def get_short_name(self) -> str:
+        return self.code

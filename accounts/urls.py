@@ -1,0 +1,11 @@
+"""URLs of the user card."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("card/", views.card, name="card"),
+]

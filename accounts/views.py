@@ -1,0 +1,102 @@
+"""The user card page and the language switcher."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.utils import translation
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from smtp_settings.forms import SenderProfileForm
+from smtp_settings.selectors import (
+    global_server_available,
+    sender_config_for,
+    system_settings_get,
+    user_profile_get,
+)
+from smtp_settings.resolve import SenderConfigError
+from smtp_settings.services import profile_update
+
+from .forms import CardForm
+from .models import User
+
+
+def _effective_sender(user: User) -> dict:
+    try:
+        return {"config": sender_config_for(user=user), "error": None}
+    except SenderConfigError as error:
+        return {"config": None, "error": error.message}
+
+
+@login_required
+def card(request: HttpRequest) -> HttpResponse:
+    """"Ustawienia własne → Użytkownik": the card fields and the mail sender (S2.2, S3)."""
+    user = User.objects.get(pk=request.user.pk)  # a copy: a failed form must not touch request.user
+    profile = user_profile_get(user=user)
+    system = system_settings_get()
+    profile_kwargs = {
+        "profile": profile,
+        "is_mail_sending_user": system.mail_sending_user_id == user.pk,
+        "global_has_server": global_server_available(),
+    }
+    if request.method == "POST":
+        card_form = CardForm(request.POST, instance=user)
+        card_valid = card_form.is_valid()
+        card_email = card_form.cleaned_data.get("email", "") if card_valid else user.email
+        profile_form = SenderProfileForm(request.POST, card_email=card_email, **profile_kwargs)
+        if card_valid and profile_form.is_valid():
+            card_form.save()
+            profile_update(user=user, **profile_form.profile_fields)
+            messages.success(request, _("Your settings have been saved."))
+            return redirect("accounts:card")
+        messages.error(request, _("Nothing was saved: please correct the fields marked below."))
+    else:
+        card_form = CardForm(instance=user)
+        profile_form = SenderProfileForm(card_email=user.email, **profile_kwargs)
+    stored = User.objects.get(pk=user.pk) if request.method == "POST" else user
+    return render(
+        request,
+        "accounts/card.html",
+        {
+            "card_form": card_form,
+            "profile_form": profile_form,
+            "profile": profile,
+            "card_user": stored,
+            "effective": _effective_sender(stored),
+            "is_mail_sending_user": profile_kwargs["is_mail_sending_user"],
+            "sending_ips": settings.PLATFORM_SENDING_IPS,
+            "m365_server": settings.M365_SMTP_SERVER,
+            "m365_configured": bool(settings.M365_CLIENT_ID),
+        },
+    )
+
+
+@require_POST
+def set_language(request: HttpRequest) -> HttpResponse:
+    """Switch the interface language; remembered on the card for the worker's messages too."""
+    language = request.POST.get("language", "")
+    next_url = request.POST.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = "/"
+    response = HttpResponseRedirect(next_url)
+    if language not in dict(settings.LANGUAGES):
+        messages.error(request, _("Unknown language."))
+        return response
+    translation.activate(language)
+    if request.user.is_authenticated:
+        User.objects.filter(pk=request.user.pk).update(language=language)
+    response.set_cookie(
+        settings.LANGUAGE_COOKIE_NAME,
+        language,
+        max_age=settings.LANGUAGE_COOKIE_AGE,
+        samesite="Lax",
+        secure=settings.SESSION_COOKIE_SECURE,
+    )
+    return response

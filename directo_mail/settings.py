@@ -1,0 +1,202 @@
+"""Settings, read once from the environment (and an optional .env) through django-environ.
+
+Every variable is listed with a one-line comment in `.env.example`. The defaults are the
+embedded ones `make run` uses: SQLite, Celery's filesystem broker under `var/`, and the
+platform relay pointed at the local mail catcher.
+"""
+
+from pathlib import Path
+
+import environ
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# ------------------------------------------------------------------------------
+# Core
+# https://docs.djangoproject.com/en/5.2/ref/settings/
+# ------------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The default key is flagged by `check --deploy` (security.W009): production must set one.
+SECRET_KEY = env(
+    "DJANGO_SECRET_KEY",
+    default="django-insecure-directo-mail-development-key-not-for-production",
+)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "anymail",
+    "accounts",
+    "smtp_settings",
+    "outbox",
+    "invoices",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.UserLanguageMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "directo_mail.urls"
+WSGI_APPLICATION = "directo_mail.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# ------------------------------------------------------------------------------
+# Database: SQLite under var/ by default; DATABASE_URL switches to PostgreSQL.
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+# ------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ------------------------------------------------------------------------------
+# Users and languages
+# ------------------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "accounts:card"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = env("LANGUAGE_CODE", default="en")
+LANGUAGES = [("en", _("English")), ("pl", _("Polish")), ("et", _("Estonian"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env("TIME_ZONE", default="Europe/Warsaw")
+USE_I18N = True
+USE_TZ = True
+
+# ------------------------------------------------------------------------------
+# Static files, served by whitenoise
+# https://whitenoise.readthedocs.io/en/stable/django.html
+# ------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+
+# ------------------------------------------------------------------------------
+# Security: DJANGO_HTTPS=true behind TLS turns on secure cookies, HSTS and redirects.
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+# ------------------------------------------------------------------------------
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# The Microsoft 365 popup talks to its opener: keep the opener reachable.
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin-allow-popups"
+
+# ------------------------------------------------------------------------------
+# Secrets at rest: MultiFernet, first key encrypts, all keys decrypt.
+# Without keys, one is derived from SECRET_KEY (development only; `check --deploy` warns).
+# https://cryptography.io/en/latest/fernet/#cryptography.fernet.MultiFernet
+# ------------------------------------------------------------------------------
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+
+# ------------------------------------------------------------------------------
+# Sending
+# ------------------------------------------------------------------------------
+# The platform relay (S1.1): an SMTP URL, by default the local mail catcher of `make run`.
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="smtp://127.0.0.1:1025")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="noreply@directo-mail.localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Ports a user may give for their own server (S3.1); tests widen it to reach local servers.
+SMTP_ALLOWED_PORTS = [int(p) for p in env.list("SMTP_ALLOWED_PORTS", default=["25", "465", "587"])]
+# Hosts resolving to loopback/private addresses are refused unless this is on.
+SMTP_ALLOW_PRIVATE_HOSTS = env.bool("SMTP_ALLOW_PRIVATE_HOSTS", default=DEBUG)
+# The platform's outgoing IP addresses, shown on the card for whitelisting (S3.6).
+PLATFORM_SENDING_IPS = env.list("PLATFORM_SENDING_IPS", default=[])
+# Domain of the platform's event mailbox: Reply-To mode From and bounce addresses (S7).
+EVENT_MAIL_DOMAIN = env("EVENT_MAIL_DOMAIN", default="event.directo-mail.localhost")
+# Where the local mail catcher of `make run` keeps what the relay sent.
+MAIL_CATCHER_DIR = env.path("MAIL_CATCHER_DIR", default=VAR_DIR / "mail")
+
+# Microsoft 365 OAUTH (S5): Entra ID app registration; see README.
+M365_CLIENT_ID = env("M365_CLIENT_ID", default="")
+M365_CLIENT_SECRET = env("M365_CLIENT_SECRET", default="")
+M365_AUTHORITY = env("M365_AUTHORITY", default="https://login.microsoftonline.com/organizations")
+M365_SMTP_SERVER = env("M365_SMTP_SERVER", default="smtp.office365.com:587")
+
+# ------------------------------------------------------------------------------
+# Celery: filesystem broker under var/ by default; CELERY_BROKER_URL switches to Redis.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# ------------------------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = TIME_ZONE
+
+# ------------------------------------------------------------------------------
+# Logging: to the console; secrets never reach a log line (see smtp_settings.crypto).
+# ------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

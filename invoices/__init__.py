@@ -1,0 +1,1 @@
+"""invoices: see DESIGN.md; filled in by later issues."""

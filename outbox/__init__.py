@@ -1,0 +1,1 @@
+"""outbox: see DESIGN.md; filled in by later issues."""

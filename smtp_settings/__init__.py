@@ -1,0 +1,1 @@
+"""smtp_settings: sender profiles, encrypted secrets, sender resolution, the `sender` command."""

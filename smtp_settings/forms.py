@@ -1,0 +1,299 @@
+"""Forms for a sender profile (the card's SMTP part, the global sender) and system settings.
+
+They validate only; `smtp_settings.services` writes. `sender set` uses the same forms, so the
+command line and the pages refuse the same input with the same messages.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Company, User, no_control_chars, slug_validator
+
+from .models import SenderMode, SenderProfile, Security
+from .selectors import users_needing_global_server
+from .validation import (
+    check_not_microsoft_basic_auth,
+    check_security,
+    normalize_password,
+    parse_server,
+)
+
+GLOBAL_MODES = (SenderMode.DEFAULT, SenderMode.SMTP, SenderMode.REPLY_TO)
+
+
+class SenderProfileForm(forms.Form):
+    """The mail sender and, for SMTP, server, security, login and password (S3)."""
+
+    mode = forms.ChoiceField(label=_("Mail sender"), choices=SenderMode.choices)
+    server = forms.CharField(
+        label=_("Mail server and port"),
+        required=False,
+        max_length=300,
+        help_text=_("host:port, for example smtp.gmail.com:465"),
+        widget=forms.TextInput(attrs={"placeholder": "smtp.example.com:587", "spellcheck": "false"}),
+    )
+    security = forms.ChoiceField(
+        label=_("SSL/TLS"), choices=Security.choices, initial=Security.SSL, required=False
+    )
+    login = forms.CharField(
+        label=_("User name"),
+        required=False,
+        max_length=254,
+        validators=[no_control_chars],
+        help_text=_("The mailbox login. Leave it empty when the server needs no authentication."),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    password = forms.CharField(
+        label=_("Password"),
+        required=False,
+        strip=False,
+        max_length=1000,
+        validators=[no_control_chars],
+        help_text=_("Leave empty to keep the stored password."),
+        # Never rendered back (render_value=False): the page shows only whether one is set.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+    clear_password = forms.BooleanField(label=_("Remove the stored password"), required=False)
+
+    def __init__(
+        self,
+        *args,
+        profile: SenderProfile,
+        is_global: bool = False,
+        is_mail_sending_user: bool = False,
+        card_email: str = "",
+        global_has_server: bool = False,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault(
+            "initial",
+            {
+                "mode": profile.mode,
+                "server": profile.server,
+                "security": profile.security,
+                "login": profile.login,
+            },
+        )
+        super().__init__(*args, **kwargs)
+        self.profile = profile
+        self.is_global = is_global
+        self.is_mail_sending_user = is_mail_sending_user
+        self.card_email = card_email
+        self.global_has_server = global_has_server
+        if is_global:
+            self.fields["mode"].choices = [c for c in SenderMode.choices if c[0] in GLOBAL_MODES]
+
+    def _mode(self) -> str | None:
+        return self.data.get(self.add_prefix("mode"))
+
+    def clean_server(self) -> tuple[str, int | None] | None:
+        """Parsed only for SMTP; other modes leave the stored server as it is."""
+        value = self.cleaned_data["server"].strip()
+        if self._mode() != SenderMode.SMTP:
+            return None
+        return parse_server(value) if value else ("", None)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        mode = data.get("mode")
+        if mode is None:
+            return data
+        if mode == SenderMode.DEFAULT and self.is_mail_sending_user:
+            raise ValidationError(
+                {
+                    "mode": _(
+                        "You are the company's mail sending user: everyone inherits your "
+                        "sender, so yours cannot be Default. An administrator can name "
+                        "another mail sending user first."
+                    )
+                }
+            )
+        if mode == SenderMode.REPLY_TO and not self.is_global and not self.card_email:
+            raise ValidationError(
+                {"mode": _("Directo-Reply-to needs the e-mail on your card: replies go there.")}
+            )
+        if mode == SenderMode.MICROSOFT365 and data.get("password"):
+            self.add_error(
+                "password",
+                _(
+                    "Microsoft 365 OAUTH uses no password. Save, then click “Authenticate "
+                    "with Microsoft 365”."
+                ),
+            )
+        if mode == SenderMode.SMTP:
+            self._clean_smtp(data)
+        return data
+
+    def _clean_smtp(self, data: dict) -> None:
+        if "server" not in data:  # already has its error
+            return
+        host, port = data["server"]
+        login = data.get("login", "").strip()
+        data["login"] = login
+        security = data.get("security") or Security.SSL
+        data["security"] = security
+        password = data.get("password", "")
+        if password:
+            password = normalize_password(password)
+            data["password"] = password
+        keeps_password = self.profile.has_password and not data.get("clear_password")
+        has_password = bool(password) or keeps_password
+
+        if not host:
+            if not login:
+                self.add_error(
+                    "server",
+                    _("Enter the server as host:port, for example smtp.gmail.com:465."),
+                )
+                return
+            if self.is_global or self.is_mail_sending_user:
+                self.add_error(
+                    "server",
+                    _(
+                        "Enter the server: this configuration is the one others inherit, so "
+                        "it must have a server of its own."
+                    ),
+                )
+                return
+            if not self.global_has_server:
+                self.add_error(
+                    "server",
+                    _(
+                        "Enter the server. Without one, the server comes from the global "
+                        "configuration, and it has no SMTP server."
+                    ),
+                )
+                return
+        else:
+            try:
+                check_security(port, security)
+            except ValidationError as error:
+                self.add_error("security", error)
+        if password and not login:
+            self.add_error(
+                "login",
+                _("Enter the user name that goes with this password."),
+            )
+        if login and not has_password:
+            self.add_error(
+                "password",
+                _(
+                    "Enter the password for this user name, or leave the user name empty if "
+                    "the server needs no authentication."
+                ),
+            )
+        if host and has_password:
+            try:
+                check_not_microsoft_basic_auth(host)
+            except ValidationError as error:
+                self.add_error("password" if password else "server", error)
+
+    @property
+    def profile_fields(self) -> dict:
+        """What `profile_update` writes, from cleaned data: only what the mode uses."""
+        data = self.cleaned_data
+        fields: dict = {"mode": data["mode"]}
+        if data["mode"] == SenderMode.MICROSOFT365:
+            fields["login"] = data.get("login", "").strip()
+        elif data["mode"] == SenderMode.SMTP:
+            fields["host"], fields["port"] = data["server"]
+            fields["security"] = data["security"]
+            fields["login"] = data["login"]
+            fields["password"] = data.get("password", "")
+            fields["clear_password"] = bool(data.get("clear_password"))
+        return fields
+
+
+class CompanyForm(forms.Form):
+    """The company, whose short name makes the Directo-Reply-to From address (S7.2)."""
+
+    company_name = forms.CharField(
+        label=_("Company name"), max_length=200, validators=[no_control_chars]
+    )
+    company_slug = forms.CharField(
+        label=_("Company short name"),
+        max_length=63,
+        validators=[slug_validator],
+        help_text=_("Directo-Reply-to mail is sent from %(example)s.")
+        % {"example": f"<short name>@{settings.EVENT_MAIL_DOMAIN}"},
+    )
+
+    def __init__(self, *args, company: Company | None, **kwargs) -> None:
+        kwargs.setdefault(
+            "initial",
+            {
+                "company_name": company.name if company else "",
+                "company_slug": company.slug if company else "",
+            },
+        )
+        super().__init__(*args, **kwargs)
+
+
+class MailSendingUserForm(forms.Form):
+    """The "mail sending user code" (S6.1): whose configuration everyone inherits."""
+
+    mail_sending_user = forms.ModelChoiceField(
+        label=_("Mail sending user code"),
+        queryset=User.objects.filter(is_active=True).order_by("code"),
+        to_field_name="code",
+        required=False,
+        help_text=_(
+            "That user's sender configuration becomes the basis for everyone's sending. "
+            "Leave empty to use the global sender below."
+        ),
+    )
+
+    def __init__(self, *args, mail_sending_user: User | None, **kwargs) -> None:
+        kwargs.setdefault(
+            "initial", {"mail_sending_user": mail_sending_user.code if mail_sending_user else None}
+        )
+        super().__init__(*args, **kwargs)
+
+    def clean_mail_sending_user(self) -> User | None:
+        user = self.cleaned_data["mail_sending_user"]
+        if user is None:
+            return None
+        profile = SenderProfile.objects.filter(user=user).first()
+        mode = profile.mode if profile else SenderMode.DEFAULT
+        if mode == SenderMode.DEFAULT:
+            raise ValidationError(
+                _(
+                    "%(code)s has the Default mail sender and so inherits the global "
+                    "configuration. Give %(code)s a sender of their own first."
+                ),
+                code="mail_sending_user_inherits",
+                params={"code": user.code},
+            )
+        if mode == SenderMode.SMTP and not profile.host:
+            raise ValidationError(
+                _("%(code)s has no SMTP server of their own. Enter one on their card first."),
+                code="mail_sending_user_no_server",
+                params={"code": user.code},
+            )
+        return user
+
+
+def check_dependents_keep_server(
+    *, global_form: SenderProfileForm, sending_form: MailSendingUserForm
+) -> bool:
+    """Refuse a global change that leaves login-only users (S6.2) without a server."""
+    if sending_form.cleaned_data["mail_sending_user"] is not None:
+        return True  # that user has a server of their own (checked above)
+    if global_form.cleaned_data["mode"] == SenderMode.SMTP:
+        return True  # a global SMTP profile always has a server (checked above)
+    dependent = list(users_needing_global_server().values_list("code", flat=True))
+    if not dependent:
+        return True
+    global_form.add_error(
+        "mode",
+        _(
+            "These users give only a login and password and take the server from the global "
+            "configuration: %(codes)s. Keep an SMTP server here, or change their cards first."
+        )
+        % {"codes": ", ".join(dependent)},
+    )
+    return False

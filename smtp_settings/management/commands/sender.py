@@ -1,0 +1,180 @@
+"""`manage.py sender show|set`: the effective sender of a user, and changing it from a shell.
+
+`set` runs the same forms as the card and system settings pages: the same input is refused
+with the same message, and a refused command changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+
+from ...forms import MailSendingUserForm, SenderProfileForm, check_dependents_keep_server
+from ...models import SenderMode, Security
+from ...resolve import SenderConfigError
+from ...selectors import (
+    global_profile_get,
+    global_server_available,
+    sender_config_for,
+    system_settings_get,
+    user_profile_get,
+)
+from ...services import mail_sending_user_set, profile_update
+
+
+class Command(BaseCommand):
+    help = "Show or change how a user's mail is sent."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        show = sub.add_parser("show", help="The effective sender of USER, never a secret.")
+        show.add_argument("user", metavar="USER", help="user code")
+        show.add_argument("--json", action="store_true", help="print JSON")
+
+        set_ = sub.add_parser("set", help="Change USER's sender, or the global one.")
+        who = set_.add_mutually_exclusive_group(required=True)
+        who.add_argument("user", metavar="USER", nargs="?", help="user code")
+        who.add_argument("--global", dest="is_global", action="store_true")
+        set_.add_argument("--mode", choices=[m.value for m in SenderMode])
+        set_.add_argument("--server", metavar="HOST:PORT", help="empty string to clear")
+        set_.add_argument("--security", choices=[s.value for s in Security])
+        set_.add_argument("--login", help="empty string for no authentication")
+        set_.add_argument(
+            "--password-stdin", action="store_true", help="read the password from stdin"
+        )
+        set_.add_argument("--clear-password", action="store_true")
+        set_.add_argument(
+            "--mail-sending-user",
+            metavar="USER",
+            help="with --global: name the mail sending user (empty string to clear)",
+        )
+
+    def handle(self, *args, action: str, **options) -> None:
+        if action == "show":
+            self._show(options["user"], as_json=options["json"])
+        else:
+            self._set(options)
+
+    # -- show ------------------------------------------------------------------------------
+    def _show(self, code: str, *, as_json: bool) -> None:
+        user = _user(code)
+        try:
+            config = sender_config_for(user=user)
+        except SenderConfigError as error:
+            if as_json:
+                self.stdout.write(json.dumps({"user": user.code, "error": error.code,
+                                              "message": str(error.message)}, indent=2))
+            raise CommandError(str(error.message)) from None
+        data = {
+            "user": user.code,
+            "mode": config.mode,
+            "transport": config.transport,
+            "server": config.host,
+            "port": config.port,
+            "security": config.security,
+            "login": config.login,
+            "password_set": config.has_secret,
+            "from": config.from_email,
+            "from_name": config.from_name,
+            "reply_to": config.reply_to,
+            "envelope_sender": config.envelope_display(),
+            "bcc": config.bcc,
+            "signature_set": bool(config.signature),
+            "mass_mailing_allowed": config.mass_mailing_allowed,
+            "source": dict(config.source),
+        }
+        if as_json:
+            self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
+            return
+        source = data.pop("source")
+        keys = {"server": "server", "port": "server", "security": "server", "login": "login",
+                "password_set": "password", "from": "from", "from_name": "from",
+                "reply_to": "reply_to", "envelope_sender": "envelope", "bcc": "bcc",
+                "mode": "mode", "signature_set": "signature"}
+        for key, value in data.items():
+            origin = source.get(keys.get(key, ""), "")
+            shown = "-" if value in ("", None) else value
+            self.stdout.write(f"{key:22} {shown}" + (f"   ({origin})" if origin else ""))
+
+    # -- set -------------------------------------------------------------------------------
+    @transaction.atomic
+    def _set(self, options: dict) -> None:
+        is_global = options["is_global"]
+        if options["mail_sending_user"] is not None and not is_global:
+            raise CommandError(_("--mail-sending-user goes with --global."))
+        user = None if is_global else _user(options["user"])
+        profile = global_profile_get() if is_global else user_profile_get(user=user)
+        password = ""
+        if options["password_stdin"]:
+            password = sys.stdin.readline().rstrip("\r\n")
+            if not password:
+                raise CommandError(_("No password was given on standard input."))
+
+        data = {
+            "mode": options["mode"] or profile.mode,
+            "server": profile.server if options["server"] is None else options["server"],
+            "security": options["security"] or profile.security,
+            "login": profile.login if options["login"] is None else options["login"],
+            "password": password,
+            "clear_password": "on" if options["clear_password"] else "",
+        }
+        if is_global:
+            self._set_global(data, profile, options["mail_sending_user"])
+            target = _("global")
+        else:
+            system = system_settings_get()
+            form = SenderProfileForm(
+                data,
+                profile=profile,
+                is_mail_sending_user=system.mail_sending_user_id == user.pk,
+                card_email=user.email,
+                global_has_server=global_server_available(),
+            )
+            _raise_errors(form)
+            profile_update(user=user, **form.profile_fields)
+            target = user.code
+        self.stdout.write(self.style.SUCCESS(_("Saved the sender of %(who)s.") % {"who": target}))
+
+    def _set_global(self, data: dict, profile, mail_sending_code: str | None) -> None:
+        system = system_settings_get()
+        current = system.mail_sending_user.code if system.mail_sending_user else ""
+        sending_form = MailSendingUserForm(
+            {"mail_sending_user": current if mail_sending_code is None else mail_sending_code},
+            mail_sending_user=system.mail_sending_user,
+        )
+        global_form = SenderProfileForm(
+            {f"global-{k}": v for k, v in data.items()},
+            profile=profile,
+            is_global=True,
+            prefix="global",
+        )
+        _raise_errors(sending_form, global_form)
+        if not check_dependents_keep_server(global_form=global_form, sending_form=sending_form):
+            _raise_errors(global_form)
+        mail_sending_user_set(user=sending_form.cleaned_data["mail_sending_user"])
+        profile_update(user=None, **global_form.profile_fields)
+
+
+def _user(code: str) -> User:
+    try:
+        return User.objects.get(code=code)
+    except User.DoesNotExist:
+        raise CommandError(_("There is no user with the code “%(code)s”.") % {"code": code}) from None
+
+
+def _raise_errors(*forms) -> None:
+    lines = []
+    for form in forms:
+        if form.is_valid():
+            continue
+        for field, errors in form.errors.items():
+            name = form.fields[field].label if field in form.fields else ""
+            lines.extend(f"{name}: {error}" if name else str(error) for error in errors)
+    if lines:
+        raise CommandError("\n".join(lines))

@@ -1,0 +1,112 @@
+"""Sender profiles (one per user, one global) and the system settings that tie them together."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
+from django.utils.translation import gettext_lazy as _
+
+
+class SenderMode(models.TextChoices):
+    """The card's "Nadawca wiadomości e-mail" (S2.2)."""
+
+    DEFAULT = "default", _("Default (platform server)")
+    SMTP = "smtp", _("SMTP")
+    MICROSOFT365 = "microsoft365", _("Microsoft 365 OAUTH")
+    REPLY_TO = "reply_to", _("Directo-Reply-to")
+
+
+class Security(models.TextChoices):
+    """The card's "SSL/TLS" (S3.2)."""
+
+    SSL = "ssl", _("SSL")
+    STARTTLS = "starttls", _("StartTLS")
+    NONE = "none", _("No (unencrypted)")
+
+
+class SenderProfile(models.Model):
+    """How one user (or, with `user` empty, the whole company) sends mail.
+
+    The server is kept as host and port but edited as one `host:port` field (S3.1). The
+    password is stored only as MultiFernet ciphertext (see `smtp_settings.crypto`).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="sender_profile",
+        verbose_name=_("user"),
+    )
+    mode = models.CharField(
+        _("mail sender"), max_length=20, choices=SenderMode.choices, default=SenderMode.DEFAULT
+    )
+    host = models.CharField(_("server"), max_length=253, blank=True)
+    port = models.PositiveIntegerField(_("port"), null=True, blank=True)
+    security = models.CharField(
+        _("SSL/TLS"), max_length=10, choices=Security.choices, default=Security.SSL
+    )
+    login = models.CharField(_("user name"), max_length=254, blank=True)
+    password_encrypted = models.TextField(_("password (encrypted)"), blank=True, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("sender profile")
+        verbose_name_plural = _("sender profiles")
+        constraints = [
+            # One profile per user, and exactly one global profile: the one without a user.
+            models.UniqueConstraint(Coalesce("user", Value(0)), name="one_global_profile"),
+            models.CheckConstraint(
+                condition=(Q(host="") & Q(port__isnull=True))
+                | (~Q(host="") & Q(port__isnull=False)),
+                name="host_and_port_together",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.user.code if self.user_id else _("global")
+        return f"{owner}: {self.get_mode_display()}"
+
+    @property
+    def is_global(self) -> bool:
+        return self.user_id is None
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+    @property
+    def server(self) -> str:
+        """The `host:port` form the card shows."""
+        if not self.host:
+            return ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class SystemSettings(models.Model):
+    """The one row of system settings ("Ustawienia Directo") about mail (S2.1, S6.1)."""
+
+    mail_sending_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("mail sending user"),
+        help_text=_(
+            "This user's own sender configuration becomes the basis for everyone's sending."
+        ),
+    )
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("system settings")
+        verbose_name_plural = _("system settings")
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="system_settings_singleton")]
+
+    def __str__(self) -> str:
+        return str(_("System settings"))

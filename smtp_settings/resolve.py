@@ -1,0 +1,312 @@
+"""`resolve_sender`: who sends a user's mail, and how. Pure: no database, network or secrets.
+
+The rules (DESIGN.md, SEED.md S1, S6, S7):
+- A user whose mail sender is Default inherits the global configuration; a global
+  configuration that is Default means the platform relay with From = the card e-mail (S1.1).
+- The global configuration is either the global profile, or the profile of the "mail sending
+  user" (S6.1), who must not inherit in turn.
+- SMTP with a server of its own uses that server; SMTP with only login and password takes
+  server, port and security from the global configuration (S6.2).
+- Microsoft 365 OAUTH uses the profile owner's connected account on the server from settings.
+- Reply-To mode is the relay with a platform From, the user in Reply-To and a VERP envelope
+  sender at the event domain (S7.2, S7.4).
+- The card's BCC and signature apply whatever the transport.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .models import Security, SenderMode
+
+
+class TransportKind(models.TextChoices):
+    RELAY = "relay", _("platform relay")
+    SMTP = "smtp", _("SMTP server")
+    MICROSOFT365 = "microsoft365", _("Microsoft 365")
+
+
+class Source(models.TextChoices):
+    """Where one part of the effective sender came from."""
+
+    USER = "user", _("the user's own settings")
+    GLOBAL = "global", _("the global settings")
+    MAIL_SENDING_USER = "mail_sending_user", _("the mail sending user")
+    CARD = "card", _("the user card")
+    LOGIN = "login", _("the login")
+    COMPANY = "company", _("the company")
+    PLATFORM = "platform", _("the platform settings")
+
+
+class SenderConfigError(Exception):
+    """The configuration cannot produce a sender. Not a sending error: never retried."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CardData:
+    """The parts of a user card that shape a mail."""
+
+    user_id: int
+    code: str
+    name: str = ""
+    email: str = ""
+    bcc: str = ""
+    reply_to: str = ""
+    signature: str = ""
+
+
+@dataclass(frozen=True)
+class ProfileData:
+    """A sender profile without its secret; `owner_id` is None for the global profile."""
+
+    mode: str = SenderMode.DEFAULT
+    host: str = ""
+    port: int | None = None
+    security: str = Security.SSL
+    login: str = ""
+    has_password: bool = False
+    has_token: bool = False  # a Microsoft 365 token cache is stored for the owner
+    profile_id: int | None = None
+    owner_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PlatformData:
+    company_name: str
+    company_slug: str
+    event_domain: str
+    default_from: str
+    m365_host: str
+    m365_port: int
+
+
+@dataclass(frozen=True)
+class SenderInputs:
+    card: CardData
+    profile: ProfileData
+    global_profile: ProfileData
+    platform: PlatformData
+    mail_sending_user: tuple[CardData, ProfileData] | None = None
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Names a secret without holding it: a profile's password or a user's token cache."""
+
+    kind: str  # "profile_password" | "m365_token_cache"
+    id: int
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    mode: str
+    transport: str
+    host: str
+    port: int | None
+    security: str | None
+    login: str
+    secret: SecretRef | None
+    from_email: str
+    from_name: str
+    reply_to: str
+    envelope_sender: str
+    verp: bool
+    bcc: str
+    signature: str
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def mass_mailing_allowed(self) -> bool:
+        """S1.2: bulk sending needs a server of the user's company, not the platform relay."""
+        return self.transport != TransportKind.RELAY
+
+    @property
+    def transport_label(self) -> str:
+        return TransportKind(self.transport).label
+
+    @property
+    def security_label(self) -> str:
+        return Security(self.security).label if self.security else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return self.secret is not None
+
+    def envelope_display(self) -> str:
+        if self.verp:
+            local, _, domain = self.envelope_sender.partition("@")
+            return f"{local}+<message>@{domain}"
+        return self.envelope_sender
+
+
+_EMAIL_LIKE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+VERP_LOCAL_PART = "bounces"
+
+
+def _global_base(inputs: SenderInputs) -> tuple[ProfileData, str]:
+    """The profile that serves as the global configuration, and its source."""
+    if inputs.mail_sending_user is None:
+        return inputs.global_profile, Source.GLOBAL
+    card, profile = inputs.mail_sending_user
+    if profile.mode == SenderMode.DEFAULT:
+        raise SenderConfigError(
+            "mail_sending_user_inherits",
+            _(
+                "The mail sending user %(code)s inherits the global configuration, so there "
+                "is nothing to inherit from. Give that user a sender of their own, or clear "
+                "the mail sending user in the system settings."
+            )
+            % {"code": card.code},
+        )
+    return profile, Source.MAIL_SENDING_USER
+
+
+def _server_for_smtp(
+    profile: ProfileData, profile_source: str, inputs: SenderInputs
+) -> tuple[ProfileData, str]:
+    """The profile that provides host, port and security for an SMTP profile."""
+    if profile.host:
+        return profile, profile_source
+    if profile.login and profile.owner_id is not None and profile_source == Source.USER:
+        base, base_source = _global_base(inputs)
+        if base.mode == SenderMode.SMTP and base.host:
+            return base, base_source
+        raise SenderConfigError(
+            "no_global_server",
+            _(
+                "Only a login and password are set, and the global configuration has no SMTP "
+                "server to use them with. Enter a server, or ask an administrator to set one "
+                "in the system settings."
+            ),
+        )
+    raise SenderConfigError(
+        "no_server",
+        _("The mail sender is SMTP but no server is set. Enter the server as host:port."),
+    )
+
+
+def resolve_sender(inputs: SenderInputs) -> SenderConfig:
+    card, platform = inputs.card, inputs.platform
+    source: dict[str, str] = {}
+
+    if inputs.profile.mode == SenderMode.DEFAULT:
+        effective, mode_source = _global_base(inputs)
+    else:
+        effective, mode_source = inputs.profile, Source.USER
+    source["mode"] = mode_source
+    mode = effective.mode
+
+    # From, Reply-To and envelope for the modes where the user's own address is the sender.
+    if card.email:
+        from_email, source["from"] = card.email, Source.CARD
+    elif _EMAIL_LIKE.match(effective.login or "") and mode != SenderMode.DEFAULT:
+        from_email, source["from"] = effective.login, Source.LOGIN
+    else:
+        from_email, source["from"] = platform.default_from, Source.PLATFORM
+    from_name = card.name
+    reply_to = card.reply_to
+    if reply_to:
+        source["reply_to"] = Source.CARD
+    envelope, verp = from_email, False
+    source["envelope"] = source["from"]
+    host, port, security, login, secret = "", None, None, "", None
+
+    if mode == SenderMode.DEFAULT:
+        transport = TransportKind.RELAY
+        source["server"] = Source.PLATFORM
+    elif mode == SenderMode.REPLY_TO:
+        transport = TransportKind.RELAY
+        source["server"] = Source.PLATFORM
+        if not (card.reply_to or card.email):
+            raise SenderConfigError(
+                "reply_to_needs_email",
+                _(
+                    "Directo-Reply-to mode puts your e-mail address in Reply-To, but the user "
+                    "card has no e-mail. Enter it on the card."
+                ),
+            )
+        if not platform.company_slug:
+            raise SenderConfigError(
+                "no_company",
+                _(
+                    "Directo-Reply-to mode sends from the company's platform address, but no "
+                    "company is set. An administrator enters it in the system settings."
+                ),
+            )
+        from_email = f"{platform.company_slug}@{platform.event_domain}"
+        from_name = card.name or platform.company_name
+        source["from"] = Source.COMPANY
+        reply_to = card.reply_to or card.email
+        source["reply_to"] = Source.CARD
+        envelope, verp = f"{VERP_LOCAL_PART}@{platform.event_domain}", True
+        source["envelope"] = Source.PLATFORM
+    elif mode == SenderMode.MICROSOFT365:
+        if effective.owner_id is None:
+            raise SenderConfigError(
+                "m365_needs_user",
+                _(
+                    "Microsoft 365 OAUTH belongs to a user's own account. Choose it on a user "
+                    "card and name that user as the mail sending user."
+                ),
+            )
+        transport = TransportKind.MICROSOFT365
+        host, port, security = platform.m365_host, platform.m365_port, Security.STARTTLS
+        source["server"] = Source.PLATFORM
+        login = effective.login
+        source["login"] = mode_source
+        if effective.has_token:
+            secret = SecretRef("m365_token_cache", effective.owner_id)
+            source["password"] = mode_source
+    elif mode == SenderMode.SMTP:
+        transport = TransportKind.SMTP
+        server_profile, server_source = _server_for_smtp(effective, mode_source, inputs)
+        host, port, security = server_profile.host, server_profile.port, server_profile.security
+        source["server"] = server_source
+        login = effective.login
+        if login:
+            source["login"] = mode_source
+            if not (effective.has_password and effective.profile_id is not None):
+                raise SenderConfigError(
+                    "login_without_password",
+                    _("A login is set but no password. Enter the password, or clear the login."),
+                )
+            secret = SecretRef("profile_password", effective.profile_id)
+            source["password"] = mode_source
+    else:
+        raise SenderConfigError(
+            "unknown_mode", _("Unknown mail sender: %(mode)s") % {"mode": mode}
+        )
+
+    if card.bcc:
+        source["bcc"] = Source.CARD
+    if card.signature:
+        source["signature"] = Source.CARD
+
+    return SenderConfig(
+        mode=mode,
+        transport=transport,
+        host=host,
+        port=port,
+        security=security,
+        login=login,
+        secret=secret,
+        from_email=from_email,
+        from_name=from_name,
+        reply_to=reply_to,
+        envelope_sender=envelope,
+        verp=verp,
+        bcc=card.bcc,
+        signature=card.signature,
+        source=MappingProxyType(source),
+    )

@@ -1,0 +1,115 @@
+"""Reads: profiles, system settings, and the inputs `resolve_sender` needs for a user."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from accounts.models import Company, User
+
+from .models import SenderMode, SenderProfile, SystemSettings
+from .resolve import (
+    CardData,
+    PlatformData,
+    ProfileData,
+    SenderConfig,
+    SenderInputs,
+    resolve_sender,
+)
+from .validation import split_server
+
+
+def company_get() -> Company | None:
+    return Company.objects.order_by("pk").first()
+
+
+def system_settings_get() -> SystemSettings:
+    """The settings row, or an unsaved default one (reading never writes)."""
+    return SystemSettings.objects.select_related("mail_sending_user").filter(pk=1).first() or (
+        SystemSettings(pk=1)
+    )
+
+
+def global_profile_get() -> SenderProfile:
+    return SenderProfile.objects.filter(user__isnull=True).first() or SenderProfile()
+
+
+def user_profile_get(*, user: User) -> SenderProfile:
+    return SenderProfile.objects.filter(user=user).first() or SenderProfile(user=user)
+
+
+def profile_data(profile: SenderProfile) -> ProfileData:
+    return ProfileData(
+        mode=profile.mode,
+        host=profile.host,
+        port=profile.port,
+        security=profile.security,
+        login=profile.login,
+        has_password=profile.has_password,
+        profile_id=profile.pk,
+        owner_id=profile.user_id,
+    )
+
+
+def card_data(user: User) -> CardData:
+    return CardData(
+        user_id=user.pk,
+        code=user.code,
+        name=user.name,
+        email=user.email,
+        bcc=user.bcc,
+        reply_to=user.reply_to,
+        signature=user.signature,
+    )
+
+
+def platform_data() -> PlatformData:
+    company = company_get()
+    m365_host, m365_port = split_server(settings.M365_SMTP_SERVER)
+    return PlatformData(
+        company_name=company.name if company else "",
+        company_slug=company.slug if company else "",
+        event_domain=settings.EVENT_MAIL_DOMAIN,
+        default_from=settings.DEFAULT_FROM_EMAIL,
+        m365_host=m365_host,
+        m365_port=m365_port,
+    )
+
+
+def sender_inputs_for(*, user: User) -> SenderInputs:
+    system = system_settings_get()
+    sending_user = system.mail_sending_user
+    return SenderInputs(
+        card=card_data(user),
+        profile=profile_data(user_profile_get(user=user)),
+        global_profile=profile_data(global_profile_get()),
+        platform=platform_data(),
+        mail_sending_user=(
+            (card_data(sending_user), profile_data(user_profile_get(user=sending_user)))
+            if sending_user
+            else None
+        ),
+    )
+
+
+def sender_config_for(*, user: User) -> SenderConfig:
+    """The effective sender of `user`; raises SenderConfigError when there is none."""
+    return resolve_sender(sender_inputs_for(user=user))
+
+
+def users_needing_global_server() -> QuerySet[User]:
+    """Users whose SMTP profile has a login but no server of its own (S6.2)."""
+    return User.objects.filter(
+        sender_profile__mode=SenderMode.SMTP, sender_profile__host=""
+    ).order_by("code")
+
+
+def global_server_available() -> bool:
+    """Whether the global configuration has an SMTP server a login-only user can use (S6.2)."""
+    system = system_settings_get()
+    base = (
+        user_profile_get(user=system.mail_sending_user)
+        if system.mail_sending_user
+        else global_profile_get()
+    )
+    return base.mode == SenderMode.SMTP and bool(base.host)

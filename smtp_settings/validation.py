@@ -1,0 +1,116 @@
+"""Validation shared by the card form, the system settings form and `sender set`.
+
+Every rule raises a `ValidationError` with a code and a message in the user's language.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from .models import Security
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+)
+_SERVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})$")
+# Google shows an app password as four groups of four letters (S4.2).
+_APP_PASSWORD = re.compile(r"^\s*[A-Za-z]{4}(?:\s+[A-Za-z]{4}){3}\s*$")
+# Servers where Microsoft retired basic authentication for client submission (S5.1).
+MICROSOFT_SMTP_HOSTS = frozenset(
+    {"smtp.office365.com", "smtp-mail.outlook.com", "outlook.office365.com"}
+)
+# The usual pairing of port and security (S3.2).
+_STANDARD_SECURITY = {465: Security.SSL, 587: Security.STARTTLS, 25: Security.STARTTLS}
+
+
+def split_server(value: str) -> tuple[str, int]:
+    """Split `host:port` (S3.1) into a lower-cased host and a port."""
+    value = value.strip()
+    match = _SERVER.match(value)
+    if not match:
+        raise ValidationError(
+            _(
+                "Enter the server and its port as host:port, for example "
+                "smtp.gmail.com:465."
+            ),
+            code="server_format",
+        )
+    host = match["v6"] or match["host"]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
+            raise ValidationError(
+                _("“%(host)s” is not a valid server name."),
+                code="server_host",
+                params={"host": host},
+            ) from None
+    port = int(match["port"])
+    if not 0 < port < 65536:
+        raise ValidationError(
+            _("Port %(port)s does not exist: a port is a number from 1 to 65535."),
+            code="server_port_range",
+            params={"port": port},
+        )
+    return host.lower().rstrip("."), port
+
+
+def parse_server(value: str) -> tuple[str, int]:
+    """`split_server`, then refuse a port outside SMTP_ALLOWED_PORTS (S3.1)."""
+    host, port = split_server(value)
+    allowed = settings.SMTP_ALLOWED_PORTS
+    if port not in allowed:
+        raise ValidationError(
+            _("Port %(port)s is not allowed. Use one of: %(allowed)s."),
+            code="server_port",
+            params={"port": port, "allowed": ", ".join(str(p) for p in allowed)},
+        )
+    return host, port
+
+
+def check_security(port: int, security: str) -> None:
+    """Refuse a port and security that cannot work together (S3.2's usual pairing)."""
+    expected = _STANDARD_SECURITY.get(port)
+    if expected is None or security == expected:
+        return
+    if port == 465:
+        raise ValidationError(
+            _(
+                "Port 465 expects SSL: the connection is encrypted from the first byte. "
+                "Choose SSL, or use port 587 with StartTLS."
+            ),
+            code="security_pairing",
+        )
+    if security == Security.SSL:
+        raise ValidationError(
+            _(
+                "Port %(port)s expects StartTLS: the connection starts unencrypted and "
+                "switches to TLS. Choose StartTLS, or use port 465 with SSL."
+            ),
+            code="security_pairing",
+            params={"port": port},
+        )
+
+
+def normalize_password(password: str) -> str:
+    """Remove the spaces Google shows inside an app password (S4.2); keep other passwords."""
+    if _APP_PASSWORD.match(password):
+        return re.sub(r"\s+", "", password)
+    return password
+
+
+def check_not_microsoft_basic_auth(host: str) -> None:
+    if host in MICROSOFT_SMTP_HOSTS:
+        raise ValidationError(
+            _(
+                "Microsoft 365 no longer accepts a password for sending mail (basic "
+                "authentication was retired in April 2026). Choose “Microsoft 365 OAUTH” as "
+                "the mail sender and authenticate with Microsoft 365."
+            ),
+            code="microsoft_basic_auth",
+        )
