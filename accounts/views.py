@@ -13,13 +13,13 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from smtp_settings.forms import SenderProfileForm
+from smtp_settings.resolve import SenderConfigError
 from smtp_settings.selectors import (
     global_server_available,
     sender_config_for,
     system_settings_get,
     user_profile_get,
 )
-from smtp_settings.resolve import SenderConfigError
 from smtp_settings.services import profile_update
 
 from .forms import CardForm
@@ -35,7 +35,7 @@ def _effective_sender(user: User) -> dict:
 
 @login_required
 def card(request: HttpRequest) -> HttpResponse:
-    """"Ustawienia własne → Użytkownik": the card fields and the mail sender (S2.2, S3)."""
+    """ "Ustawienia własne → Użytkownik": the card fields and the mail sender (S2.2, S3)."""
     user = User.objects.get(pk=request.user.pk)  # a copy: a failed form must not touch request.user
     profile = user_profile_get(user=user)
     system = system_settings_get()

@@ -1,8 +1,8 @@
 """Deploy checks: production must configure its own encryption keys and event domain."""
 
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Tags, Warning, register
-from cryptography.fernet import Fernet
 
 
 @register(Tags.security, deploy=True)

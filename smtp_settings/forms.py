@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company, User, no_control_chars, slug_validator
 
-from .models import SenderMode, SenderProfile, Security
+from .models import Security, SenderMode, SenderProfile
 from .selectors import users_needing_global_server
 from .validation import (
     check_not_microsoft_basic_auth,
@@ -34,7 +34,9 @@ class SenderProfileForm(forms.Form):
         required=False,
         max_length=300,
         help_text=_("host:port, for example smtp.gmail.com:465"),
-        widget=forms.TextInput(attrs={"placeholder": "smtp.example.com:587", "spellcheck": "false"}),
+        widget=forms.TextInput(
+            attrs={"placeholder": "smtp.example.com:587", "spellcheck": "false"}
+        ),
     )
     security = forms.ChoiceField(
         label=_("SSL/TLS"), choices=Security.choices, initial=Security.SSL, required=False

@@ -16,9 +16,9 @@ The rules (DESIGN.md, SEED.md S1, S6, S7):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -284,9 +284,7 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
             secret = SecretRef("profile_password", effective.profile_id)
             source["password"] = mode_source
     else:
-        raise SenderConfigError(
-            "unknown_mode", _("Unknown mail sender: %(mode)s") % {"mode": mode}
-        )
+        raise SenderConfigError("unknown_mode", _("Unknown mail sender: %(mode)s") % {"mode": mode})
 
     if card.bcc:
         source["bcc"] = Source.CARD

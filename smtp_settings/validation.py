@@ -34,10 +34,7 @@ def split_server(value: str) -> tuple[str, int]:
     match = _SERVER.match(value)
     if not match:
         raise ValidationError(
-            _(
-                "Enter the server and its port as host:port, for example "
-                "smtp.gmail.com:465."
-            ),
+            _("Enter the server and its port as host:port, for example smtp.gmail.com:465."),
             code="server_format",
         )
     host = match["v6"] or match["host"]

@@ -28,7 +28,9 @@ def system_settings(request: HttpRequest) -> HttpResponse:
     sending_form = MailSendingUserForm(data, mail_sending_user=system.mail_sending_user)
     global_form = SenderProfileForm(data, profile=profile, is_global=True, prefix="global")
     if data is not None:
-        forms_valid = all([company_form.is_valid(), sending_form.is_valid(), global_form.is_valid()])
+        forms_valid = all(
+            [company_form.is_valid(), sending_form.is_valid(), global_form.is_valid()]
+        )
         if forms_valid and check_dependents_keep_server(
             global_form=global_form, sending_form=sending_form
         ):

@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 
 from ...forms import MailSendingUserForm, SenderProfileForm, check_dependents_keep_server
-from ...models import SenderMode, Security
+from ...models import Security, SenderMode
 from ...resolve import SenderConfigError
 from ...selectors import (
     global_profile_get,
@@ -68,8 +68,12 @@ class Command(BaseCommand):
             config = sender_config_for(user=user)
         except SenderConfigError as error:
             if as_json:
-                self.stdout.write(json.dumps({"user": user.code, "error": error.code,
-                                              "message": str(error.message)}, indent=2))
+                self.stdout.write(
+                    json.dumps(
+                        {"user": user.code, "error": error.code, "message": str(error.message)},
+                        indent=2,
+                    )
+                )
             raise CommandError(str(error.message)) from None
         data = {
             "user": user.code,
@@ -93,10 +97,20 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
             return
         source = data.pop("source")
-        keys = {"server": "server", "port": "server", "security": "server", "login": "login",
-                "password_set": "password", "from": "from", "from_name": "from",
-                "reply_to": "reply_to", "envelope_sender": "envelope", "bcc": "bcc",
-                "mode": "mode", "signature_set": "signature"}
+        keys = {
+            "server": "server",
+            "port": "server",
+            "security": "server",
+            "login": "login",
+            "password_set": "password",
+            "from": "from",
+            "from_name": "from",
+            "reply_to": "reply_to",
+            "envelope_sender": "envelope",
+            "bcc": "bcc",
+            "mode": "mode",
+            "signature_set": "signature",
+        }
         for key, value in data.items():
             origin = source.get(keys.get(key, ""), "")
             shown = "-" if value in ("", None) else value
@@ -165,7 +179,9 @@ def _user(code: str) -> User:
     try:
         return User.objects.get(code=code)
     except User.DoesNotExist:
-        raise CommandError(_("There is no user with the code “%(code)s”.") % {"code": code}) from None
+        raise CommandError(
+            _("There is no user with the code “%(code)s”.") % {"code": code}
+        ) from None
 
 
 def _raise_errors(*forms) -> None:

@@ -1,0 +1,53 @@
+# The two commands: `make run` and `make test`. Everything else is a step they take.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install lint browser messages check clean reliability
+
+## run: set everything up and start web, worker and the local mail catcher
+run: install .env
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	HOST=$(HOST) PORT=$(PORT) scripts/run.sh
+
+## test: the whole suite (real SMTP servers, browser, worker) on the configured database
+test: install browser
+	$(BIN)/pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11 is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# A fresh .env with random keys for the embedded defaults (never committed).
+.env:
+	$(PYTHON) scripts/make_env.py > .env
+	@echo "Wrote .env (development settings with fresh keys)."
+
+## browser: Debian's Chromium for the Playwright tests
+browser:
+	@scripts/ensure_chromium.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## messages: refresh and compile the translation catalogues
+messages: install
+	$(BIN)/python manage.py makemessages --all --no-obsolete --no-location --ignore='.venv/*' --ignore='tests/*'
+	$(BIN)/python manage.py compilemessages --ignore='.venv/*'
+
+check: install
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/python manage.py check
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

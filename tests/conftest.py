@@ -1,0 +1,17 @@
+"""Fixtures shared by the whole suite."""
+
+import logging
+
+import pytest
+
+# aiosmtpd warns at every AUTH; keep test output readable.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+@pytest.fixture
+def english(settings):
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = "en"
+    with translation.override("en"):
+        yield

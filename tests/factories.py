@@ -1,0 +1,35 @@
+"""Factories for the models under test: small functions with sensible defaults."""
+
+from __future__ import annotations
+
+import itertools
+
+from accounts.models import Company, User
+from smtp_settings import crypto
+from smtp_settings.models import SenderMode, SenderProfile, SystemSettings
+
+_seq = itertools.count(1)
+LOGIN_PASSWORD = "correct-horse-battery"
+
+
+def company(name: str = "Acme Sp. z o.o.", slug: str = "acme") -> Company:
+    return Company.objects.create(name=name, slug=slug)
+
+
+def user(code: str | None = None, **fields) -> User:
+    code = code or f"U{next(_seq)}"
+    fields.setdefault("email", f"{code.lower()}@acme.example")
+    fields.setdefault("name", f"User {code}")
+    return User.objects.create_user(code, LOGIN_PASSWORD, **fields)
+
+
+def profile(owner: User | None, mode: str = SenderMode.SMTP, password: str = "", **fields):
+    fields.setdefault("security", "ssl")
+    if password:
+        fields["password_encrypted"] = crypto.encrypt(password)
+    return SenderProfile.objects.create(user=owner, mode=mode, **fields)
+
+
+def mail_sending_user(owner: User | None) -> SystemSettings:
+    system, _ = SystemSettings.objects.update_or_create(pk=1, defaults={"mail_sending_user": owner})
+    return system
