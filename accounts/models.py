@@ -11,16 +11,17 @@ from django.utils.translation import gettext_lazy as _
 
 # A user code as ERPs use them: letters, digits, dot, dash, underscore.
 user_code_validator = RegexValidator(
-    r"^[A-Za-z0-9._-]{1,30}$",
+    r"^[A-Za-z0-9._-]{1,30}\Z",
     _("A user code may contain only letters, digits, dots, dashes and underscores."),
 )
 # No control characters in anything that may end up in a mail header (RFC 5322 §2.2).
+# \Z, not $: $ also matches before a final newline, which would let "x\n" through.
 no_control_chars = RegexValidator(
-    r"^[^\x00-\x1f\x7f]*$",
+    r"^[^\x00-\x1f\x7f]*\Z",
     _("This field may not contain line breaks or control characters."),
 )
 slug_validator = RegexValidator(
-    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z",
     _("Use lowercase letters, digits and dashes; it becomes the local part of an address."),
 )
 

@@ -8,4 +8,5 @@ app_name = "accounts"
 
 urlpatterns = [
     path("card/", views.card, name="card"),
+    path("card/<str:code>/", views.card, name="card_of"),
 ]

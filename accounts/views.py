@@ -5,11 +5,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import translation
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from smtp_settings.forms import SenderProfileForm
@@ -33,10 +35,20 @@ def _effective_sender(user: User) -> dict:
         return {"config": None, "error": error.message}
 
 
+@sensitive_post_parameters("password")
 @login_required
-def card(request: HttpRequest) -> HttpResponse:
-    """ "Ustawienia własne → Użytkownik": the card fields and the mail sender (S2.2, S3)."""
-    user = User.objects.get(pk=request.user.pk)  # a copy: a failed form must not touch request.user
+def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
+    """The user card, "Ustawienia własne → Użytkownik": card fields and mail sender (S2.2, S3).
+
+    Staff may open another user's card (`/accounts/card/<code>/`) to support them.
+    """
+    if code is None or code == request.user.code:
+        # A copy: a failed form must not change request.user for the rest of the request.
+        user = User.objects.get(pk=request.user.pk)
+    elif request.user.is_staff:
+        user = get_object_or_404(User, code=code)
+    else:
+        raise PermissionDenied
     profile = user_profile_get(user=user)
     system = system_settings_get()
     profile_kwargs = {
@@ -52,8 +64,8 @@ def card(request: HttpRequest) -> HttpResponse:
         if card_valid and profile_form.is_valid():
             card_form.save()
             profile_update(user=user, **profile_form.profile_fields)
-            messages.success(request, _("Your settings have been saved."))
-            return redirect("accounts:card")
+            messages.success(request, _("The settings have been saved."))
+            return redirect(request.path)
         messages.error(request, _("Nothing was saved: please correct the fields marked below."))
     else:
         card_form = CardForm(instance=user)
@@ -69,6 +81,7 @@ def card(request: HttpRequest) -> HttpResponse:
             "card_user": stored,
             "effective": _effective_sender(stored),
             "is_mail_sending_user": profile_kwargs["is_mail_sending_user"],
+            "is_own_card": user.pk == request.user.pk,
             "sending_ips": settings.PLATFORM_SENDING_IPS,
             "m365_server": settings.M365_SMTP_SERVER,
             "m365_configured": bool(settings.M365_CLIENT_ID),

@@ -114,6 +114,11 @@ class SenderProfileForm(forms.Form):
                     )
                 }
             )
+        if self.is_mail_sending_user and mode != SenderMode.SMTP:
+            # Everyone's global server is this user's: login-only users (S6.2) would lose it.
+            dependent_error = dependents_without_server_error()
+            if dependent_error is not None:
+                raise ValidationError({"mode": dependent_error})
         if mode == SenderMode.REPLY_TO and not self.is_global and not self.card_email:
             raise ValidationError(
                 {"mode": _("Directo-Reply-to needs the e-mail on your card: replies go there.")}
@@ -220,8 +225,6 @@ class CompanyForm(forms.Form):
         label=_("Company short name"),
         max_length=63,
         validators=[slug_validator],
-        help_text=_("Directo-Reply-to mail is sent from %(example)s.")
-        % {"example": f"<short name>@{settings.EVENT_MAIL_DOMAIN}"},
     )
 
     def __init__(self, *args, company: Company | None, **kwargs) -> None:
@@ -233,6 +236,11 @@ class CompanyForm(forms.Form):
             },
         )
         super().__init__(*args, **kwargs)
+        # Here, not on the field: `%` turns the lazy text into a string in the language
+        # active at that moment, which at import time is not the user's.
+        self.fields["company_slug"].help_text = _(
+            "Directo-Reply-to mail is sent from %(example)s."
+        ) % {"example": f"<short name>@{settings.EVENT_MAIL_DOMAIN}"}
 
 
 class MailSendingUserForm(forms.Form):
@@ -282,20 +290,33 @@ class MailSendingUserForm(forms.Form):
 def check_dependents_keep_server(
     *, global_form: SenderProfileForm, sending_form: MailSendingUserForm
 ) -> bool:
-    """Refuse a global change that leaves login-only users (S6.2) without a server."""
-    if sending_form.cleaned_data["mail_sending_user"] is not None:
-        return True  # that user has a server of their own (checked above)
-    if global_form.cleaned_data["mode"] == SenderMode.SMTP:
-        return True  # a global SMTP profile always has a server (checked above)
+    """Refuse a global change that leaves login-only users (S6.2) without a server.
+
+    The server comes from the mail sending user when one is named (an SMTP one always has a
+    server, checked above; a Reply-To or Microsoft 365 one has none), else from the global form.
+    """
+    sending_user = sending_form.cleaned_data["mail_sending_user"]
+    if sending_user is not None:
+        form, field = sending_form, "mail_sending_user"
+        has_server = SenderProfile.objects.filter(user=sending_user, mode=SenderMode.SMTP).exists()
+    else:
+        form, field = global_form, "mode"
+        has_server = global_form.cleaned_data["mode"] == SenderMode.SMTP
+    if has_server:
+        return True
+    dependent_error = dependents_without_server_error()
+    if dependent_error is None:
+        return True
+    form.add_error(field, dependent_error)
+    return False
+
+
+def dependents_without_server_error() -> str | None:
+    """The refusal when login-only users (S6.2) exist and the global server is going away."""
     dependent = list(users_needing_global_server().values_list("code", flat=True))
     if not dependent:
-        return True
-    global_form.add_error(
-        "mode",
-        _(
-            "These users give only a login and password and take the server from the global "
-            "configuration: %(codes)s. Keep an SMTP server here, or change their cards first."
-        )
-        % {"codes": ", ".join(dependent)},
-    )
-    return False
+        return None
+    return _(
+        "These users give only a login and password and take the server from the global "
+        "configuration: %(codes)s. Keep an SMTP server here, or change their cards first."
+    ) % {"codes": ", ".join(dependent)}

@@ -15,11 +15,11 @@ from django.utils.translation import gettext_lazy as _
 from .models import Security
 
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+    r"^(?=.{1,253}\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?\Z"
 )
-_SERVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})$")
+_SERVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>[0-9]{1,5})\Z")
 # Google shows an app password as four groups of four letters (S4.2).
-_APP_PASSWORD = re.compile(r"^\s*[A-Za-z]{4}(?:\s+[A-Za-z]{4}){3}\s*$")
+_APP_PASSWORD = re.compile(r"^\s*[A-Za-z]{4}(?:\s+[A-Za-z]{4}){3}\s*\Z")
 # Servers where Microsoft retired basic authentication for client submission (S5.1).
 MICROSOFT_SMTP_HOSTS = frozenset(
     {"smtp.office365.com", "smtp-mail.outlook.com", "outlook.office365.com"}
@@ -38,6 +38,15 @@ def split_server(value: str) -> tuple[str, int]:
             code="server_format",
         )
     host = match["v6"] or match["host"]
+    if match["v6"]:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValidationError(
+                _("“%(host)s” is not a valid server name."),
+                code="server_host",
+                params={"host": host},
+            ) from None
     try:
         ipaddress.ip_address(host)
     except ValueError:

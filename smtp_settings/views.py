@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.decorators import staff_required
 
@@ -19,6 +20,7 @@ from .selectors import (
 from .services import company_update, mail_sending_user_set, profile_update
 
 
+@sensitive_post_parameters("global-password")
 @staff_required
 def system_settings(request: HttpRequest) -> HttpResponse:
     system = system_settings_get()

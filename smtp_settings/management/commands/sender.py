@@ -170,7 +170,7 @@ class Command(BaseCommand):
         )
         _raise_errors(sending_form, global_form)
         if not check_dependents_keep_server(global_form=global_form, sending_form=sending_form):
-            _raise_errors(global_form)
+            _raise_errors(sending_form, global_form)
         mail_sending_user_set(user=sending_form.cleaned_data["mail_sending_user"])
         profile_update(user=None, **global_form.profile_fields)
 
