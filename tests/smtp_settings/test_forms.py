@@ -20,12 +20,6 @@ from tests import factories
 pytestmark = pytest.mark.usefixtures("english")
 
 
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings) -> None:
-    """Login passwords are not under test here; the default hasher costs 0.2 s a user."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _secret() -> str:
     return secrets.token_urlsafe(12)
 

@@ -19,12 +19,6 @@ URL = "/settings/system/"
 NOTHING_SAVED = "Nothing was saved: please correct the fields marked below."
 
 
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings) -> None:
-    """Login passwords are not under test here; the default hasher costs 0.2 s a user."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _secret() -> str:
     return secrets.token_urlsafe(16)
 
