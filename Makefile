@@ -6,16 +6,16 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint browser messages check clean reliability
+.PHONY: run test install var lint browser messages check clean reliability
 
 ## run: set everything up and start web, worker and the local mail catcher
-run: install .env
+run: install var .env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
-	HOST=$(HOST) PORT=$(PORT) scripts/run.sh
+	HOST=$(HOST) PORT=$(PORT) exec scripts/run.sh
 
 ## test: the whole suite (real SMTP servers, browser, worker) on the configured database
-test: install browser
+test: install var browser
 	$(BIN)/pytest
 
 install: $(VENV)/.installed
@@ -27,9 +27,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# A fresh .env with random keys for the embedded defaults (never committed).
-.env:
-	$(PYTHON) scripts/make_env.py > .env
+# The embedded defaults keep their state under var/: SQLite, and the filesystem broker, which
+# does not create its folders (paths as in directo_mail/settings.py). An empty STATIC_ROOT
+# keeps whitenoise from warning "No directory at var/staticfiles/" when nothing was collected.
+var:
+	@mkdir -p var/log var/broker/queue var/broker/processed var/staticfiles
+
+# A fresh .env with random keys for the embedded defaults (never committed). The venv's Python
+# has `cryptography`; a bare machine's python3 may not.
+.env: | $(VENV)/.installed
+	$(BIN)/python scripts/make_env.py > .env.tmp
+	mv .env.tmp .env
 	@echo "Wrote .env (development settings with fresh keys)."
 
 ## browser: Debian's Chromium for the Playwright tests

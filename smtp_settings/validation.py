@@ -17,7 +17,9 @@ from .models import Security
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?\Z"
 )
-_SERVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>[0-9]{1,5})\Z")
+_SERVER = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>[0-9]{1,5})\Z"
+)
 # Google shows an app password as four groups of four letters (S4.2).
 _APP_PASSWORD = re.compile(r"^\s*[A-Za-z]{4}(?:\s+[A-Za-z]{4}){3}\s*\Z")
 # Servers where Microsoft retired basic authentication for client submission (S5.1).

@@ -1,0 +1,33 @@
+# One image for every directo_mail process in docker-compose.yml: web (gunicorn + whitenoise),
+# Celery worker and beat, the one-shot migrate and the local mail catcher.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# gettext compiles the translation catalogues below; the wheels need nothing else.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gettext \
+    && rm -rf /var/lib/apt/lists/*
+
+# Requirements first, so code changes reuse the installed-packages layer.
+COPY requirements.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt
+
+# Never run as root: `app` owns only its checkout and var/ (mail catcher, beat schedule).
+RUN useradd --create-home --uid 1000 --user-group app \
+    && install -d -o app -g app /app
+WORKDIR /app
+COPY --chown=app:app . .
+USER app
+
+# Static files and catalogues are built into the image; the settings' defaults suffice here
+# (no database is touched). var/mail exists so its volume is mounted writable for `app`.
+RUN python manage.py collectstatic --noinput \
+    && python manage.py compilemessages \
+    && mkdir -p var/mail
+
+EXPOSE 8000
+CMD ["gunicorn", "directo_mail.wsgi", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]
