@@ -46,7 +46,10 @@ class SenderProfileForm(forms.Form):
         required=False,
         max_length=254,
         validators=[no_control_chars],
-        help_text=_("The mailbox login. Leave it empty when the server needs no authentication."),
+        help_text=_(
+            "The mailbox login (for Microsoft 365, its address). Leave it empty when the "
+            "server needs no authentication."
+        ),
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     password = forms.CharField(

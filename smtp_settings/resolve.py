@@ -128,8 +128,13 @@ class SenderConfig:
 
     @property
     def mass_mailing_allowed(self) -> bool:
-        """S1.2: bulk sending needs a server of the user's company, not the platform relay."""
-        return self.transport != TransportKind.RELAY
+        """S1.2: bulk sending needs the company's own server, not the platform relay.
+
+        Microsoft 365 counts only once authenticated: without a token nothing can be sent.
+        """
+        if self.transport == TransportKind.MICROSOFT365:
+            return self.secret is not None
+        return self.transport == TransportKind.SMTP
 
     @property
     def transport_label(self) -> str:

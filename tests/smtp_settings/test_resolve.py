@@ -208,7 +208,7 @@ TABLE = [
     (
         "Microsoft 365 not yet authenticated: no secret to use",
         inputs(ProfileData(mode=SenderMode.MICROSOFT365, login="a@acme.test", owner_id=1)),
-        {"transport": TransportKind.MICROSOFT365, "secret": None},
+        {"transport": TransportKind.MICROSOFT365, "secret": None, "mass_mailing_allowed": False},
         {},
     ),
     (
