@@ -26,18 +26,10 @@ import urllib.request
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (needs BASE_DIR on the path)
+
 OUT_DIR = BASE_DIR / "docs" / "img"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 WIDTH = 1280
 DEMO_PASSWORD = "demo"
 
@@ -51,7 +43,6 @@ def _free_port() -> int:
 def _prepare_database(env: dict[str, str]) -> None:
     """Migrate and seed the throwaway database, in this process."""
     os.environ.update(env)
-    sys.path.insert(0, str(BASE_DIR))
     import django
 
     django.setup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 
 from accounts.models import Company, User
 from smtp_settings import crypto
@@ -33,3 +34,18 @@ def profile(owner: User | None, mode: str = SenderMode.SMTP, password: str = "",
 def mail_sending_user(owner: User | None) -> SystemSettings:
     system, _ = SystemSettings.objects.update_or_create(pk=1, defaults={"mail_sending_user": owner})
     return system
+
+
+def secret() -> str:
+    """A fresh password or token for one test: no secret is ever written into a fixture."""
+    return secrets.token_urlsafe(16)
+
+
+def db_rows() -> dict[str, list[dict]]:
+    """Every column of every row a settings page or `sender set` could write."""
+    return {
+        "users": list(User.objects.order_by("pk").values()),
+        "profiles": list(SenderProfile.objects.order_by("pk").values()),
+        "system": list(SystemSettings.objects.order_by("pk").values()),
+        "companies": list(Company.objects.order_by("pk").values()),
+    }

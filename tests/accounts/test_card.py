@@ -10,29 +10,15 @@ from django.urls import reverse
 from django.utils import translation
 from django.utils.html import escape
 
-from accounts.models import Company, User
+from accounts.models import User
 from smtp_settings import crypto
-from smtp_settings.models import Security, SenderMode, SenderProfile, SystemSettings
+from smtp_settings.models import Security, SenderMode, SenderProfile
 from tests import factories
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 CARD_URL = "/accounts/card/"
 NOTHING_SAVED = "Nothing was saved: please correct the fields marked below."
-
-
-def _secret() -> str:
-    return secrets.token_urlsafe(16)
-
-
-def _rows() -> dict[str, list[dict]]:
-    """Every column of every row the card page could write."""
-    return {
-        "users": list(User.objects.order_by("pk").values()),
-        "profiles": list(SenderProfile.objects.order_by("pk").values()),
-        "system": list(SystemSettings.objects.order_by("pk").values()),
-        "companies": list(Company.objects.order_by("pk").values()),
-    }
 
 
 def _html(response) -> str:
@@ -45,7 +31,7 @@ def _assert_shows(response, message: str) -> None:
 
 @pytest.fixture
 def stored_password() -> str:
-    return _secret()
+    return factories.secret()
 
 
 @pytest.fixture
@@ -251,35 +237,35 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("fields", "message"), BAD_INPUTS)
 def test_bad_input_gets_its_message_and_changes_nothing(client, anna, fields, message):
-    typed = _secret()
+    typed = factories.secret()
     fields = {k: v.replace("SECRET", typed) for k, v in fields.items()}
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(CARD_URL, _post_data(**fields))
 
     assert response.status_code == 200
     _assert_shows(response, message)
     _assert_shows(response, NOTHING_SAVED)
-    assert _rows() == before
+    assert factories.db_rows() == before
     assert typed not in _html(response)
 
 
 def test_the_mail_sending_user_cannot_inherit(client, anna):
     factories.mail_sending_user(anna)
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(CARD_URL, _post_data(mode=SenderMode.DEFAULT))
 
     assert response.status_code == 200
     _assert_shows(response, "You are the company's mail sending user: everyone inherits your")
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 def test_the_mail_sending_user_keeps_a_server_for_login_only_users(client, anna):
     """S6.2: BOB takes his server from ANNA; she may not drop it from her card."""
     factories.mail_sending_user(anna)
-    factories.profile(factories.user("BOB"), login="bob", password=_secret())
-    before = _rows()
+    factories.profile(factories.user("BOB"), login="bob", password=factories.secret())
+    before = factories.db_rows()
 
     response = client.post(CARD_URL, _post_data(mode=SenderMode.REPLY_TO))
 
@@ -289,14 +275,14 @@ def test_the_mail_sending_user_keeps_a_server_for_login_only_users(client, anna)
         "These users give only a login and password and take the server from the global "
         "configuration: BOB. Keep an SMTP server here, or change their cards first.",
     )
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 def test_a_new_user_with_a_login_and_no_password_is_refused(client):
     """The same rule with no profile row yet: none must be created."""
     user = factories.user("NEW")
     client.force_login(user)
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(
         CARD_URL, _post_data(email="new@acme.test", login="new@acme.test", password="")
@@ -304,18 +290,18 @@ def test_a_new_user_with_a_login_and_no_password_is_refused(client):
 
     assert response.status_code == 200
     _assert_shows(response, "Enter the password for this user name")
-    assert _rows() == before
+    assert factories.db_rows() == before
     assert not SenderProfile.objects.filter(user=user).exists()
 
 
 def test_a_bad_profile_keeps_a_good_card_change_unsaved(client, anna):
     """Card and mail sender are one form: half a save would surprise the user."""
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(CARD_URL, _post_data(name="Anna Nowak", server="smtp.acme.test:2525"))
 
     assert response.status_code == 200
-    assert _rows() == before
+    assert factories.db_rows() == before
     # The page still shows what was typed, so nothing is lost.
     assert 'value="Anna Nowak"' in _html(response)
 
@@ -335,7 +321,7 @@ def test_get_masks_the_password(client, anna, stored_password):
 
 
 def test_password_is_stored_encrypted_and_never_shown(client, anna):
-    new_password = _secret()
+    new_password = factories.secret()
 
     response = client.post(CARD_URL, _post_data(password=new_password))
 
@@ -350,7 +336,7 @@ def test_password_is_stored_encrypted_and_never_shown(client, anna):
 
 
 def test_failed_post_does_not_render_the_typed_password(client, anna):
-    typed = _secret()
+    typed = factories.secret()
 
     response = client.post(
         CARD_URL,
@@ -441,13 +427,13 @@ def test_login_with_the_password_form_then_post(client):
     """The same through a real login rather than force_login."""
     factories.user("EWA", email="ewa@acme.test")
     assert client.login(code="EWA", password=factories.LOGIN_PASSWORD)
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(CARD_URL, _post_data(email="ewa@acme.test", server="x:1"))
 
     assert response.status_code == 200
     _assert_shows(response, "Port 1 is not allowed")
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 # -- the user's language -----------------------------------------------------------------------
@@ -471,15 +457,15 @@ def polish_anna(anna) -> User:
     ids=["port", "pairing", "no-password", "office365", "bcc"],
 )
 def test_polish_user_gets_a_page_and_nothing_changes(client, polish_anna, fields):
-    typed = _secret()
+    typed = factories.secret()
     fields = {k: v.replace("SECRET", typed) for k, v in fields.items()}
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(CARD_URL, _post_data(**fields))
 
     assert response.status_code == 200
     assert '<p class="error" role="alert">' in _html(response)
-    assert _rows() == before
+    assert factories.db_rows() == before
     assert typed not in _html(response)
 
 

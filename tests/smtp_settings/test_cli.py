@@ -18,26 +18,12 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from accounts.models import Company, User
+from accounts.models import User
 from smtp_settings import crypto
 from smtp_settings.models import Security, SenderMode, SenderProfile, SystemSettings
 from tests import factories
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
-
-
-def _secret() -> str:
-    return secrets.token_urlsafe(16)
-
-
-def _rows() -> dict[str, list[dict]]:
-    """Every column of every row `sender set` could write."""
-    return {
-        "users": list(User.objects.order_by("pk").values()),
-        "profiles": list(SenderProfile.objects.order_by("pk").values()),
-        "system": list(SystemSettings.objects.order_by("pk").values()),
-        "companies": list(Company.objects.order_by("pk").values()),
-    }
 
 
 def _sender(*args: str, stdin: str | None = None, monkeypatch=None) -> str:
@@ -51,7 +37,7 @@ def _sender(*args: str, stdin: str | None = None, monkeypatch=None) -> str:
 
 @pytest.fixture
 def stored_password() -> str:
-    return _secret()
+    return factories.secret()
 
 
 @pytest.fixture
@@ -129,7 +115,7 @@ def test_show_a_broken_configuration_says_why(stored_password):
 
 
 def test_set_reads_the_password_from_stdin(anna, monkeypatch):
-    new_password = _secret()
+    new_password = factories.secret()
 
     out = _sender(
         "set", "ANNA", "--server", "SMTP.Gmail.com:465", "--security", "ssl",
@@ -171,7 +157,7 @@ def test_set_clear_password_with_the_login(anna):
 
 
 def test_set_global_and_the_mail_sending_user(anna, monkeypatch):
-    relay_password = _secret()
+    relay_password = factories.secret()
     _sender(
         "set", "--global", "--mode", "smtp", "--server", "relay.acme.test:587",
         "--security", "starttls", "--login", "relay", "--password-stdin",
@@ -285,9 +271,9 @@ BAD_SETS = [
 @pytest.mark.parametrize(("args", "stdin", "message"), BAD_SETS)
 def test_bad_set_says_why_and_changes_nothing(anna, monkeypatch, args, stdin, message):
     factories.user("BOB")  # inherits: Default, no profile
-    typed = _secret()
+    typed = factories.secret()
     stdin = None if stdin is None else stdin.replace("SECRET", typed) + "\n"
-    before = _rows()
+    before = factories.db_rows()
     out = io.StringIO()
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
@@ -297,14 +283,14 @@ def test_bad_set_says_why_and_changes_nothing(anna, monkeypatch, args, stdin, me
 
     assert message in str(refused.value)
     assert typed not in str(refused.value) + out.getvalue()
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 @pytest.fixture
 def login_only_bob(anna) -> User:
     """S6.2: BOB gives login and password; his server comes from the mail sending user ANNA."""
     bob = factories.user("BOB")
-    factories.profile(bob, login="bob", password=_secret())
+    factories.profile(bob, login="bob", password=factories.secret())
     factories.mail_sending_user(anna)
     return bob
 
@@ -321,7 +307,7 @@ def login_only_bob(anna) -> User:
 )
 def test_login_only_users_keep_their_server(login_only_bob, args):
     factories.profile(factories.user("EWA"), mode=SenderMode.REPLY_TO)
-    before = _rows()
+    before = factories.db_rows()
 
     with pytest.raises(CommandError) as refused:
         _sender("set", *args)
@@ -333,7 +319,7 @@ def test_login_only_users_keep_their_server(login_only_bob, args):
             "You are the company's mail sending user",
         ]
     )
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 # -- the real command line ----------------------------------------------------------------------
@@ -372,7 +358,7 @@ def test_command_line_exit_codes_and_no_password_echoed(tmp_path: Path):
 
     migrated = manage("migrate", "--noinput")
     assert migrated.returncode == 0, migrated.stderr
-    password = _secret()
+    password = factories.secret()
     common = ["sender", "set", "--global", "--mode", "smtp", "--login", "relay@acme.test"]
 
     saved = manage(
@@ -389,7 +375,7 @@ def test_command_line_exit_codes_and_no_password_echoed(tmp_path: Path):
     with override_settings(FIELD_ENCRYPTION_KEYS=[key]):
         assert crypto.decrypt(row[6]) == password
 
-    other_password = _secret()
+    other_password = factories.secret()
     refused = manage(
         *common, "--server", "relay.acme.test:2525", "--security", "starttls",
         "--password-stdin", stdin=f"{other_password}\n",

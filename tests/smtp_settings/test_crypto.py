@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import secrets
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
@@ -18,13 +17,9 @@ def _key() -> str:
     return Fernet.generate_key().decode()
 
 
-def _secret() -> str:
-    return secrets.token_urlsafe(16)
-
-
 def test_round_trip(settings):
     settings.FIELD_ENCRYPTION_KEYS = [_key()]
-    plaintext = f"{_secret()} zażółć"
+    plaintext = f"{factories.secret()} zażółć"
 
     ciphertext = crypto.encrypt(plaintext)
 
@@ -35,7 +30,7 @@ def test_round_trip(settings):
 
 def test_without_keys_a_key_is_derived_from_the_secret_key(settings):
     settings.FIELD_ENCRYPTION_KEYS = []
-    plaintext = _secret()
+    plaintext = factories.secret()
 
     ciphertext = crypto.encrypt(plaintext)
 
@@ -48,7 +43,7 @@ def test_without_keys_a_key_is_derived_from_the_secret_key(settings):
 
 def test_first_key_encrypts_and_every_key_decrypts(settings):
     first, second = _key(), _key()
-    plaintext = _secret()
+    plaintext = factories.secret()
     settings.FIELD_ENCRYPTION_KEYS = [second]
     under_second = crypto.encrypt(plaintext)
 
@@ -64,7 +59,7 @@ def test_first_key_encrypts_and_every_key_decrypts(settings):
 
 def test_an_unknown_key_is_a_named_error_without_the_ciphertext(settings):
     settings.FIELD_ENCRYPTION_KEYS = [_key()]
-    ciphertext = crypto.encrypt(_secret())
+    ciphertext = crypto.encrypt(factories.secret())
     settings.FIELD_ENCRYPTION_KEYS = [_key()]
 
     with pytest.raises(crypto.SecretDecryptionError) as error:
@@ -79,7 +74,11 @@ def test_rotate_keys_re_encrypts_everything_under_the_new_key(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     old, new = _key(), _key()
     settings.FIELD_ENCRYPTION_KEYS = [old]
-    passwords = {"global": _secret(), "ANNA": _secret(), "BOB": _secret()}
+    passwords = {
+        "global": factories.secret(),
+        "ANNA": factories.secret(),
+        "BOB": factories.secret(),
+    }
     factories.profile(
         None, host="relay.acme.test", port=465, login="r", password=passwords["global"]
     )
@@ -124,7 +123,7 @@ def test_rotate_keys_with_the_old_key_already_gone_fails_and_changes_nothing(set
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.FIELD_ENCRYPTION_KEYS = [_key()]
     factories.profile(factories.user("ANNA"), host="smtp.acme.test", port=465, login="a",
-                      password=_secret())  # fmt: skip
+                      password=factories.secret())  # fmt: skip
     before = list(SenderProfile.objects.values())
     settings.FIELD_ENCRYPTION_KEYS = [_key()]
 

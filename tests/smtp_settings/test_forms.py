@@ -20,10 +20,6 @@ from tests import factories
 pytestmark = pytest.mark.usefixtures("english")
 
 
-def _secret() -> str:
-    return secrets.token_urlsafe(12)
-
-
 def _app_password() -> str:
     """A Google app password as Google shows it: four groups of four letters (S4.2)."""
     letters = "".join(secrets.choice(string.ascii_lowercase) for _ in range(16))
@@ -210,7 +206,7 @@ def test_clearing_the_password_with_the_login():
 
 
 def test_password_without_login_is_refused():
-    form = _form(_smtp(password=_secret()))
+    form = _form(_smtp(password=factories.secret()))
 
     assert not form.is_valid()
     assert form.errors["login"] == ["Enter the user name that goes with this password."]
@@ -226,7 +222,7 @@ def test_app_password_loses_its_spaces():
 
 
 def test_other_passwords_keep_their_spaces():
-    password = f"{_secret()} {_secret()}"
+    password = f"{factories.secret()} {factories.secret()}"
     form = _form(_smtp(login="anna@acme.test", password=password))
 
     assert form.is_valid(), form.errors
@@ -235,7 +231,7 @@ def test_other_passwords_keep_their_spaces():
 
 @pytest.mark.parametrize("bad", ["\n", "\r", "\x07", "\x7f"])
 def test_password_and_login_refuse_control_characters(bad):
-    form = _form(_smtp(login=f"anna{bad}x@acme.test", password=f"{_secret()}{bad}x"))
+    form = _form(_smtp(login=f"anna{bad}x@acme.test", password=f"{factories.secret()}{bad}x"))
 
     assert not form.is_valid()
     message = "This field may not contain line breaks or control characters."
@@ -246,7 +242,7 @@ def test_password_and_login_refuse_control_characters(bad):
 @pytest.mark.parametrize("end", ["\n", "\r\n", "\t"])
 def test_password_refuses_a_trailing_control_character(end):
     """The password is not stripped, so a pasted line end must be refused, not stored."""
-    form = _form(_smtp(login="anna@acme.test", password=f"{_secret()}{end}"))
+    form = _form(_smtp(login="anna@acme.test", password=f"{factories.secret()}{end}"))
 
     assert not form.is_valid()
     assert form.errors["password"][0] == (
@@ -278,7 +274,9 @@ def test_stored_password_for_microsoft_is_refused_on_the_server():
 
 
 def test_microsoft365_mode_takes_no_password():
-    form = _form({"mode": SenderMode.MICROSOFT365, "login": "a@b.test", "password": _secret()})
+    form = _form(
+        {"mode": SenderMode.MICROSOFT365, "login": "a@b.test", "password": factories.secret()}
+    )
 
     assert not form.is_valid()
     assert "Microsoft 365 OAUTH uses no password" in form.errors["password"][0]
@@ -304,14 +302,18 @@ def test_unknown_mode_is_refused():
 
 
 def test_login_only_takes_the_global_server_when_there_is_one():
-    form = _form(_smtp(server="", login="anna", password=_secret()), global_has_server=True)
+    form = _form(
+        _smtp(server="", login="anna", password=factories.secret()), global_has_server=True
+    )
 
     assert form.is_valid(), form.errors
     assert (form.profile_fields["host"], form.profile_fields["port"]) == ("", None)
 
 
 def test_login_only_is_refused_when_the_global_configuration_has_no_server():
-    form = _form(_smtp(server="", login="anna", password=_secret()), global_has_server=False)
+    form = _form(
+        _smtp(server="", login="anna", password=factories.secret()), global_has_server=False
+    )
 
     assert not form.is_valid()
     assert form.errors["server"] == [
@@ -338,7 +340,9 @@ def test_smtp_with_neither_server_nor_login_is_refused():
 
 @pytest.mark.parametrize("who", [{"is_global": True}, {"is_mail_sending_user": True}])
 def test_the_inherited_configuration_must_have_its_own_server(who):
-    form = _form(_smtp(server="", login="anna", password=_secret()), global_has_server=True, **who)
+    form = _form(
+        _smtp(server="", login="anna", password=factories.secret()), global_has_server=True, **who
+    )
 
     assert not form.is_valid()
     assert "this configuration is the one others inherit" in form.errors["server"][0]
@@ -413,7 +417,7 @@ def test_mail_sending_user_who_inherits_is_refused(with_profile):
 @pytest.mark.django_db
 def test_mail_sending_user_with_login_only_is_refused():
     sender = factories.user("MAIL")
-    factories.profile(sender, login="mail", password=_secret())
+    factories.profile(sender, login="mail", password=factories.secret())
 
     form = _sending_form("MAIL")
 
@@ -447,7 +451,7 @@ def test_unknown_or_inactive_mail_sending_user_is_refused():
 )
 def test_login_only_users_keep_a_global_server(sender_mode, global_mode, kept):
     anna = factories.user("ANNA")
-    factories.profile(anna, login="anna", password=_secret())  # S6.2: no server of her own
+    factories.profile(anna, login="anna", password=factories.secret())  # S6.2: no server of her own
     if sender_mode is not None:
         sender = factories.user("MAIL")
         factories.profile(
@@ -482,7 +486,7 @@ def test_login_only_users_keep_a_global_server(sender_mode, global_mode, kept):
 @pytest.mark.django_db
 @pytest.mark.parametrize("mode", [SenderMode.REPLY_TO, SenderMode.MICROSOFT365])
 def test_the_mail_sending_user_keeps_a_server_while_login_only_users_need_it(mode):
-    factories.profile(factories.user("ANNA"), login="anna", password=_secret())
+    factories.profile(factories.user("ANNA"), login="anna", password=factories.secret())
 
     form = _form({"mode": mode}, is_mail_sending_user=True)
 

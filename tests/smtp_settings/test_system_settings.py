@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 from django.urls import reverse
 from django.utils.html import escape
@@ -19,27 +17,13 @@ URL = "/settings/system/"
 NOTHING_SAVED = "Nothing was saved: please correct the fields marked below."
 
 
-def _secret() -> str:
-    return secrets.token_urlsafe(16)
-
-
-def _rows() -> dict[str, list[dict]]:
-    """Every column of every row the page could write."""
-    return {
-        "users": list(User.objects.order_by("pk").values()),
-        "profiles": list(SenderProfile.objects.order_by("pk").values()),
-        "system": list(SystemSettings.objects.order_by("pk").values()),
-        "companies": list(Company.objects.order_by("pk").values()),
-    }
-
-
 def _assert_shows(response, message: str) -> None:
     assert escape(message) in response.content.decode(), message
 
 
 @pytest.fixture
 def relay_password() -> str:
-    return _secret()
+    return factories.secret()
 
 
 @pytest.fixture
@@ -54,7 +38,7 @@ def setup(relay_password) -> None:
         login="relay@acme.test",
         password=relay_password,
     )
-    factories.profile(factories.user("BOB"), login="bob", password=_secret())
+    factories.profile(factories.user("BOB"), login="bob", password=factories.secret())
     factories.mail_sending_user(None)
 
 
@@ -92,20 +76,20 @@ def test_anonymous_is_sent_to_login(client):
 
 def test_non_staff_is_forbidden(client, setup):
     client.force_login(factories.user("ANNA"))
-    before = _rows()
+    before = factories.db_rows()
 
     assert client.get(URL).status_code == 403
     assert client.post(URL, _post_data(**{"global-mode": SenderMode.DEFAULT})).status_code == 403
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 def test_anonymous_post_changes_nothing(client, setup):
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(URL, _post_data(company_slug="other"))
 
     assert response.status_code == 302
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 def test_staff_sees_the_page_without_the_password(client, admin, relay_password):
@@ -126,7 +110,7 @@ def test_good_post_saves_everything(client, admin, relay_password):
     factories.profile(
         factories.user("MAIL"), host="mx.acme.test", port=25, security=Security.STARTTLS
     )
-    new_password = _secret()
+    new_password = factories.secret()
 
     response = client.post(
         URL,
@@ -280,9 +264,9 @@ def test_bad_input_gets_its_message_and_changes_nothing(client, admin, fields, m
     factories.user("INHERITS")
     factories.profile(factories.user("DEFAULT"), mode=SenderMode.DEFAULT)
     factories.profile(factories.user("REPLYTO"), mode=SenderMode.REPLY_TO)
-    typed = _secret()
+    typed = factories.secret()
     fields = {k: v.replace("SECRET", typed) for k, v in fields.items()}
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(URL, _post_data(**fields))
 
@@ -290,7 +274,7 @@ def test_bad_input_gets_its_message_and_changes_nothing(client, admin, fields, m
     _assert_shows(response, message)
     _assert_shows(response, NOTHING_SAVED)
     assert typed not in response.content.decode()
-    assert _rows() == before
+    assert factories.db_rows() == before
 
 
 def test_clearing_the_mail_sending_user_keeps_login_only_users_served(client, admin):
@@ -300,7 +284,7 @@ def test_clearing_the_mail_sending_user_keeps_login_only_users_served(client, ad
     )
     SenderProfile.objects.filter(user=None).update(mode=SenderMode.DEFAULT)
     factories.mail_sending_user(User.objects.get(code="MAIL"))
-    before = _rows()
+    before = factories.db_rows()
 
     response = client.post(
         URL, _post_data(mail_sending_user="", **{"global-mode": SenderMode.DEFAULT})
@@ -308,4 +292,4 @@ def test_clearing_the_mail_sending_user_keeps_login_only_users_served(client, ad
 
     assert response.status_code == 200
     _assert_shows(response, BOB_NEEDS_A_SERVER)
-    assert _rows() == before
+    assert factories.db_rows() == before
