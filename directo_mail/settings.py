@@ -164,6 +164,11 @@ PLATFORM_SENDING_IPS = env.list("PLATFORM_SENDING_IPS", default=[])
 EVENT_MAIL_DOMAIN = env("EVENT_MAIL_DOMAIN", default="event.directo-mail.localhost")
 # Where the local mail catcher of `make run` keeps what the relay sent.
 MAIL_CATCHER_DIR = env.path("MAIL_CATCHER_DIR", default=VAR_DIR / "mail")
+# Seconds an SMTP connection may wait for the server at any step.
+SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=30.0)
+# Transient failures are retried with exponential backoff: base * 2**attempt seconds.
+SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
+SEND_RETRY_BASE_SECONDS = env.float("SEND_RETRY_BASE_SECONDS", default=30.0)
 
 # Microsoft 365 OAUTH (S5): Entra ID app registration; see README.
 M365_CLIENT_ID = env("M365_CLIENT_ID", default="")
@@ -176,8 +181,11 @@ M365_SMTP_SERVER = env("M365_SMTP_SERVER", default="smtp.office365.com:587")
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # ------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_DIR = env.path("CELERY_BROKER_DIR", default=VAR_DIR / "broker")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
+    _broker_dir = Path(CELERY_BROKER_DIR)
+    for _folder in ("queue", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)  # kombu does not create them
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
