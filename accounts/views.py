@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from smtp_settings.diagnose import ConnectionTest, connection_test
 from smtp_settings.forms import SenderProfileForm
 from smtp_settings.resolve import SenderConfigError
 from smtp_settings.selectors import (
@@ -22,7 +23,7 @@ from smtp_settings.selectors import (
     system_settings_get,
     user_profile_get,
 )
-from smtp_settings.services import profile_update
+from smtp_settings.services import connection_test_allowed, profile_update
 
 from .forms import CardForm
 from .models import User
@@ -56,7 +57,12 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
         "is_mail_sending_user": system.mail_sending_user_id == user.pk,
         "global_has_server": global_server_available(),
     }
-    if request.method == "POST":
+    test = None
+    if request.method == "POST" and request.POST.get("action") == "test_connection":
+        test = _connection_test(request, user)
+        card_form = CardForm(instance=user)
+        profile_form = SenderProfileForm(card_email=user.email, **profile_kwargs)
+    elif request.method == "POST":
         card_form = CardForm(request.POST, instance=user)
         card_valid = card_form.is_valid()
         card_email = card_form.cleaned_data.get("email", "") if card_valid else user.email
@@ -85,8 +91,26 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
             "sending_ips": settings.PLATFORM_SENDING_IPS,
             "m365_server": settings.M365_SMTP_SERVER,
             "m365_configured": bool(settings.M365_CLIENT_ID),
+            "test": test,
         },
     )
+
+
+def _connection_test(request: HttpRequest, user: User) -> ConnectionTest | None:
+    """Test the saved configuration of `user`, at most CONNECTION_TESTS_PER_MINUTE a minute."""
+    if not connection_test_allowed(user=request.user):
+        messages.error(
+            request,
+            _("You have tested the connection several times in a row: wait a minute and retry."),
+        )
+        return None
+    try:
+        sender = sender_config_for(user=user)
+    except SenderConfigError as error:
+        messages.error(request, error.message)
+        return None
+    to = request.POST.get("to", "").strip() or user.email or sender.from_email
+    return connection_test(sender, to=to)
 
 
 @require_POST

@@ -71,6 +71,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "directo_mail.context_processors.site",
             ],
         },
     },
@@ -85,6 +86,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     VAR_DIR.mkdir(exist_ok=True)  # SQLite cannot create the folder of its file
 DATABASES["default"]["ATOMIC_REQUESTS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Cache: rate limits (connection tests). Per process by default; Redis in production.
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # ------------------------------------------------------------------------------
 # Users and languages
@@ -169,6 +174,10 @@ SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=30.0)
 # Transient failures are retried with exponential backoff: base * 2**attempt seconds.
 SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_RETRY_BASE_SECONDS = env.float("SEND_RETRY_BASE_SECONDS", default=30.0)
+# A claim older than this (seconds) is a worker that died mid-send: the sweeper returns it.
+SEND_CLAIM_TIMEOUT = env.int("SEND_CLAIM_TIMEOUT", default=600)
+# How many connection tests a user may run in a minute (each opens a connection).
+CONNECTION_TESTS_PER_MINUTE = env.int("CONNECTION_TESTS_PER_MINUTE", default=5)
 
 # Microsoft 365 OAUTH (S5): Entra ID app registration; see README.
 M365_CLIENT_ID = env("M365_CLIENT_ID", default="")
@@ -199,6 +208,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": 60.0},
+}
 
 # ------------------------------------------------------------------------------
 # Logging: to the console; secrets never reach a log line (see smtp_settings.crypto).

@@ -148,6 +148,19 @@ class SenderConfig:
     def has_secret(self) -> bool:
         return self.secret is not None
 
+    def to_snapshot(self) -> dict:
+        """JSON for an outgoing message: the resolved sender as it was, never a secret."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["secret"] = [self.secret.kind, self.secret.id] if self.secret else None
+        data["source"] = dict(self.source)
+        return data
+
+    @classmethod
+    def from_snapshot(cls, data: dict) -> SenderConfig:
+        secret = SecretRef(*data["secret"]) if data.get("secret") else None
+        fields = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**{**fields, "secret": secret, "source": MappingProxyType(data["source"])})
+
     def envelope_display(self) -> str:
         if self.verp:
             local, _, domain = self.envelope_sender.partition("@")

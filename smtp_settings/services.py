@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from django.apps import apps
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 from accounts.models import Company, User
@@ -101,3 +103,18 @@ def secrets_rotate() -> dict[str, int]:
                 row.save(update_fields=[name])
                 counts[label] += 1
     return counts
+
+
+def connection_test_allowed(*, user: User) -> bool:
+    """Count one connection test for `user`; False once over the per-minute limit.
+
+    The count lives in the cache (CACHE_URL): shared by all web processes with Redis.
+    """
+    key = f"connection-test:{user.pk}"
+    cache.add(key, 0, timeout=60)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=60)
+        count = 1
+    return count <= settings.CONNECTION_TESTS_PER_MINUTE

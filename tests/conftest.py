@@ -4,6 +4,8 @@ import logging
 
 import pytest
 
+pytest_plugins = ["tests.smtp_fixtures"]
+
 # aiosmtpd warns at every AUTH; keep test output readable.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 

@@ -7,30 +7,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
-from email import message_from_bytes, policy
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-
-class CatcherHandler:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = self.directory / f"{stamp}-{time.monotonic_ns()}.eml"
-        header = (
-            f"X-Envelope-From: {envelope.mail_from}\r\n"
-            f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n"
-        ).encode()
-        path.write_bytes(header + envelope.original_content)
-        subject = message_from_bytes(envelope.original_content, policy=policy.default)["Subject"]
-        print(f"caught {path.name}: {envelope.mail_from} -> {envelope.rcpt_tos}: {subject}")
-        return "250 OK: kept by the local mail catcher"
+from outbox.catcher import CatcherHandler
 
 
 class Command(BaseCommand):

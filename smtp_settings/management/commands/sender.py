@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 
+from ...diagnose import connection_test
 from ...forms import MailSendingUserForm, SenderProfileForm, check_dependents_keep_server
 from ...models import Security, SenderMode
 from ...resolve import SenderConfigError
@@ -37,6 +38,13 @@ class Command(BaseCommand):
         show.add_argument("user", metavar="USER", help="user code")
         show.add_argument("--json", action="store_true", help="print JSON")
 
+        test = sub.add_parser(
+            "test", help="Test USER's saved sender step by step; nothing is sent."
+        )
+        test.add_argument("user", metavar="USER", help="user code")
+        test.add_argument("--to", metavar="ADDRESS", help="recipient for RCPT TO (default: own)")
+        test.add_argument("--json", action="store_true", help="print JSON")
+
         set_ = sub.add_parser("set", help="Change USER's sender, or the global one.")
         who = set_.add_mutually_exclusive_group(required=True)
         who.add_argument("user", metavar="USER", nargs="?", help="user code")
@@ -58,8 +66,36 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options) -> None:
         if action == "show":
             self._show(options["user"], as_json=options["json"])
+        elif action == "test":
+            self._test(options["user"], to=options["to"], as_json=options["json"])
         else:
             self._set(options)
+
+    # -- test ------------------------------------------------------------------------------
+    def _test(self, code: str, *, to: str | None, as_json: bool) -> None:
+        user = _user(code)
+        try:
+            config = sender_config_for(user=user)
+        except SenderConfigError as error:
+            raise CommandError(str(error.message)) from None
+        result = connection_test(config, to=to or user.email or config.from_email)
+        if as_json:
+            self.stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        else:
+            if result.config_error:
+                self.stdout.write(result.config_error)
+            for step in result.steps:
+                mark = {"ok": "ok  ", "failed": "FAIL", "skipped": "-   "}[step.outcome]
+                self.stdout.write(
+                    f"[{mark}] {step.label}" + (f": {step.detail}" if step.detail else "")
+                )
+                if step.reply:
+                    self.stdout.write(f"       {step.reply}")
+                if step.explanation:
+                    self.stdout.write(f"       {step.explanation['title']}")
+                    self.stdout.write(f"       {step.explanation['fix']}")
+        if not result.passed:
+            raise CommandError(_("The connection test failed."))
 
     # -- show ------------------------------------------------------------------------------
     def _show(self, code: str, *, as_json: bool) -> None:

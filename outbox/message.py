@@ -1,0 +1,125 @@
+"""`build_message`: the only place a MIME message is made (DESIGN.md, house style 1).
+
+It applies the resolved sender: From, Reply-To, the card's BCC (envelope only), the signature
+in the text and HTML bodies, Message-ID, and in Directo-Reply-to mode a signed VERP envelope
+sender that names the message, so a bounce finds it (S7.4).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from smtp_settings.resolve import VERP_LOCAL_PART, SenderConfig
+
+from .models import OutgoingMessage
+
+# RFC 3676 §4.3: the signature separator is "-- " on a line of its own.
+SIGNATURE_SEPARATOR = "-- "
+_VERP_SALT = "directo_mail.verp"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    recipients: tuple[str, ...]
+
+
+def new_message_id(domain: str) -> str:
+    return make_msgid(domain=domain)
+
+
+def verp_address(message_pk: int, domain: str) -> str:
+    """`bounces+<pk>-<signature>@domain`: names the message, cannot be forged for another."""
+    token = f"{message_pk}-{_verp_signature(message_pk)}"
+    return f"{VERP_LOCAL_PART}+{token}@{domain}"
+
+
+def verp_message_pk(address: str, domain: str) -> int | None:
+    """The message a VERP address names, or None when it is not one of ours or forged."""
+    local, _, at = address.strip("<>").rpartition("@")
+    prefix = f"{VERP_LOCAL_PART}+"
+    if at.lower() != domain.lower() or not local.startswith(prefix):
+        return None
+    pk, _, signature = local[len(prefix) :].partition("-")
+    if not pk.isdigit() or not constant_time_compare(signature, _verp_signature(int(pk))):
+        return None
+    return int(pk)
+
+
+def _verp_signature(message_pk: int) -> str:
+    return salted_hmac(_VERP_SALT, str(message_pk), algorithm="sha256").hexdigest()[:16]
+
+
+def envelope_for(message: OutgoingMessage, sender: SenderConfig) -> Envelope:
+    recipients = [*message.to, *message.cc, *message.bcc]
+    if sender.bcc:
+        recipients.append(sender.bcc)
+    unique = tuple(dict.fromkeys(address.lower() for address in recipients))
+    return Envelope(mail_from=message.envelope_from, recipients=unique)
+
+
+def envelope_from_for(message_pk: int, sender: SenderConfig) -> str:
+    if sender.verp:
+        return verp_address(message_pk, settings.EVENT_MAIL_DOMAIN)
+    return sender.envelope_sender
+
+
+def build_message(message: OutgoingMessage, sender: SenderConfig) -> EmailMessage:
+    """The MIME message for `message` as `sender` sends it. BCC never appears in headers."""
+    mime = EmailMessage()
+    mime["From"] = Address(display_name=sender.from_name, addr_spec=sender.from_email)
+    mime["To"] = ", ".join(message.to)
+    if message.cc:
+        mime["Cc"] = ", ".join(message.cc)
+    if sender.reply_to:
+        mime["Reply-To"] = sender.reply_to
+    mime["Subject"] = message.subject
+    mime["Date"] = format_datetime(timezone.localtime(message.created_at))
+    mime["Message-ID"] = message.message_id
+    # Quoted-printable keeps every line 7-bit: no server's 8BITMIME support is assumed.
+    mime.set_content(
+        _with_text_signature(message.body_text, sender.signature), cte="quoted-printable"
+    )
+    if message.body_html:
+        mime.add_alternative(
+            _with_html_signature(message.body_html, sender.signature),
+            subtype="html",
+            cte="quoted-printable",
+        )
+    for attachment in message.attachments.all():
+        maintype, _, subtype = attachment.content_type.partition("/")
+        with attachment.file.open("rb") as stream:
+            mime.add_attachment(
+                stream.read(),
+                maintype=maintype or "application",
+                subtype=subtype or "octet-stream",
+                filename=attachment.filename,
+            )
+    return mime
+
+
+def _with_text_signature(body: str, signature: str) -> str:
+    if not signature:
+        return body
+    return f"{body.rstrip()}\n\n{SIGNATURE_SEPARATOR}\n{signature}\n"
+
+
+def _with_html_signature(body: str, signature: str) -> str:
+    if not signature:
+        return body
+    block = (
+        '<div class="signature">-- <br>'
+        + "<br>".join(html.escape(line) for line in signature.splitlines())
+        + "</div>"
+    )
+    lowered = body.lower()
+    end = lowered.rfind("</body>")
+    return body[:end] + block + body[end:] if end != -1 else body + block

@@ -1,0 +1,128 @@
+"""Outgoing messages and their states, their attachments, and Events ("Zdarzenia", S7.4).
+
+The database is the truth: a message row is claimed (queued → sending) before its SMTP
+transaction and marked sent with the server's reply after it; the broker carries ids only.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class MessageState(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    SENDING = "sending", _("sending")
+    SENT = "sent", _("sent")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+class OutgoingMessage(models.Model):
+    """One mail, as the user asked for it, with the sender it was resolved to (no secrets)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="outgoing_messages",
+        verbose_name=_("user"),
+    )
+    # SenderConfig as JSON (smtp_settings.snapshot): server, From, Reply-To, envelope… never a
+    # secret, only a reference to where it is stored.
+    sender = models.JSONField(_("sender"))
+    to = models.JSONField(_("to"), default=list)
+    cc = models.JSONField(_("cc"), default=list, blank=True)
+    bcc = models.JSONField(_("bcc"), default=list, blank=True)
+    subject = models.CharField(_("subject"), max_length=998)
+    body_text = models.TextField(_("text"))
+    body_html = models.TextField(_("HTML"), blank=True)
+    message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
+    envelope_from = models.CharField(_("envelope sender"), max_length=320)
+
+    state = models.CharField(
+        _("state"), max_length=10, choices=MessageState.choices, default=MessageState.QUEUED
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_reply = models.TextField(_("server's last reply"), blank=True)
+    explanation = models.CharField(_("explanation"), max_length=60, blank=True)
+    explanation_params = models.JSONField(default=dict, blank=True)
+    possibly_duplicated = models.BooleanField(_("possibly sent twice"), default=False)
+
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    # The business object the mail is about (an invoice, a letter…).
+    related_type = models.ForeignKey(
+        ContentType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    related_id = models.CharField(max_length=64, blank=True)
+    related = GenericForeignKey("related_type", "related_id")
+
+    class Meta:
+        verbose_name = _("outgoing message")
+        verbose_name_plural = _("outgoing messages")
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["state", "claimed_at"]),
+            models.Index(fields=["user", "-created_at"]),
+            models.Index(fields=["related_type", "related_id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} → {', '.join(self.to)}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in (MessageState.SENT, MessageState.FAILED, MessageState.CANCELLED)
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(
+        OutgoingMessage, on_delete=models.CASCADE, related_name="attachments"
+    )
+    file = models.FileField(upload_to="outbox/%Y/%m/")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100, default="application/octet-stream")
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class EventKind(models.TextChoices):
+    SEND_FAILED = "send_failed", _("Sending failed")
+    SEND_RETRYING = "send_retrying", _("Sending delayed, will retry")
+    SEND_DUPLICATE_RISK = "send_duplicate_risk", _("Possibly sent twice")
+
+
+class Event(models.Model):
+    """Something the user must know about their mail (the Events module, "Zdarzenia").
+
+    The explanation is stored as a catalogue key with its parameters and rendered in the
+    reader's language (smtp_settings.explain); the server's raw reply is kept beside it.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="events"
+    )
+    message = models.ForeignKey(
+        OutgoingMessage, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+    )
+    kind = models.CharField(_("kind"), max_length=30, choices=EventKind.choices)
+    explanation = models.CharField(_("explanation"), max_length=60)
+    params = models.JSONField(default=dict, blank=True)
+    reply = models.TextField(_("server's reply"), blank=True)
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.explanation}"

@@ -1,0 +1,213 @@
+"""Writes: enqueue a mail, send one (claim → deliver → record), record events, sweep stuck rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.validators import validate_email
+from django.db import models, transaction
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from smtp_settings.crypto import SecretDecryptionError
+from smtp_settings.errors import PermanentSendError, SendError, TransientSendError
+from smtp_settings.resolve import SenderConfig, SenderConfigError
+from smtp_settings.selectors import sender_config_for
+from smtp_settings.transports import transport_for
+
+from .message import build_message, envelope_for, envelope_from_for, new_message_id
+from .models import Attachment, Event, EventKind, MessageState, OutgoingMessage
+
+logger = logging.getLogger(__name__)
+
+
+def _clean_addresses(addresses: Iterable[str], field: str) -> list[str]:
+    cleaned = []
+    for address in addresses:
+        address = address.strip()
+        try:
+            validate_email(address)  # also refuses CR/LF: no header injection through addresses
+        except ValidationError:
+            raise ValidationError(
+                {field: _("“%(address)s” is not a valid e-mail address.") % {"address": address}}
+            ) from None
+        cleaned.append(address)
+    return cleaned
+
+
+@transaction.atomic
+def outbox_enqueue(
+    *,
+    user: User,
+    to: Iterable[str],
+    subject: str,
+    body_text: str,
+    body_html: str = "",
+    cc: Iterable[str] = (),
+    bcc: Iterable[str] = (),
+    attachments: Iterable[tuple[str, bytes, str]] = (),
+    related: models.Model | None = None,
+) -> OutgoingMessage:
+    """Record a mail from `user` and hand its id to the worker once the row is committed.
+
+    Raises SenderConfigError when the user's configuration cannot send, and ValidationError
+    for bad addresses or a subject with line breaks.
+    """
+    sender = sender_config_for(user=user)
+    recipients = _clean_addresses(to, "to")
+    if not recipients:
+        raise ValidationError({"to": _("Give at least one recipient.")})
+    if "\r" in subject or "\n" in subject:
+        raise ValidationError({"subject": _("The subject may not contain line breaks.")})
+    message = OutgoingMessage.objects.create(
+        user=user,
+        sender=sender.to_snapshot(),
+        to=recipients,
+        cc=_clean_addresses(cc, "cc"),
+        bcc=_clean_addresses(bcc, "bcc"),
+        subject=subject,
+        body_text=body_text,
+        body_html=body_html,
+        message_id=new_message_id(sender.from_email.rpartition("@")[2]),
+        envelope_from="",
+        related_type=ContentType.objects.get_for_model(related) if related is not None else None,
+        related_id=str(related.pk) if related is not None else "",
+    )
+    message.envelope_from = envelope_from_for(message.pk, sender)
+    message.save(update_fields=["envelope_from"])
+    for filename, content, content_type in attachments:
+        attachment = Attachment(message=message, filename=filename, content_type=content_type)
+        attachment.file.save(filename, ContentFile(content), save=True)
+    _enqueue_on_commit(message.pk)
+    return message
+
+
+def _enqueue_on_commit(message_pk: int) -> None:
+    from .tasks import send_message  # tasks import services
+
+    transaction.on_commit(lambda: send_message.delay(message_pk))
+
+
+def outbox_send(*, message_id: int) -> str:
+    """Deliver one queued message. Returns its final state; raises TransientSendError to retry.
+
+    The row is claimed (queued → sending) before the SMTP transaction, so two workers never
+    send it twice; it is marked sent with the server's reply right after.
+    """
+    now = timezone.now()
+    claimed = OutgoingMessage.objects.filter(pk=message_id, state=MessageState.QUEUED).update(
+        state=MessageState.SENDING,
+        claimed_at=now,
+        attempts=models.F("attempts") + 1,
+        updated_at=now,
+    )
+    if not claimed:
+        return "skipped"
+    message = OutgoingMessage.objects.select_related("user").get(pk=message_id)
+    sender = SenderConfig.from_snapshot(message.sender)
+    try:
+        mime = build_message(message, sender)
+        with transport_for(sender) as transport:
+            reply = transport.send(mime, envelope_for(message, sender))
+    except TransientSendError as error:
+        if message.attempts >= settings.SEND_MAX_ATTEMPTS:
+            _fail(message, error)
+            return MessageState.FAILED
+        _defer(message, error)
+        raise
+    except PermanentSendError as error:
+        _fail(message, error)
+        return MessageState.FAILED
+    except (SenderConfigError, SecretDecryptionError) as error:
+        _fail(message, _config_error(message.user, error))
+        return MessageState.FAILED
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.SENT,
+        sent_at=timezone.now(),
+        last_reply=reply,
+        explanation="",
+        explanation_params={},
+        updated_at=timezone.now(),
+    )
+    logger.info("message %s sent: %s", message.pk, reply)
+    return MessageState.SENT
+
+
+def _config_error(user: User, error: Exception) -> PermanentSendError:
+    with translation.override(user.language or settings.LANGUAGE_CODE):
+        text = str(getattr(error, "message", None) or error)
+    return PermanentSendError("", explanation="sender_config", params={"message": text})
+
+
+def _record(message: OutgoingMessage, error: SendError, *, state: str, kind: str) -> None:
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        state=state,
+        last_reply=error.reply,
+        explanation=error.explanation,
+        explanation_params=error.params,
+        updated_at=timezone.now(),
+    )
+    Event.objects.create(
+        user=message.user,
+        message=message,
+        kind=kind,
+        explanation=error.explanation,
+        params=error.params,
+        reply=error.reply,
+    )
+
+
+def _fail(message: OutgoingMessage, error: SendError) -> None:
+    _record(message, error, state=MessageState.FAILED, kind=EventKind.SEND_FAILED)
+    logger.warning("message %s failed (%s): %s", message.pk, error.explanation, error.reply or "-")
+
+
+def _defer(message: OutgoingMessage, error: SendError) -> None:
+    """Back to the queue for a later try; the user hears of the first delay only."""
+    if message.attempts == 1:
+        _record(message, error, state=MessageState.QUEUED, kind=EventKind.SEND_RETRYING)
+    else:
+        OutgoingMessage.objects.filter(pk=message.pk).update(
+            state=MessageState.QUEUED,
+            last_reply=error.reply,
+            explanation=error.explanation,
+            explanation_params=error.params,
+            updated_at=timezone.now(),
+        )
+    logger.info("message %s deferred (%s): %s", message.pk, error.explanation, error.reply)
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff: base, 2×base, 4×base… seconds after the first, second… try."""
+    return settings.SEND_RETRY_BASE_SECONDS * 2 ** max(attempt - 1, 0)
+
+
+def outbox_sweep(*, stuck_after: timedelta | None = None) -> int:
+    """Give back claims of a worker that died mid-send; they may have gone out (recorded)."""
+    stuck_after = stuck_after or timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
+    limit = timezone.now() - stuck_after
+    count = 0
+    for message in OutgoingMessage.objects.filter(
+        state=MessageState.SENDING, claimed_at__lt=limit
+    ).select_related("user"):
+        returned = OutgoingMessage.objects.filter(
+            pk=message.pk, state=MessageState.SENDING, claimed_at=message.claimed_at
+        ).update(state=MessageState.QUEUED, possibly_duplicated=True, updated_at=timezone.now())
+        if returned:
+            Event.objects.create(
+                user=message.user,
+                message=message,
+                kind=EventKind.SEND_DUPLICATE_RISK,
+                explanation="possibly_duplicated",
+                params={},
+            )
+            _enqueue_on_commit(message.pk)
+            count += 1
+    return count

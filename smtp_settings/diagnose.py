@@ -1,0 +1,131 @@
+"""The connection test: DNS → TCP → TLS → EHLO → AUTH → MAIL FROM / RCPT TO → RSET/QUIT.
+
+Nothing is sent: the envelope is offered and then reset. Each step's outcome is reported with
+the server's words and, on failure, the explanation in the reader's language.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass, field
+
+from django.utils.translation import gettext_lazy as _
+
+from .errors import SendError
+from .explain import error_from_exception, explain
+from .models import Security
+from .resolve import SenderConfig, SenderConfigError
+from .transports import SmtpTransport, transport_for
+
+STEPS = {
+    "dns": _("Server name lookup (DNS)"),
+    "connect": _("Connection (TCP)"),
+    "tls": _("Encryption (TLS)"),
+    "ehlo": _("Greeting (EHLO)"),
+    "auth": _("Login (AUTH)"),
+    "envelope": _("Sender and recipient accepted (MAIL FROM / RCPT TO)"),
+    "quit": _("Nothing sent, connection closed (RSET / QUIT)"),
+}
+# Which step a transport stage belongs to.
+_STAGE_STEP = {"starttls": "tls", "mail": "envelope", "rcpt": "envelope"}
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+@dataclass
+class Step:
+    name: str
+    outcome: str = SKIPPED
+    detail: str = ""
+    reply: str = ""
+    explanation: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return str(STEPS[self.name])
+
+
+@dataclass
+class ConnectionTest:
+    steps: list[Step]
+    config_error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Every step that ran passed, through to the end."""
+        return not self.config_error and self.steps[-1].outcome == OK
+
+    def as_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "config_error": self.config_error,
+            "steps": [
+                {
+                    "step": s.name,
+                    "label": s.label,
+                    "outcome": s.outcome,
+                    "detail": s.detail,
+                    "reply": s.reply,
+                    "explanation": s.explanation,
+                }
+                for s in self.steps
+            ],
+        }
+
+
+def connection_test(sender: SenderConfig, *, to: str) -> ConnectionTest:
+    """Run every step against the sender's server; stop at the first failure."""
+    steps = {name: Step(name) for name in STEPS}
+    result = ConnectionTest(list(steps.values()))
+    try:
+        transport = transport_for(sender)
+    except SenderConfigError as error:
+        result.config_error = str(error.message)
+        return result
+    if not isinstance(transport, SmtpTransport):  # pragma: no cover - Microsoft 365 (issue 4)
+        result.config_error = str(_("This mail sender cannot be tested here yet."))
+        return result
+    try:
+        transport.open()
+        _record_progress(steps, transport)
+        smtp = transport.smtp
+        transport.stage = "mail"
+        transport._expect(*smtp.mail(sender.envelope_sender), 250)
+        transport.stage = "rcpt"
+        code, reply = smtp.rcpt(to)
+        if code != 251:  # 251: "user not local; will forward" is a yes
+            transport._expect(code, reply, 250)
+        steps["envelope"].outcome = OK
+        steps["envelope"].detail = f"{sender.envelope_sender} → {to}"
+        steps["envelope"].reply = f"{code} {reply.decode(errors='replace')}"
+        transport.stage = "quit"
+        smtp.rset()
+        smtp.quit()
+        transport.smtp = None
+        steps["quit"].outcome = OK
+    except SendError as error:
+        _record_failure(steps, transport, error)
+    except (OSError, smtplib.SMTPException) as error:
+        failure = error_from_exception(error, stage=transport.stage, params=transport.params)
+        _record_failure(steps, transport, failure)
+    finally:
+        transport.close()
+    if sender.security != Security.SSL and sender.security != Security.STARTTLS:
+        steps["tls"].detail = str(_("not used: the connection is unencrypted"))
+    if not sender.login:
+        steps["auth"].detail = str(_("not used: no user name"))
+    return result
+
+
+def _record_progress(steps: dict[str, Step], transport: SmtpTransport) -> None:
+    for stage, detail in getattr(transport, "progress", []):
+        step = steps[_STAGE_STEP.get(stage, stage)]
+        step.outcome, step.detail = OK, detail
+
+
+def _record_failure(steps: dict[str, Step], transport: SmtpTransport, error: SendError) -> None:
+    _record_progress(steps, transport)
+    step = steps[_STAGE_STEP.get(transport.stage, transport.stage)]
+    step.outcome = FAILED
+    step.reply = error.reply
+    step.explanation = explain(error.explanation, error.params)

@@ -1,0 +1,809 @@
+"""What an SMTP server or the network did, explained with the fix: the catalogue and its matchers.
+
+The transport turns every failure into a `SendError` here: `error_from_reply` for an SMTP reply,
+`error_from_exception` for what smtplib, ssl or the socket raised. The error carries a key of
+`CATALOGUE`; `explain` renders that key in the reader's language when it is shown, so an event
+stored today reads right in whatever language the user picks tomorrow.
+
+Matching (`_RULES`, first match wins): the reply code (RFC 5321 §4.2), the enhanced status code
+(RFC 3463, "5.7.8"), the stage of the conversation, and phrases that real servers use (Gmail,
+Microsoft 365, Postfix, Exim, aiosmtpd). Specific rules come first; class fallbacks (4xx
+transient, 5xx permanent) last. A specific key decides transient or permanent by itself: "451
+5.7.3 STARTTLS is required" comes with a 4xx code, but waiting will not fix the configuration.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from .errors import PermanentSendError, SendError, TransientSendError
+from .models import Security
+
+# Where in the conversation a failure happened: "dns" (name lookup), "connect" (TCP and the
+# greeting), "tls" (the handshake of implicit TLS), then the SMTP commands. An unknown stage is
+# not an error: it only turns off the rules that look at the stage.
+STAGES = frozenset(
+    {"dns", "connect", "tls", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "quit"}
+)
+_HANDSHAKE_STAGES = frozenset({"connect", "tls", "starttls"})
+_BEFORE_SMTP_STAGES = frozenset({"dns", "connect", "tls"})
+GENERIC = "generic"
+MISSING = "…"  # stands in for a parameter the caller did not give
+
+
+@dataclass(frozen=True)
+class Explanation:
+    key: str  # stable id stored on events
+    title: str  # lazily translated: what happened, one short sentence
+    # lazily translated: what to do; may use %(host)s %(port)s %(security)s %(login)s %(ips)s
+    fix: str
+    transient: bool  # True: worth retrying later
+
+
+_ENTRIES = [
+    # -- authentication ----------------------------------------------------------------------
+    Explanation(
+        "gmail_app_password",
+        _("Gmail wants an app password, not your Google account password."),
+        _(
+            "Turn on 2-Step Verification in your Google account, create an app password there "
+            "and enter it here as the password (16 letters, without the spaces). Your usual "
+            "Google password does not work for sending."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "auth_failed",
+        _("The mail server did not accept the user name or password."),
+        _(
+            "Check the user name (%(login)s) and enter the password again. For Gmail the "
+            "password must be an app password, not your Google password. With Microsoft 365 "
+            "OAUTH, authenticate with Microsoft 365 again."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "auth_required",
+        _("The mail server sends mail only after signing in."),
+        _(
+            "Enter the mailbox user name and password. If they are already entered, choose "
+            "StartTLS or SSL: many servers offer sign-in only over an encrypted connection."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "auth_method_unsupported",
+        _("The mail server offers no sign-in method that works with a password."),
+        _(
+            "For Microsoft 365, choose “Microsoft 365 OAUTH” as the mail sender. For other "
+            "servers, ask whoever manages the server to allow password sign-in (AUTH PLAIN or "
+            "LOGIN) over StartTLS or SSL."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "auth_not_offered",
+        _("The mail server does not offer sign-in, but a user name is set."),
+        _(
+            "If the server needs no sign-in (it lets the platform in by IP address), clear the "
+            "user name and password. Otherwise check the port: sign-in is usually offered on "
+            "port 587 with StartTLS or on port 465 with SSL, often only once the connection is "
+            "encrypted."
+        ),
+        transient=False,
+    ),
+    # -- Microsoft 365 (S5) --------------------------------------------------------------------
+    Explanation(
+        "m365_smtp_auth_disabled",
+        _(
+            "Microsoft 365 has SMTP sign-in (SMTP AUTH) turned off for this mailbox or "
+            "organisation."
+        ),
+        _(
+            "Ask your Microsoft 365 administrator to enable “Authenticated SMTP” in the "
+            "Microsoft 365 admin center: for the whole organisation, or for this user under "
+            "Users → Active users → the user → Mail → Manage email apps. Check also that the "
+            "user has the right to send mail."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "m365_basic_auth",
+        _("Microsoft 365 no longer accepts a password for sending mail."),
+        _(
+            "Choose “Microsoft 365 OAUTH” as the mail sender, save, and click “Authenticate "
+            "with Microsoft 365”. App passwords do not work any more either."
+        ),
+        transient=False,
+    ),
+    # -- encryption ----------------------------------------------------------------------------
+    Explanation(
+        "starttls_required",
+        _("The mail server requires an encrypted connection (StartTLS) first."),
+        _("In the SSL/TLS field choose StartTLS (port 587 or 25), or SSL with port 465."),
+        transient=False,
+    ),
+    Explanation(
+        "tls_wrong_port",
+        _(
+            "The server on this port does not start with an encrypted connection, so SSL "
+            "cannot be used here."
+        ),
+        _(
+            "You chose %(security)s on port %(port)s. Choose StartTLS for this port (usually "
+            "587 or 25), or keep SSL and use port 465."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "tls_failed",
+        _("The encrypted connection to the mail server could not be set up."),
+        _(
+            "Check that SSL/TLS matches the port (465 → SSL; 587 and 25 → StartTLS). If it "
+            "does, the server may use an outdated encryption method: ask whoever manages it to "
+            "enable TLS 1.2 or newer."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "starttls_not_offered",
+        _("The mail server does not offer StartTLS, which you chose."),
+        _(
+            "Check the server and port: on port 587 servers normally offer StartTLS; for port "
+            "465 choose SSL. Choose “No” (unencrypted) only if whoever manages the server "
+            "confirms it has no encryption: the password would then travel unprotected."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "cert_expired",
+        _("The mail server's security certificate has expired (or is not valid yet)."),
+        _(
+            "Whoever manages %(host)s must renew its certificate. Until then mail cannot be "
+            "sent safely through this server. Check also that the server name is right."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "cert_hostname",
+        _("The mail server's certificate was issued for a different server name."),
+        _(
+            "Check the server name %(host)s: enter the name your mail provider gives for SMTP "
+            "(for example smtp.gmail.com), not an IP address or another name of the server."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "cert_untrusted",
+        _(
+            "The mail server's certificate is not issued by a trusted authority (for example, "
+            "it is self-signed)."
+        ),
+        _(
+            "Whoever manages %(host)s must install a certificate from a recognised certificate "
+            "authority (for example Let's Encrypt). To keep your password safe, the platform "
+            "does not send through a server it cannot verify."
+        ),
+        transient=False,
+    ),
+    # -- sender, relay, recipient, message (S3.6, S7.3) -----------------------------------------
+    Explanation(
+        "relay_denied",
+        _("The mail server refuses to pass on mail for this address or domain."),
+        _(
+            "Servers usually pass mail on only for signed-in users: enter the mailbox user "
+            "name and password. If the server allows clients by IP address, add the platform's "
+            "sending addresses: %(ips)s. If your company cannot change its server, choose "
+            "“Directo-Reply-to” as the mail sender."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "sender_denied",
+        _("The mail server does not let this mailbox send from your e-mail address."),
+        _(
+            "The From address (the e-mail on your user card) must belong to the mailbox you "
+            "sign in with (%(login)s), or that mailbox needs the right to send as it. Change "
+            "the e-mail on the card, ask whoever manages the server for that right, or choose "
+            "“Directo-Reply-to” as the mail sender."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "spf_rejected",
+        _(
+            "The receiving server rejected the mail because your domain's SPF or DMARC "
+            "settings do not allow this server to send for it."
+        ),
+        _(
+            "Ask whoever manages your domain to add the sending server to its SPF record. If "
+            "your company does not want to change SPF, choose “Directo-Reply-to” as the mail "
+            "sender: mail then leaves from the platform's address with your e-mail in Reply-To."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "ip_not_allowed",
+        _("The mail server does not accept mail from the platform's IP address."),
+        _("Ask whoever manages the server to allow the platform's sending addresses: %(ips)s."),
+        transient=False,
+    ),
+    Explanation(
+        "recipient_unknown",
+        _("The recipient's address does not exist."),
+        _(
+            "Check the recipient's e-mail address (shown in the server's reply) for typos, "
+            "correct it where it was entered, and send again."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "message_too_large",
+        _("The message is too large for the mail server."),
+        _(
+            "Make the attachments smaller or send them in several messages. Most servers "
+            "accept 20–25 MB in total, and attachments grow by about a third when sent."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        # Permanent although it passes: the limit resets after hours, beyond any retry backoff.
+        "daily_limit",
+        _("The mailbox has reached its sending limit."),
+        _(
+            "The mail provider limits how many messages or recipients a mailbox may send per "
+            "day. Wait until the limit resets (usually within 24 hours) and send the rest then, "
+            "or send bulk mailings through a server meant for them."
+        ),
+        transient=False,
+    ),
+    # -- the server's general answers ----------------------------------------------------------
+    Explanation(
+        "throttled",
+        _("The mail server is busy or limiting how fast mail is sent."),
+        _(
+            "Nothing to change: the platform tries again later, more slowly. If it keeps "
+            "happening during bulk sending, send in smaller batches."
+        ),
+        transient=True,
+    ),
+    Explanation(
+        "temporary_failure",
+        _("The mail server could not take the message right now."),
+        _(
+            "Nothing to change yet: the platform tries again later. If it keeps failing, show "
+            "the server's reply to whoever manages the server."
+        ),
+        transient=True,
+    ),
+    Explanation(
+        "rejected",
+        _("The mail server refused the message."),
+        _(
+            "The server's reply, shown with this message, gives the reason. Correct what it "
+            "names, or show it to whoever manages the server: sent again unchanged, the "
+            "message will fail the same way."
+        ),
+        transient=False,
+    ),
+    # -- the network ---------------------------------------------------------------------------
+    Explanation(
+        # Permanent: a refusal means nothing listens on that host and port, or a firewall
+        # rejects the platform. That is configuration; retrying for an hour would only delay
+        # telling the user. (A server restarting refuses for seconds; the user re-sends.)
+        "connection_refused",
+        _("The mail server refused the connection."),
+        _(
+            "Check the server name and port (%(host)s:%(port)s): nothing accepts mail there. "
+            "If they are right, a firewall may block the platform: ask whoever manages the "
+            "server to allow the platform's sending addresses: %(ips)s."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "connection_timeout",
+        _("The mail server could not be reached: it did not answer in time."),
+        _(
+            "Check the server name and port (%(host)s:%(port)s). A firewall may be silently "
+            "blocking the platform: ask whoever manages the server to allow the platform's "
+            "sending addresses: %(ips)s. The platform tries again later."
+        ),
+        transient=True,
+    ),
+    Explanation(
+        "connection_lost",
+        _("The connection to the mail server was lost during sending."),
+        _(
+            "Nothing to change yet: the platform tries again later. If it keeps happening, "
+            "check that SSL/TLS matches the port and that the server allows the platform's "
+            "sending addresses: %(ips)s."
+        ),
+        transient=True,
+    ),
+    Explanation(
+        "dns_not_found",
+        _("The mail server's name does not exist."),
+        _(
+            "Check the server name %(host)s for typos. Use the SMTP server name your mail "
+            "provider gives, for example smtp.gmail.com."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "dns_temporary",
+        _("The mail server's name could not be looked up right now."),
+        _(
+            "Nothing to change yet: the platform tries again later. If it keeps failing, "
+            "check the server name %(host)s."
+        ),
+        transient=True,
+    ),
+    # -- raised by the platform itself (smtp_settings.transports, outbox.services) --------------
+    Explanation(
+        "private_host",
+        _("The server name points to a private or local network address."),
+        _(
+            "%(host)s leads to %(address)s, which the platform does not connect to. Enter the "
+            "public name of your mail server, as your mail provider gives it."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "sender_config",
+        _("The sender settings cannot be used as they are."),
+        _("%(message)s"),
+        transient=False,
+    ),
+    Explanation(
+        "possibly_duplicated",
+        _("Sending was interrupted at a moment when the message may already have gone out."),
+        _(
+            "Nothing to do: the platform sends the message again. The recipient may receive "
+            "it twice."
+        ),
+        transient=True,
+    ),
+    Explanation(
+        GENERIC,
+        _("Sending failed for a reason the platform does not recognise."),
+        _(
+            "Read the server's reply shown with this message: it usually names the problem. "
+            "Check the mail server, port, SSL/TLS, user name and password, then try again. If "
+            "it keeps failing, show the reply to whoever manages your mail server."
+        ),
+        transient=False,
+    ),
+]
+CATALOGUE: dict[str, Explanation] = {entry.key: entry for entry in _ENTRIES}
+
+
+# -- rendering ---------------------------------------------------------------------------------
+class _Params(dict):
+    """Parameters for a fix text: a missing one renders as "…" instead of raising KeyError."""
+
+    def __missing__(self, key: str) -> str:
+        return MISSING
+
+
+def _render_params(params: Mapping | None) -> _Params:
+    rendered = _Params()
+    for name, value in (params or {}).items():
+        if value is None or value == "":
+            continue
+        if name == "security" and value in Security.values:
+            value = Security(value).label
+        elif name == "ips" and not isinstance(value, str):
+            value = ", ".join(str(ip) for ip in value)
+        rendered[name] = str(value)
+    if "ips" not in rendered:
+        # The sending IPs are the platform's (S3.6): the caller need not pass them.
+        ips = getattr(settings, "PLATFORM_SENDING_IPS", None)
+        rendered["ips"] = ", ".join(ips) if ips else gettext("ask your administrator for the list")
+    return rendered
+
+
+def explain(key: str, params: Mapping | None = None) -> dict[str, str]:
+    """Title and fix of `key` in the active language; an unknown key gets the generic entry."""
+    entry = CATALOGUE.get(key) or CATALOGUE[GENERIC]
+    return {"title": str(entry.title), "fix": str(entry.fix) % _render_params(params)}
+
+
+# -- replies -----------------------------------------------------------------------------------
+_ENHANCED_AT_START = re.compile(r"^\s*#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_ENHANCED_ANYWHERE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_CODE_PREFIX = re.compile(r"^\s*\d{3}[ -]", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    code: int
+    status: str  # the enhanced status code, "5.7.8", or ""
+    words: str  # the text on one line, lower-cased, for phrase matching
+    stage: str
+
+    @property
+    def klass(self) -> str:
+        return _klass(self.code)
+
+
+def _klass(code: int) -> str:
+    """The reply class, "2", "4" or "5"; "" for what is not an SMTP reply code."""
+    return str(code)[0] if 200 <= code <= 599 else ""
+
+
+def _parse(code: int, text: str, stage: str) -> _Reply:
+    # Callers may hand over the raw lines ("535-5.7.8 ...\n535 5.7.8 ..."): drop the codes.
+    body = _CODE_PREFIX.sub("", text)
+    klass = _klass(code)
+    status = ""
+    match = _ENHANCED_AT_START.match(body)
+    if not (match and match[1] == klass):
+        match = next((m for m in _ENHANCED_ANYWHERE.finditer(body) if m[1] == klass), None)
+    if match:
+        status = ".".join(str(int(part)) for part in match.groups())
+    words = " ".join(body.split()).lower()
+    return _Reply(code=code, status=status, words=words, stage=stage)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """Constraints that must all hold (code, class, stage), then evidence (status or phrase).
+
+    With neither `statuses` nor `phrases`, the constraints alone are enough. A status ending in
+    "." matches by prefix ("4.7." is every 4.7.x).
+    """
+
+    key: str
+    codes: frozenset[int] = frozenset()
+    classes: str = "45"
+    stages: frozenset[str] = frozenset()
+    statuses: tuple[str, ...] = ()
+    phrases: re.Pattern | None = None
+
+    def matches(self, reply: _Reply) -> bool:
+        if self.codes and reply.code not in self.codes:
+            return False
+        if reply.klass not in self.classes or not reply.klass:
+            return False
+        if self.stages and reply.stage not in self.stages:
+            return False
+        if not (self.statuses or self.phrases):
+            return True
+        if any(_status_matches(reply.status, wanted) for wanted in self.statuses):
+            return True
+        return bool(self.phrases and self.phrases.search(reply.words))
+
+
+def _status_matches(status: str, wanted: str) -> bool:
+    if not status:
+        return False
+    return status.startswith(wanted) if wanted.endswith(".") else status == wanted
+
+
+def _p(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+_RULES: tuple[_Rule, ...] = (
+    # Gmail: "534-5.7.9 Application-specific password required. For more information, go to
+    # 534 5.7.9 https://support.google.com/mail/?p=InvalidSecondFactor"; an account Google wants
+    # to see sign in first: "534-5.7.14 <...> Please log in via your web browser".
+    _Rule(
+        "gmail_app_password",
+        classes="5",
+        phrases=_p(
+            r"application-specific password|invalidsecondfactor|log in via your web browser"
+        ),
+    ),
+    # Microsoft: "550 5.7.30 Basic authentication is not supported for Client Submission" (S5.1);
+    # "535 5.7.139 Authentication unsuccessful, basic authentication is disabled"; security
+    # defaults block legacy sign-in the same way.
+    _Rule(
+        "m365_basic_auth",
+        classes="5",
+        statuses=("5.7.30",),
+        phrases=_p(r"basic auth\w* is (not supported|disabled)|security defaults"),
+    ),
+    # "535 5.7.139 Authentication unsuccessful, the user credentials were incorrect."
+    _Rule(
+        "auth_failed",
+        classes="5",
+        phrases=_p(r"credentials were incorrect|too many failed logon"),
+    ),
+    # "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the
+    # Tenant. Visit https://aka.ms/smtp_auth_disabled" (or "... for the Mailbox"; S5.2, S5.5).
+    _Rule(
+        "m365_smtp_auth_disabled",
+        classes="5",
+        statuses=("5.7.139",),
+        phrases=_p(r"smtpclientauthentication|smtp_auth_disabled"),
+    ),
+    # "530 5.7.0 Must issue a STARTTLS command first." (Gmail, Postfix); Microsoft: "451 5.7.3
+    # STARTTLS is required to send mail"; RFC 4954: "538 5.7.11 Encryption required for
+    # requested authentication mechanism".
+    _Rule(
+        "starttls_required",
+        phrases=_p(
+            r"must issue a starttls|starttls (command )?(is )?required|"
+            r"(tls|encryption|starttls) (is )?required|"
+            r"requires? an? (secure|encrypted|tls) connection"
+        ),
+    ),
+    # "530 5.7.0 Authentication Required" (Gmail); "530 5.7.57 Client not authenticated to send
+    # mail" (Microsoft); Postfix: "553 5.7.1 <a@b>: Sender address rejected: not logged in".
+    _Rule(
+        "auth_required",
+        classes="5",
+        statuses=("5.7.57",),
+        phrases=_p(
+            r"authentication (is )?required|not authenticated|not logged in|"
+            r"authentication needed|must (authenticate|log ?in)"
+        ),
+    ),
+    _Rule("auth_required", codes=frozenset({530})),  # RFC 4954 §6: authentication required
+    # "504 5.5.4 Unrecognized authentication type"; RFC 4954: "534 5.7.9 Authentication
+    # mechanism is too weak"; smtplib: "No suitable authentication method found."
+    _Rule(
+        "auth_method_unsupported",
+        classes="5",
+        phrases=_p(
+            r"unrecognized authentication type|authentication mechanism (is )?"
+            r"(not supported|too weak|not available)|no suitable authentication method"
+        ),
+    ),
+    _Rule("auth_method_unsupported", codes=frozenset({504}), stages=frozenset({"auth"})),
+    # Gmail: "535-5.7.8 Username and Password not accepted."; Microsoft: "535 5.7.3
+    # Authentication unsuccessful"; Exim: "535 Incorrect authentication data"; aiosmtpd:
+    # "535 5.7.8 Authentication credentials invalid".
+    _Rule(
+        "auth_failed",
+        classes="5",
+        statuses=("5.7.8",),
+        phrases=_p(
+            r"username and password not accepted|authentication (unsuccessful|failed)|"
+            r"authentication credentials invalid|incorrect authentication data|"
+            r"invalid (login|credentials|user ?name or password)|bad credentials"
+        ),
+    ),
+    _Rule("auth_failed", codes=frozenset({535})),
+    # The platform's IP is refused: "550 5.7.606 Access denied, banned sending IP" (Microsoft);
+    # Postfix: "554 5.7.1 <host[ip]>: Client host rejected: Access denied"; DNS blocklists.
+    _Rule(
+        "ip_not_allowed",
+        classes="5",
+        statuses=("5.7.606", "5.7.511"),
+        phrases=_p(
+            r"client host (\S+ )?(rejected|blocked)|blocked using|banned sending ip|"
+            r"\bip (address )?(is )?(not allowed|not authorized|blocked|blacklisted|listed)|"
+            r"\b(blacklist|blocklist|dnsbl|spamhaus)"
+        ),
+    ),
+    # Gmail: "550-5.4.5 Daily user sending limit exceeded."; Microsoft: "554 5.2.0
+    # STOREDRV.Submission.Exception:SubmissionQuotaExceededException", "550 5.1.90 ... you've
+    # reached your daily limit for message recipients".
+    _Rule(
+        "daily_limit",
+        classes="5",
+        statuses=("5.4.5", "5.1.90"),
+        phrases=_p(
+            r"daily (user )?sending (quota|limit)|sending (quota|limit) (exceeded|reached)|"
+            r"submissionquotaexceeded|daily limit|recipientratelimit|messageratelimit"
+        ),
+    ),
+    # Gmail: "552-5.2.3 Your message exceeded Google's message size limits."; Postfix and
+    # Microsoft: "552 5.3.4 Message size exceeds fixed (maximum message size|limit)"; aiosmtpd:
+    # "552 Error: Too much mail data". Not "552 5.2.2" (the recipient's mailbox is full).
+    _Rule(
+        "message_too_large",
+        classes="5",
+        statuses=("5.3.4", "5.2.3"),
+        phrases=_p(
+            r"message size|size limit|exceeds? (the )?(fixed |maximum )*(message )?size|"
+            r"message (is )?too (large|big)|too much mail data"
+        ),
+    ),
+    # Postfix: "554 5.7.1 <x@y>: Relay access denied"; Exchange: "550 5.7.54 SMTP; Unable to
+    # relay recipient in non-accepted domain", "550 5.7.64 TenantAttribution; Relay Access
+    # Denied"; "550 5.7.1 Relaying denied".
+    _Rule(
+        "relay_denied",
+        statuses=("5.7.54", "5.7.64"),
+        phrases=_p(
+            r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed)|"
+            r"unable to relay|not permitted to relay|we do not relay|tenantattribution"
+        ),
+    ),
+    # Gmail: "550-5.7.26 This mail has been blocked because the sender is unauthenticated ...
+    # DMARC"; "5.7.23 ... SPF validation error"; "550-5.7.27 ... SPF".
+    _Rule(
+        "spf_rejected",
+        classes="5",
+        statuses=("5.7.23", "5.7.26", "5.7.27"),
+        phrases=_p(r"\bspf\b|\bdmarc\b|sender policy framework"),
+    ),
+    # Microsoft: "554 5.2.252 SendAsDenied; a@b not allowed to send as c@d", "554 5.2.0
+    # STOREDRV.Submission.Exception:SendAsDeniedException"; Exchange: "550 5.7.60 SMTP; Client
+    # does not have permissions to send as this sender"; Postfix: "553 5.7.1 <c@d>: Sender
+    # address rejected: not owned by user a@b".
+    _Rule(
+        "sender_denied",
+        classes="5",
+        statuses=("5.7.60", "5.2.252", "5.1.7", "5.1.8"),
+        phrases=_p(
+            r"sender address rejected|sendasdenied|not allowed to send as|not owned by|"
+            r"permissions? to send as|sender (denied|not allowed|rejected)|"
+            r"from address (is )?not (allowed|permitted|verified)"
+        ),
+    ),
+    # Gmail: "550-5.1.1 The email account that you tried to reach does not exist."; Postfix:
+    # "550 5.1.1 <x@y>: Recipient address rejected: User unknown in local recipient table";
+    # Microsoft: "550 5.1.10 RESOLVER.ADR.RecipientNotFound".
+    _Rule(
+        "recipient_unknown",
+        classes="5",
+        statuses=("5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"),
+        phrases=_p(
+            r"does not exist|user unknown|unknown user|no such (user|mailbox|recipient)|"
+            r"recipient ?not ?found|invalid recipient|recipient address rejected|"
+            r"unrouteable address|mailbox unavailable"
+        ),
+    ),
+    # A bare "550 5.7.1" means relay refused at RCPT and sender refused at MAIL FROM.
+    _Rule("relay_denied", classes="5", stages=frozenset({"rcpt"}), statuses=("5.7.1",)),
+    _Rule("sender_denied", classes="5", stages=frozenset({"mail"}), statuses=("5.7.1",)),
+    _Rule("sender_denied", codes=frozenset({550, 553}), stages=frozenset({"mail"})),
+    _Rule("recipient_unknown", codes=frozenset({550, 551, 553}), stages=frozenset({"rcpt"})),
+    # A greeting that refuses the connection: the server does not want the platform's address.
+    _Rule("ip_not_allowed", classes="5", stages=frozenset({"connect", "tls"})),
+    # Throttling: "421-4.7.0 Try again later, closing connection." (Gmail), "454-4.7.0 Too many
+    # login attempts", "450-4.2.1 ... receiving mail too quickly", "432 4.3.2 STOREDRV.
+    # ClientSubmit; sender thread limit exceeded" (Microsoft), greylisting.
+    _Rule("throttled", codes=frozenset({421})),
+    _Rule(
+        "throttled",
+        classes="4",
+        statuses=("4.7.", "4.3.2"),
+        phrases=_p(
+            r"try again later|too many|too (quickly|fast)|rate.?limit|throttl|slow down|"
+            r"thread limit|greylist"
+        ),
+    ),
+    _Rule("temporary_failure", classes="4"),
+    _Rule("auth_failed", classes="5", stages=frozenset({"auth"})),
+    _Rule("rejected", classes="5"),
+)
+
+
+def _key_for_reply(code: int, text: str, stage: str) -> str:
+    reply = _parse(code, text, stage)
+    return next((rule.key for rule in _RULES if rule.matches(reply)), GENERIC)
+
+
+def _error(key: str, reply: str, params: Mapping | None) -> SendError:
+    entry = CATALOGUE[key]
+    cls = TransientSendError if entry.transient else PermanentSendError
+    return cls(reply, explanation=key, params=dict(params) if params else None)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def error_from_reply(
+    code: int, text: str | bytes, *, stage: str, params: Mapping | None = None
+) -> SendError:
+    """The error for an SMTP reply; `.reply` is the reply as the server said it."""
+    text = _text(text)
+    return _error(_key_for_reply(code, text, stage), f"{code} {text}", params)
+
+
+# -- exceptions --------------------------------------------------------------------------------
+# OpenSSL's reasons when the server's first bytes are not TLS: it answered in plain SMTP ("220
+# ..."), so SSL was chosen for a StartTLS or unencrypted port.
+_NOT_TLS_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "HTTP_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "UNEXPECTED_RECORD",
+    }
+)
+# X509_V_ERR_* (openssl/x509_vfy.h).
+_CERT_EXPIRED = frozenset({9, 10})  # CERT_NOT_YET_VALID, CERT_HAS_EXPIRED
+_CERT_HOSTNAME = frozenset({62, 64})  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
+_UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
+
+
+def _certificate_key(exc: ssl.SSLCertVerificationError) -> str:
+    code = getattr(exc, "verify_code", None)
+    message = (getattr(exc, "verify_message", None) or str(exc)).lower()
+    if code in _CERT_EXPIRED or "expired" in message or "not yet valid" in message:
+        return "cert_expired"
+    if code in _CERT_HOSTNAME or "mismatch" in message or "doesn't match" in message:
+        return "cert_hostname"
+    return "cert_untrusted"
+
+
+def _ssl_key(exc: ssl.SSLError, stage: str) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _certificate_key(exc)
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "tls_failed" if stage in _HANDSHAKE_STAGES else "connection_lost"
+    reason = (getattr(exc, "reason", None) or "").upper()
+    not_tls = reason in _NOT_TLS_REASONS or "wrong version" in str(exc).lower()
+    if not_tls and stage in _BEFORE_SMTP_STAGES:  # implicit TLS ("SSL") met a plain server
+        return "tls_wrong_port"
+    return "tls_failed"
+
+
+def _key_for_exception(exc: BaseException, stage: str) -> str:
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        message = str(exc).lower()
+        if "starttls" in message or (stage == "starttls" and "auth" not in message):
+            return "starttls_not_offered"
+        if "auth" in message or stage == "auth":
+            return "auth_not_offered"
+        return GENERIC
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        # smtplib turns a timeout while waiting for a reply into "Connection unexpectedly
+        # closed: timed out": a server that accepts but never greets is a timeout, not a loss.
+        if isinstance(exc.__context__, TimeoutError) or "timed out" in str(exc):
+            return _key_for_exception(TimeoutError(), stage)
+        return "connection_lost"
+    if isinstance(exc, smtplib.SMTPException):
+        # smtplib's own words when the server offers AUTH but no method it can use.
+        if "no suitable authentication method" in str(exc).lower():
+            return "auth_method_unsupported"
+        return GENERIC
+    if isinstance(exc, ssl.SSLError):
+        return _ssl_key(exc, stage)
+    if isinstance(exc, socket.gaierror):
+        return "dns_temporary" if exc.errno == socket.EAI_AGAIN else "dns_not_found"
+    if isinstance(exc, socket.herror):
+        return "dns_not_found"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(exc, TimeoutError):
+        return "connection_timeout" if stage in _BEFORE_SMTP_STAGES else "connection_lost"
+    if isinstance(exc, ConnectionError):  # reset, aborted, broken pipe
+        return "connection_lost"
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return "connection_timeout"
+    return GENERIC
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_from_exception(
+    exc: BaseException, *, stage: str, params: Mapping | None = None
+) -> SendError:
+    """The error for what smtplib, ssl or the socket raised at `stage`."""
+    if isinstance(exc, SendError):
+        return exc
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
+        # Every recipient was refused (smtplib raises only then). A permanent refusal decides:
+        # retrying cannot deliver to that address.
+        refused = [(addr, code, _text(msg)) for addr, (code, msg) in exc.recipients.items()]
+        _addr, code, text = next(
+            (item for item in refused if str(item[1]).startswith("5")), refused[0]
+        )
+        reply = "\n".join(f"{a}: {c} {t}" for a, c, t in refused)
+        return _error(_key_for_reply(code, text, stage), reply, params)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return error_from_reply(exc.smtp_code, exc.smtp_error, stage=stage, params=params)
+    return _error(_key_for_exception(exc, stage), _describe(exc), params)
