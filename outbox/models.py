@@ -37,8 +37,8 @@ class OutgoingMessage(models.Model):
     cc = models.JSONField(_("cc"), default=list, blank=True)
     bcc = models.JSONField(_("bcc"), default=list, blank=True)
     subject = models.CharField(_("subject"), max_length=998)
-    body_text = models.TextField(_("text"))
-    body_html = models.TextField(_("HTML"), blank=True)
+    body_text = models.TextField(_("plain-text body"))
+    body_html = models.TextField(_("HTML body"), blank=True)
     message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
     envelope_from = models.CharField(_("envelope sender"), max_length=320)
 
@@ -52,7 +52,7 @@ class OutgoingMessage(models.Model):
     possibly_duplicated = models.BooleanField(_("possibly sent twice"), default=False)
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
-    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    claimed_at = models.DateTimeField(_("picked up for sending"), null=True, blank=True)
     sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -47,13 +47,15 @@ def test_email(request: HttpRequest) -> HttpResponse:
     """Send a test e-mail to the user's own address through the worker (issue 3, point 5)."""
     user = request.user
     if not user.email:
-        messages.error(request, _("Enter your e-mail on the card first: the test goes there."))
+        messages.error(
+            request, _("Enter your e-mail on the card first: the test e-mail is sent there.")
+        )
         return redirect("accounts:card")
     try:
         message = outbox_enqueue(
             user=user,
             to=[user.email],
-            subject=_("Test e-mail from directo_mail"),
+            subject=_("Test e-mail: your mail sender works"),
             body_text=_("This is a test e-mail. If you can read it, your mail sender works.\n"),
         )
     except (SenderConfigError, ValidationError) as error:

@@ -23,8 +23,8 @@ STEPS = {
     "tls": _("Encryption (TLS)"),
     "ehlo": _("Greeting (EHLO)"),
     "auth": _("Login (AUTH)"),
-    "envelope": _("Sender and recipient accepted (MAIL FROM / RCPT TO)"),
-    "quit": _("Nothing sent, connection closed (RSET / QUIT)"),
+    "envelope": _("Sender and recipient check (MAIL FROM / RCPT TO)"),
+    "quit": _("Closing without sending (RSET / QUIT)"),
 }
 # Which step a transport stage belongs to.
 _STAGE_STEP = {"starttls": "tls", "mail": "envelope", "rcpt": "envelope"}

@@ -281,7 +281,7 @@ def _password(sender: SenderConfig) -> str:
     if not ciphertext:
         raise SenderConfigError(
             "password_missing",
-            _("The stored password for %(login)s was removed. Enter it again on the card.")
+            _("No password is stored for %(login)s any more. Enter it again on the card.")
             % {"login": sender.login},
         )
     return crypto.decrypt(ciphertext)
