@@ -11,8 +11,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
-from smtp_settings.explain import explain
 
+from smtp_settings.explain import explain
 from smtp_settings.resolve import SenderConfigError
 
 from .catcher import caught_messages

@@ -2,8 +2,7 @@
 
 A pytest plugin (registered in tests/conftest.py). Everything listens on 127.0.0.1 and is
 started once per session; per-test state (messages, scripts, users) is reset before each test.
-See tests/test_smtp_fixtures.py for usage, and /work/shared/TESTING-NOTES.md for the facts the
-aiosmtpd parts rest on.
+tests/test_smtp_fixtures.py shows each fixture in use.
 """
 
 from __future__ import annotations
@@ -250,7 +249,7 @@ def _message_id(value: str | None) -> str:
 
 
 def _is_encrypted(smtp: SMTP) -> bool:
-    # session.ssl stays None under implicit TLS: ask the transport (TESTING-NOTES).
+    # session.ssl stays None under implicit TLS (aiosmtpd counts only STARTTLS): ask the transport.
     return smtp.transport is not None and smtp.transport.get_extra_info("ssl_object") is not None
 
 
@@ -358,7 +357,7 @@ class SMTPTestServer:
             self.auth_attempts.append(AuthAttempt(mechanism, login, success, _is_encrypted(server)))
         if success:
             return AuthResult(success=True, auth_data=SimpleNamespace(login=login))
-        # handled=False, or aiosmtpd sends nothing and the client waits forever (TESTING-NOTES).
+        # handled=False, or aiosmtpd sends nothing and the client waits forever.
         return AuthResult(
             success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
         )
@@ -651,21 +650,19 @@ def celery_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     env = {"CELERY_BROKER_URL": url}
     before = app.conf.broker_transport_options
     if url.startswith("filesystem://"):
-        directory = tmp_path_factory.mktemp("broker")
-        for folder in ("queue", "processed"):
-            (directory / folder).mkdir()
-        # The same layout settings.py builds from CELERY_BROKER_DIR, which the worker gets.
-        app.conf.broker_transport_options = {
-            "data_folder_in": str(directory / "queue"),
-            "data_folder_out": str(directory / "queue"),
-            "processed_folder": str(directory / "processed"),
-            "store_processed": False,
-        }
-        app.close()  # no pooled connection keeps the old folders
-        env["CELERY_BROKER_DIR"] = str(directory)
+        # settings.py derives the folders from CELERY_BROKER_DIR, which the worker gets; here
+        # the same options are moved to the new folder. No producer pool exists yet: Celery makes
+        # it at the first send, from the options of that moment.
+        old, new = str(settings.CELERY_BROKER_DIR), tmp_path_factory.mktemp("broker")
+        options = dict(before)
+        for key, value in options.items():
+            if isinstance(value, str) and value.startswith(old):
+                options[key] = str(new) + value[len(old) :]
+                Path(options[key]).mkdir(parents=True, exist_ok=True)  # kombu does not
+        app.conf.broker_transport_options = options
+        env["CELERY_BROKER_DIR"] = str(new)
     yield Broker(url=url, env=env)
     app.conf.broker_transport_options = before
-    app.close()
 
 
 def _worker_database_url() -> str:
@@ -859,6 +856,7 @@ def celery_worker(
         "SMTP_ALLOWED_PORTS": ",".join(map(str, [25, 465, 587, *test_server_ports])),
         "SEND_RETRY_BASE_SECONDS": "0.2",
         "SMTP_TIMEOUT": "3",
+        "CELERY_BROKER_POLLING_INTERVAL": "0.05",
         "PYTHONUNBUFFERED": "1",
     }
     from directo_mail.celery import app

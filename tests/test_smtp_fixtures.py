@@ -372,7 +372,7 @@ def test_the_worker_answers_a_ping(celery_worker):
     from directo_mail.celery import app
 
     replies = app.control.ping(destination=[celery_worker.nodename], timeout=5)
-    assert replies == [{celery_worker.nodename: {"ok": "pong"}}]
+    assert replies == [{celery_worker.nodename: {"ok": "pong"}}], celery_worker.log_tail()
 
 
 def test_the_worker_runs_tasks_sent_from_the_test_process(celery_worker):
@@ -403,7 +403,12 @@ def test_the_worker_environment(celery_worker, test_ca, smtp_servers):
     assert env["SMTP_ALLOW_PRIVATE_HOSTS"] == "true"
     assert str(smtp_servers.implicit_tls.port) in env["SMTP_ALLOWED_PORTS"].split(",")
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        assert env["CELERY_BROKER_DIR"] != str(settings.CELERY_BROKER_DIR)
+        from directo_mail.celery import app
+
+        assert env["CELERY_BROKER_DIR"] != str(settings.CELERY_BROKER_DIR)  # not var/broker
+        folders = [v for v in app.conf.broker_transport_options.values() if isinstance(v, str)]
+        assert folders
+        assert all(folder.startswith(env["CELERY_BROKER_DIR"]) for folder in folders)
     assert "ready." in celery_worker.log_text()
 
 
@@ -414,5 +419,6 @@ def test_the_worker_can_be_killed_and_restarted(celery_worker):
     celery_worker.kill()  # SIGKILL is instant; a graceful stop() takes 2-4 s
     celery_worker.restart()
     assert celery_worker.pid != before
-    replies = app.control.ping(destination=[celery_worker.nodename], timeout=5)
-    assert replies == [{celery_worker.nodename: {"ok": "pong"}}]
+    mark = celery_worker.log_position()
+    task_id = app.send_task("celery.accumulate", args=["again"]).id
+    celery_worker.wait_for_log(rf"Task celery\.accumulate\[{task_id}\] succeeded", since=mark)
