@@ -128,6 +128,11 @@ def outbox_send(*, message_id: int) -> str:
     except (SenderConfigError, SecretDecryptionError) as error:
         _fail(message, _config_error(message.user, error))
         return MessageState.FAILED
+    except Exception:
+        # A bug, not the server: fail visibly rather than leave the row "sending" for ever.
+        logger.exception("message %s: unexpected error while sending", message.pk)
+        _fail(message, PermanentSendError("", explanation="generic"))
+        return MessageState.FAILED
     OutgoingMessage.objects.filter(pk=message.pk).update(
         state=MessageState.SENT,
         sent_at=timezone.now(),

@@ -163,6 +163,7 @@ class SmtpTransport(Transport):
             self._done("tls", _tls_detail(sock))
         smtp = self.smtp = _SMTP(timeout=self.timeout)
         smtp.premade_socket = sock
+        smtp._host = self.host  # STARTTLS verifies the certificate against this name
         self.stage = "connect"
         self._expect(*smtp.connect(self.host, self.port), 220)
         self.stage = "ehlo"

@@ -610,6 +610,10 @@ def smtp_settings_for_tests(request: pytest.FixtureRequest) -> None:
     settings.SEND_RETRY_BASE_SECONDS = 0.2
     settings.SMTP_TIMEOUT = 3
     settings.SMTP_ALLOWED_PORTS = [25, 465, 587, *request.getfixturevalue("test_server_ports")]
+    relay = request.getfixturevalue("smtp_servers").plain
+    settings.EMAIL_HOST, settings.EMAIL_PORT = relay.host, relay.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
 
 
 # ------------------------------------------------------------------------------
@@ -836,6 +840,7 @@ def celery_worker(
     django_db_setup: None,
     celery_broker: Broker,
     test_ca: TestCA,
+    smtp_servers: SMTPServers,
     test_server_ports: list[int],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[CeleryWorker]:
@@ -856,6 +861,8 @@ def celery_worker(
         "SMTP_ALLOWED_PORTS": ",".join(map(str, [25, 465, 587, *test_server_ports])),
         "SEND_RETRY_BASE_SECONDS": "0.2",
         "SMTP_TIMEOUT": "3",
+        # The platform relay is the plain test server, as in-process (smtp_settings_for_tests).
+        "EMAIL_URL": f"smtp://{smtp_servers.plain.host}:{smtp_servers.plain.port}",
         "CELERY_BROKER_POLLING_INTERVAL": "0.05",
         "PYTHONUNBUFFERED": "1",
     }
