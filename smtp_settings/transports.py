@@ -16,11 +16,13 @@ from email import policy
 from email.message import EmailMessage
 from typing import Protocol
 
+from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils.translation import gettext_lazy as _
 
 from . import crypto
-from .errors import PermanentSendError, SendError
+from .errors import PermanentSendError, SendError, TransientSendError
 from .explain import error_from_exception, error_from_reply
 from .models import Security, SenderProfile
 from .resolve import SenderConfig, SenderConfigError, TransportKind
@@ -233,8 +235,81 @@ class SmtpTransport(Transport):
             smtp.close()
 
 
-def relay_transport() -> SmtpTransport:
-    """The platform relay (S1.1) from EMAIL_URL: configured by the platform, so no host guard."""
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+
+class EspTransport(Transport):
+    """The platform relay as an ESP through its anymail backend (EMAIL_BACKEND).
+
+    The message is still built once, by build_message; this hands its parts to the ESP's API
+    (subject, bodies, attachments, Reply-To, Message-ID, envelope sender) and returns the ESP's
+    status. https://anymail.dev/en/stable/sending/anymail_additions/
+    """
+
+    def __init__(self) -> None:
+        self.connection = None
+
+    def open(self) -> None:
+        self.connection = get_connection(fail_silently=False)
+        self.connection.open()
+
+    def send(self, mime: EmailMessage, envelope: Envelope) -> str:
+        if self.connection is None:
+            self.open()
+        email = _django_message(mime, envelope)
+        try:
+            self.connection.send_messages([email])
+        except AnymailAPIError as error:
+            status = error.status_code or 0
+            reply = f"{status or ''} {' '.join(map(str, error.args))}".strip()
+            # No answer, the ESP's own trouble or "too many requests": worth another try.
+            if not status or status >= 500 or status == 429:
+                raise TransientSendError(reply, explanation="temporary_failure") from None
+            raise PermanentSendError(reply, explanation="rejected") from None
+        except AnymailRecipientsRefused as error:
+            raise PermanentSendError(str(error), explanation="rejected") from None
+        status = email.anymail_status
+        return f"{', '.join(sorted(status.status or []))} {status.message_id or ''}".strip()
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
+
+
+def _django_message(mime: EmailMessage, envelope: Envelope) -> EmailMultiAlternatives:
+    def addresses(header: str) -> list[str]:
+        return [str(a) for group in mime.get_all(header, []) for a in group.addresses]
+
+    to, cc = addresses("To"), addresses("Cc")
+    visible = {a.split("<")[-1].rstrip(">").lower() for a in to + cc}
+    text = mime.get_body(("plain",))
+    html = mime.get_body(("html",))
+    email = EmailMultiAlternatives(
+        subject=str(mime["Subject"]),
+        body=text.get_content() if text is not None else "",
+        from_email=str(mime["From"]),
+        to=to,
+        cc=cc,
+        bcc=[r for r in envelope.recipients if r.lower() not in visible],
+        reply_to=addresses("Reply-To"),
+        headers={"Message-ID": str(mime["Message-ID"]), "Date": str(mime["Date"])},
+    )
+    if html is not None:
+        email.attach_alternative(html.get_content(), "text/html")
+    for part in mime.iter_attachments():
+        email.attach(part.get_filename(), part.get_content(), part.get_content_type())
+    email.envelope_sender = envelope.mail_from
+    return email
+
+
+def relay_transport() -> Transport:
+    """The platform relay (S1.1): EMAIL_URL's SMTP server, or an ESP's anymail backend.
+
+    Configured by the platform, so the private-address guard does not apply.
+    """
+    if settings.EMAIL_BACKEND != SMTP_BACKEND:
+        return EspTransport()
     security = (
         Security.SSL
         if settings.EMAIL_USE_SSL
