@@ -17,6 +17,7 @@ from .models import Security, SenderMode, SenderProfile
 from .selectors import users_needing_global_server
 from .validation import (
     check_not_microsoft_basic_auth,
+    check_public_address,
     check_security,
     normalize_password,
     parse_server,
@@ -100,7 +101,11 @@ class SenderProfileForm(forms.Form):
         value = self.cleaned_data["server"].strip()
         if self._mode() != SenderMode.SMTP:
             return None
-        return parse_server(value) if value else ("", None)
+        if not value:
+            return ("", None)
+        host, port = parse_server(value)
+        check_public_address(host)
+        return host, port
 
     def clean(self) -> dict:
         data = super().clean()

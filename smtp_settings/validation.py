@@ -122,3 +122,23 @@ def check_not_microsoft_basic_auth(host: str) -> None:
             ),
             code="microsoft_basic_auth",
         )
+
+
+def check_public_address(host: str) -> None:
+    """An IP address typed as the server must be a public one (SMTP_ALLOW_PRIVATE_HOSTS).
+
+    Names are checked when a connection is made (smtp_settings.transports.resolve_host).
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not ip.is_global and not settings.SMTP_ALLOW_PRIVATE_HOSTS:
+        raise ValidationError(
+            _(
+                "%(host)s is a private or local address that the platform's servers cannot "
+                "reach. Enter your mail server's public name or address."
+            ),
+            code="server_private",
+            params={"host": host},
+        )

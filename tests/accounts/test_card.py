@@ -399,7 +399,7 @@ def test_good_post_saves_card_and_sender(client, anna):
             name="Anna Nowak",
             bcc="archive@acme.test",
             reply_to="office@acme.test",
-            server="[2001:db8::1]:465",
+            server="[2a00:1450:4025:401::6c]:465",
             security=Security.SSL,
         ),
     )
@@ -412,8 +412,12 @@ def test_good_post_saves_card_and_sender(client, anna):
         "office@acme.test",
     )
     profile = SenderProfile.objects.get(user=anna)
-    assert (profile.host, profile.port, profile.security) == ("2001:db8::1", 465, Security.SSL)
-    assert "[2001:db8::1]:465" in _html(client.get(CARD_URL))
+    assert (profile.host, profile.port, profile.security) == (
+        "2a00:1450:4025:401::6c",
+        465,
+        Security.SSL,
+    )
+    assert "[2a00:1450:4025:401::6c]:465" in _html(client.get(CARD_URL))
 
 
 def test_the_card_needs_a_login(client):

@@ -45,11 +45,29 @@ def _codes(form: SenderProfileForm, field: str) -> list[str | None]:
 
 
 @pytest.mark.parametrize(
+    "server", ["10.0.0.1:25", "127.0.0.1:587", "[::1]:587", "169.254.1.1:25", "[2001:db8::1]:465"]
+)
+def test_a_private_address_is_refused_unless_allowed(server, settings):
+    settings.SMTP_ALLOW_PRIVATE_HOSTS = False
+    form = _form(_smtp(server=server, security=Security.STARTTLS))
+    assert not form.is_valid()
+    assert _codes(form, "server") == ["server_private"]
+    assert "private or local address" in form.errors["server"][0]
+
+    settings.SMTP_ALLOW_PRIVATE_HOSTS = True
+    port = int(server.rsplit(":", 1)[1])
+    allowed = _form(
+        _smtp(server=server, security=Security.SSL if port == 465 else Security.STARTTLS)
+    )
+    assert allowed.is_valid(), allowed.errors
+
+
+@pytest.mark.parametrize(
     ("server", "host", "port", "security"),
     [
         ("smtp.gmail.com:465", "smtp.gmail.com", 465, Security.SSL),
-        ("[2001:db8::1]:587", "2001:db8::1", 587, Security.STARTTLS),
-        ("10.0.0.1:25", "10.0.0.1", 25, Security.STARTTLS),
+        ("[2a00:1450:4025:401::6c]:587", "2a00:1450:4025:401::6c", 587, Security.STARTTLS),
+        ("142.250.27.108:25", "142.250.27.108", 25, Security.STARTTLS),
         ("SMTP.Example.COM:587", "smtp.example.com", 587, Security.STARTTLS),
         ("  smtp.gmail.com:465  ", "smtp.gmail.com", 465, Security.SSL),
     ],
