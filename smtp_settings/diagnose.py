@@ -9,6 +9,8 @@ from __future__ import annotations
 import smtplib
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
 
 from .errors import SendError
@@ -77,6 +79,13 @@ def connection_test(sender: SenderConfig, *, to: str) -> ConnectionTest:
     """Run every step against the sender's server; stop at the first failure."""
     steps = {name: Step(name) for name in STEPS}
     result = ConnectionTest(list(steps.values()))
+    try:
+        validate_email(to)
+    except ValidationError:
+        result.config_error = str(
+            _("“%(address)s” is not a valid e-mail address.") % {"address": to}
+        )
+        return result
     try:
         transport = transport_for(sender)
     except SenderConfigError as error:

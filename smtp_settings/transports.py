@@ -239,7 +239,8 @@ SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
 class EspTransport(Transport):
-    """The platform relay as an ESP through its anymail backend (EMAIL_BACKEND).
+    """The platform relay as an ESP through its anymail backend (EMAIL_BACKEND), or any other
+    Django mail backend (console, file, locmem) named there.
 
     The message is still built once, by build_message; this hands its parts to the ESP's API
     (subject, bodies, attachments, Reply-To, Message-ID, envelope sender) and returns the ESP's
@@ -268,7 +269,9 @@ class EspTransport(Transport):
             raise PermanentSendError(reply, explanation="rejected") from None
         except AnymailRecipientsRefused as error:
             raise PermanentSendError(str(error), explanation="rejected") from None
-        status = email.anymail_status
+        status = getattr(email, "anymail_status", None)
+        if status is None:  # a plain Django backend (console, file, locmem) took it
+            return f"250 accepted by {type(self.connection).__module__}"
         return f"{', '.join(sorted(status.status or []))} {status.message_id or ''}".strip()
 
     def close(self) -> None:

@@ -614,6 +614,8 @@ def smtp_settings_for_tests(request: pytest.FixtureRequest) -> None:
     settings.EMAIL_HOST, settings.EMAIL_PORT = relay.host, relay.port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    # pytest-django swaps in the locmem backend; the relay here is the real plain server.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
 # ------------------------------------------------------------------------------
