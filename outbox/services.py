@@ -151,6 +151,7 @@ def _config_error(user: User, error: Exception) -> PermanentSendError:
     return PermanentSendError("", explanation="sender_config", params={"message": text})
 
 
+@transaction.atomic  # a failed message always has its Event
 def _record(message: OutgoingMessage, error: SendError, *, state: str, kind: str) -> None:
     OutgoingMessage.objects.filter(pk=message.pk).update(
         state=state,

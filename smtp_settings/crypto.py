@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 
 class SecretDecryptionError(Exception):
@@ -42,6 +43,7 @@ def fernet() -> MultiFernet:
     return _fernet(tuple(settings.FIELD_ENCRYPTION_KEYS))
 
 
+@sensitive_variables("plaintext")
 def encrypt(plaintext: str) -> str:
     return fernet().encrypt(plaintext.encode()).decode()
 

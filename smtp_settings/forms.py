@@ -9,7 +9,9 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Company, User, no_control_chars, slug_validator
 
@@ -143,6 +145,7 @@ class SenderProfileForm(forms.Form):
             self._clean_smtp(data)
         return data
 
+    @method_decorator(sensitive_variables("data", "password"))
     def _clean_smtp(self, data: dict) -> None:
         if "server" not in data:  # already has its error
             return

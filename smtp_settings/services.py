@@ -8,6 +8,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Company, User
 
@@ -17,6 +18,7 @@ from .models import SenderProfile, SystemSettings
 logger = logging.getLogger(__name__)
 
 
+@sensitive_variables()  # all locals, outermost: also the atomic wrapper's kwargs
 @transaction.atomic
 def profile_update(
     *,

@@ -20,6 +20,7 @@ from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
 from .errors import PermanentSendError, SendError, TransientSendError
@@ -331,6 +332,7 @@ def relay_transport() -> Transport:
     )
 
 
+@sensitive_variables()
 def transport_for(sender: SenderConfig) -> Transport:
     """The transport for a resolved sender, with its secret decrypted just for the connection."""
     if sender.transport == TransportKind.RELAY:
@@ -349,6 +351,7 @@ def transport_for(sender: SenderConfig) -> Transport:
     )
 
 
+@sensitive_variables("ciphertext")
 def _password(sender: SenderConfig) -> str:
     if sender.secret is None:
         return ""
