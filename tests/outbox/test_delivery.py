@@ -5,14 +5,13 @@ Tests here commit data (`transactional_db`) so the worker process sees it.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from outbox.models import Event, EventKind, MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue
 from smtp_settings.models import SenderMode
 from tests import factories
+from tests.outbox.waiting import settled
 
 pytestmark = [pytest.mark.usefixtures("english", "celery_worker", "transactional_db")]
 
@@ -47,17 +46,6 @@ def _send(user, **fields) -> OutgoingMessage:
     return outbox_enqueue(user=user, **fields)
 
 
-def _settled(message: OutgoingMessage, timeout: float = 15.0) -> OutgoingMessage:
-    """Wait until the worker has finished with the message (sent or failed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message.refresh_from_db()
-        if message.is_final:
-            return message
-        time.sleep(0.05)
-    raise AssertionError(f"message still {message.state} after {timeout}s: {message.last_reply}")
-
-
 @pytest.mark.parametrize(
     ("server_name", "security", "with_auth", "encrypted"),
     [
@@ -76,7 +64,7 @@ def test_delivery_with_the_resolved_headers(
     login, password = ("anna@acme.example", factories.secret()) if with_auth else ("", "")
     user = _sender(server, security=security, login=login, password=password)
 
-    message = _settled(_send(user, body_html="<html><body><p>Dzień dobry</p></body></html>"))
+    message = settled(_send(user, body_html="<html><body><p>Dzień dobry</p></body></html>"))
 
     assert message.state == MessageState.SENT, message.last_reply
     assert message.last_reply.startswith("250")
@@ -107,7 +95,7 @@ def test_reply_to_mode_goes_through_the_relay_with_a_verp_envelope(smtp_servers,
     user = factories.user("EWA", name="Ewa", email="ewa@acme.example")
     factories.profile(user, mode=SenderMode.REPLY_TO)
 
-    message = _settled(_send(user))
+    message = settled(_send(user))
     assert message.state == MessageState.SENT, message.last_reply
 
     [received] = relay.wait_for(1)
@@ -124,7 +112,7 @@ def test_a_temporary_refusal_is_retried_and_delivered_exactly_once(smtp_servers)
     user = _sender(server, security="starttls")
     server.script("MAIL", "451 4.3.0 Mail server temporarily rejected message")
 
-    message = _settled(_send(user))
+    message = settled(_send(user))
 
     assert message.state == MessageState.SENT
     assert message.attempts == 2
@@ -139,7 +127,7 @@ def test_a_permanent_refusal_fails_at_once_with_an_event(smtp_servers):
     user = _sender(server, security="none")
     server.script("RCPT", "550 5.1.1 <client@example.com>: Recipient address rejected", None)
 
-    message = _settled(_send(user))
+    message = settled(_send(user))
 
     assert message.state == MessageState.FAILED
     assert message.attempts == 1
@@ -155,7 +143,7 @@ def test_a_server_requiring_starttls_refuses_an_unencrypted_configuration(smtp_s
     server = smtp_servers.starttls
     user = _sender(server, security="none")
 
-    message = _settled(_send(user))
+    message = settled(_send(user))
 
     assert message.state == MessageState.FAILED
     assert message.explanation == "starttls_required"
@@ -171,6 +159,6 @@ def test_a_connection_refused_fails_with_the_ips_to_whitelist(refused_port, sett
     user = factories.user("PIOTR", email="piotr@acme.example")
     factories.profile(user, host="127.0.0.1", port=refused_port, security="none")
 
-    message = _settled(_send(user))
+    message = settled(_send(user))
     assert message.state == MessageState.FAILED
     assert message.explanation == "connection_refused"

@@ -20,7 +20,6 @@ Tests here commit data (`transactional_db`) so the worker process sees it.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -34,6 +33,7 @@ from outbox.services import outbox_enqueue, outbox_send
 from smtp_settings import explain as explain_module
 from smtp_settings.explain import CATALOGUE, explain
 from tests import factories
+from tests.outbox.waiting import settled
 
 pytestmark = [pytest.mark.usefixtures("english", "celery_worker", "transactional_db")]
 
@@ -522,24 +522,6 @@ def _send(user, *, last_attempt: bool = False) -> OutgoingMessage:
     return message
 
 
-def _settled(message: OutgoingMessage, timeout: float = 15.0) -> OutgoingMessage:
-    """Wait until the worker has finished with the message (sent, or failed and its Event written).
-
-    The worker marks a message failed and then creates its Event in a separate statement, so a
-    reader may see "failed" a moment before the Event exists: wait for both.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message.refresh_from_db()
-        failure_recorded = message.state != MessageState.FAILED or (
-            Event.objects.filter(message=message, kind=EventKind.SEND_FAILED).exists()
-        )
-        if message.is_final and failure_recorded:
-            return message
-        time.sleep(0.05)
-    raise AssertionError(f"message still {message.state} after {timeout}s: {message.last_reply}")
-
-
 def _pages(client, user, message: OutgoingMessage, lang: str) -> dict[str, str]:
     user.language = lang
     user.save(update_fields=["language"])
@@ -584,7 +566,7 @@ def _check_row(row: Row, client, smtp_servers, refused_port, silent_server) -> N
         # Every time: smtplib tries each AUTH mechanism in turn, and a retry must meet it too.
         server.script(row.stage, row.reply, times=None)
 
-    message = _settled(_send(user, last_attempt=row.last_attempt))
+    message = settled(_send(user, last_attempt=row.last_attempt))
 
     assert message.state == MessageState.FAILED, message.last_reply
     assert message.explanation == row.key, message.last_reply
@@ -627,7 +609,7 @@ def test_a_throttled_message_is_retried_and_its_delay_explained(smtp_servers, cl
     reply = "421 4.7.0 Try again later, closing connection. - gsmtp"
     server.script("MAIL", reply, times=1)
 
-    message = _settled(_send(user))
+    message = settled(_send(user))
 
     assert message.state == MessageState.SENT, message.last_reply
     assert message.attempts == 2

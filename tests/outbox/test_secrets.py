@@ -24,7 +24,6 @@ import json
 import logging
 import re
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from outbox.tasks import send_message
 from smtp_settings import crypto
 from smtp_settings.models import SenderProfile
 from tests import factories
+from tests.outbox.waiting import settled
 
 pytestmark = [pytest.mark.usefixtures("english")]
 
@@ -228,24 +228,6 @@ def world(client, smtp_servers) -> World:
     return World(anna, bob, staff, anna_secret, bob_secret, server, client, staff_client)
 
 
-def _settled(message: OutgoingMessage, timeout: float = 15.0) -> OutgoingMessage:
-    """Wait until the worker has finished with the message (sent, or failed and its Event written).
-
-    The worker marks a message failed and then creates its Event in a separate statement, so a
-    reader may see "failed" a moment before the Event exists: wait for both.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message.refresh_from_db()
-        failure_recorded = message.state != MessageState.FAILED or (
-            Event.objects.filter(message=message, kind=EventKind.SEND_FAILED).exists()
-        )
-        if message.is_final and failure_recorded:
-            return message
-        time.sleep(0.05)
-    raise AssertionError(f"message still {message.state} after {timeout}s: {message.last_reply}")
-
-
 def _mail(user: User, subject: str = "Faktura 1/2026") -> OutgoingMessage:
     return outbox_enqueue(user=user, to=["client@example.com"], subject=subject, body_text="Hej.")
 
@@ -257,13 +239,13 @@ def _send_all(world: World) -> dict[str, OutgoingMessage]:
     assert response.status_code == 302
     test_email = OutgoingMessage.objects.get(pk=int(response.url.rstrip("/").rsplit("/", 1)[1]))
     bobs = _mail(world.bob)
-    sent = {"anna_test": _settled(test_email), "bob": _settled(bobs)}
+    sent = {"anna_test": settled(test_email), "bob": settled(bobs)}
     for message in sent.values():
         assert message.state == MessageState.SENT, message.last_reply
     assert {m.auth_login for m in world.server.wait_for(2)} == {ANNA_LOGIN, BOB_LOGIN}
 
     world.server.users[ANNA_LOGIN] = "changed-" + factories.secret()
-    refused = _settled(_mail(world.anna, "Faktura 2/2026"))
+    refused = settled(_mail(world.anna, "Faktura 2/2026"))
     assert refused.state == MessageState.FAILED
     assert refused.explanation == "auth_failed", refused.last_reply
     assert Event.objects.filter(message=refused, kind=EventKind.SEND_FAILED).exists()
