@@ -98,3 +98,36 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self) -> str:
         return self.code
+
+
+class Microsoft365Connection(models.Model):
+    """A user's Microsoft 365 account, connected through OAuth (S5.4).
+
+    msal's token cache (refresh and access tokens) is stored only as MultiFernet ciphertext,
+    re-encrypted whenever msal rotates it (accounts.microsoft365).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="microsoft365",
+        verbose_name=_("user"),
+    )
+    address = models.EmailField(_("Microsoft 365 address"))
+    home_account_id = models.CharField(max_length=255)
+    token_cache_encrypted = models.TextField(editable=False)
+    connected_at = models.DateTimeField(_("connected"), default=timezone.now)
+    refreshed_at = models.DateTimeField(_("last refreshed"), null=True, blank=True)
+    # Set when Microsoft refused a refresh: the user must authenticate again.
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        verbose_name = _("Microsoft 365 connection")
+        verbose_name_plural = _("Microsoft 365 connections")
+
+    def __str__(self) -> str:
+        return f"{self.user.code}: {self.address}"
+
+    @property
+    def needs_reconnect(self) -> bool:
+        return bool(self.last_error)

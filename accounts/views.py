@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import translation
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -25,8 +26,9 @@ from smtp_settings.selectors import (
 )
 from smtp_settings.services import connection_test_allowed, profile_update
 
+from . import microsoft365
 from .forms import CardForm
-from .models import User
+from .models import Microsoft365Connection, User
 
 
 def _effective_sender(user: User) -> dict:
@@ -90,7 +92,8 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
             "is_own_card": user.pk == request.user.pk,
             "sending_ips": settings.PLATFORM_SENDING_IPS,
             "m365_server": settings.M365_SMTP_SERVER,
-            "m365_configured": bool(settings.M365_CLIENT_ID),
+            "m365_configured": microsoft365.configured(),
+            "m365": Microsoft365Connection.objects.filter(user=stored).first(),
             "test": test,
         },
     )
@@ -137,3 +140,63 @@ def set_language(request: HttpRequest) -> HttpResponse:
         secure=settings.SESSION_COOKIE_SECURE,
     )
     return response
+
+
+# -- Microsoft 365 OAUTH (S5.4) ----------------------------------------------------------------
+@login_required
+def microsoft365_connect(request: HttpRequest) -> HttpResponse:
+    """Start the sign-in: in the popup (`?popup=1`) or, without JavaScript, the whole page."""
+    if not microsoft365.configured():
+        return render(
+            request, "accounts/microsoft365_done.html", _m365_not_configured(), status=503
+        )
+    redirect_uri = request.build_absolute_uri(reverse("accounts:microsoft365_callback"))
+    auth_uri = microsoft365.connect_start(
+        session=request.session,
+        user=request.user,
+        redirect_uri=redirect_uri,
+        popup=request.GET.get("popup") == "1",
+    )
+    return HttpResponseRedirect(auth_uri)
+
+
+@login_required
+def microsoft365_callback(request: HttpRequest) -> HttpResponse:
+    """Microsoft sends the user back here; the popup tells its opener and closes itself."""
+    popup = microsoft365.flow_is_popup(request.session)
+    try:
+        connection = microsoft365.connect_finish(
+            session=request.session, user=request.user, params=request.GET.dict()
+        )
+    except microsoft365.Microsoft365Error as error:
+        context = {"ok": False, "error": error.message, "detail": error.detail}
+    else:
+        context = {"ok": True, "address": connection.address}
+    if not popup:
+        if context["ok"]:
+            messages.success(request, _("Microsoft 365 has been authenticated."))
+        else:
+            messages.error(request, context["error"])
+        return redirect("accounts:card")
+    response = render(request, "accounts/microsoft365_done.html", {**context, "popup": True})
+    # The popup went through Microsoft's pages: keep its opener reachable on the way back.
+    response["Cross-Origin-Opener-Policy"] = "unsafe-none"
+    return response
+
+
+@require_POST
+@login_required
+def microsoft365_disconnect(request: HttpRequest) -> HttpResponse:
+    microsoft365.disconnect(user=request.user)
+    messages.success(request, _("Microsoft 365 has been disconnected; its sign-in was deleted."))
+    return redirect("accounts:card")
+
+
+def _m365_not_configured() -> dict:
+    return {
+        "ok": False,
+        "error": _(
+            "Microsoft 365 sign-in is not configured on this platform yet: an administrator "
+            "must register the application (M365_CLIENT_ID and M365_CLIENT_SECRET)."
+        ),
+    }

@@ -212,6 +212,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": 60.0},
+    # Keeps refresh tokens alive and warns users whose consent was withdrawn (S5).
+    "microsoft365-refresh": {"task": "accounts.tasks.microsoft365_refresh", "schedule": 86400.0},
 }
 
 # ------------------------------------------------------------------------------

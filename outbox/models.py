@@ -97,6 +97,7 @@ class EventKind(models.TextChoices):
     SEND_FAILED = "send_failed", _("Sending failed")
     SEND_RETRYING = "send_retrying", _("Sending delayed, will retry")
     SEND_DUPLICATE_RISK = "send_duplicate_risk", _("Possibly sent twice")
+    MICROSOFT365_RECONNECT = "m365_reconnect", _("Microsoft 365 must be authenticated again")
 
 
 class Event(models.Model):

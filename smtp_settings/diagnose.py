@@ -91,7 +91,7 @@ def connection_test(sender: SenderConfig, *, to: str) -> ConnectionTest:
     except SenderConfigError as error:
         result.config_error = str(error.message)
         return result
-    if not isinstance(transport, SmtpTransport):  # pragma: no cover - Microsoft 365 (issue 4)
+    if not isinstance(transport, SmtpTransport):  # an ESP relay: an API, no SMTP conversation
         result.config_error = str(_("This mail sender cannot be tested here yet."))
         return result
     try:

@@ -126,6 +126,16 @@ _ENTRIES = [
         ),
         transient=False,
     ),
+    Explanation(
+        "m365_reconnect",
+        _("Microsoft 365 no longer accepts the platform's sign-in for this account."),
+        _(
+            "Open your user card and click “Authenticate with Microsoft 365” again (%(login)s). "
+            "This happens when the consent was withdrawn, the password changed or the "
+            "sign-in expired. Microsoft said: %(error)s"
+        ),
+        transient=False,
+    ),
     # -- encryption ----------------------------------------------------------------------------
     Explanation(
         "starttls_required",

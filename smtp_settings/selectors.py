@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import QuerySet
 
-from accounts.models import Company, User
+from accounts.models import Company, Microsoft365Connection, User
 
 from .models import SenderMode, SenderProfile, SystemSettings
 from .resolve import (
@@ -46,6 +46,8 @@ def profile_data(profile: SenderProfile) -> ProfileData:
         security=profile.security,
         login=profile.login,
         has_password=profile.has_password,
+        has_token=profile.mode == SenderMode.MICROSOFT365
+        and Microsoft365Connection.objects.filter(user_id=profile.user_id).exists(),
         profile_id=profile.pk,
         owner_id=profile.user_id,
     )

@@ -184,8 +184,12 @@ class SmtpTransport(Transport):
             self.stage = "auth"
             if not smtp.has_extn("auth"):
                 raise PermanentSendError("", explanation="auth_not_offered", params=self.params)
-            code, reply = smtp.login(self.login, self._password)
+            code, reply = self._authenticate(smtp)
             self._done("auth", f"{code} {reply.decode(errors='replace')}")
+
+    def _authenticate(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        """AUTH PLAIN or LOGIN with the password (smtplib picks what the server offers)."""
+        return smtp.login(self.login, self._password)
 
     def _expect(self, code: int, reply: bytes | str, expected: int) -> None:
         if code != expected:
@@ -234,6 +238,26 @@ class SmtpTransport(Transport):
             smtp.quit()
         except (OSError, smtplib.SMTPException):
             smtp.close()
+
+
+class Microsoft365Transport(SmtpTransport):
+    """Microsoft 365 OAUTH (S5): StartTLS, then SMTP AUTH XOAUTH2 with an access token msal
+    takes from the user's encrypted token cache (accounts.microsoft365.access_token).
+    https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth#smtp-protocol-exchange
+    """
+
+    def __init__(self, *, host: str, port: int, login: str, user_id: int) -> None:
+        super().__init__(host=host, port=port, security=Security.STARTTLS, login=login)
+        self.user_id = user_id
+
+    def _authenticate(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        from accounts.microsoft365 import access_token
+
+        address, token = access_token(user_id=self.user_id)
+        login = self.login or address
+        xoauth2 = f"user={login}\x01auth=Bearer {token}\x01\x01"
+        # With an initial response; an error challenge (334 + JSON) is answered empty.
+        return smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2)
 
 
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -345,9 +369,16 @@ def transport_for(sender: SenderConfig) -> Transport:
             login=sender.login,
             password=_password(sender),
         )
-    raise SenderConfigError(
-        "m365_not_available",
-        _("Sending through Microsoft 365 is not available on this platform yet."),
+    if sender.secret is None:
+        raise SenderConfigError(
+            "m365_not_connected",
+            _(
+                "Microsoft 365 is not authenticated yet: click “Authenticate with Microsoft "
+                "365” on the user card first."
+            ),
+        )
+    return Microsoft365Transport(
+        host=sender.host, port=sender.port, login=sender.login, user_id=sender.secret.id
     )
 
 

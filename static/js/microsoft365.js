@@ -1,0 +1,31 @@
+/* Microsoft 365 sign-in in a popup (S5.4).
+ * On the card: the "Authenticate with Microsoft 365" link opens the popup; when the popup says
+ * it is done (postMessage, same origin only) the card reloads to show the result. Popups
+ * blocked or no JavaScript: the link simply opens the sign-in in the page itself.
+ * In the popup (the callback page): tell the opener and close. */
+(function () {
+  "use strict";
+  var self = document.currentScript;
+  var result = self && self.getAttribute("data-popup-result");
+  if (result) {
+    if (window.opener && !window.opener.closed) {
+      window.opener.postMessage({ type: "microsoft365", result: result }, window.location.origin);
+      window.close();
+    }
+    return;
+  }
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a.m365-connect");
+    if (!link) return;
+    var url = new URL(link.href, window.location.href);
+    url.searchParams.set("popup", "1");
+    var popup = window.open(url.toString(), "microsoft365", "width=520,height=680");
+    if (!popup) return; // blocked: follow the link in this page
+    event.preventDefault();
+  });
+  window.addEventListener("message", function (event) {
+    if (event.origin !== window.location.origin) return;
+    if (!event.data || event.data.type !== "microsoft365") return;
+    window.location.reload();
+  });
+})();
