@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-pytest_plugins = ["tests.smtp_fixtures"]
+pytest_plugins = ["tests.smtp_fixtures", "tests.m365_fixtures"]
 
 # aiosmtpd warns at every AUTH; keep test output readable.
 logging.getLogger("mail.log").setLevel(logging.ERROR)

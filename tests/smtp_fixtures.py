@@ -844,6 +844,7 @@ def celery_worker(
     test_ca: TestCA,
     smtp_servers: SMTPServers,
     test_server_ports: list[int],
+    m365_worker_env: dict[str, str],  # tests/m365_fixtures.py; see the block below
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[CeleryWorker]:
     """A real Celery worker sharing the test database and the session's broker.
@@ -868,6 +869,12 @@ def celery_worker(
         "CELERY_BROKER_POLLING_INTERVAL": "0.05",
         "PYTHONUNBUFFERED": "1",
     }
+    # --- Microsoft 365 stand-ins (tests/m365_fixtures.py) -----------------------------------
+    # The worker starts once per session, so it always gets them: M365_* pointing at the local
+    # provider and XOAUTH2 server, REQUESTS_CA_BUNDLE trusting the test CA (msal uses requests),
+    # and SMTP_ALLOWED_PORTS above extended with the XOAUTH2 server's port.
+    env.update(m365_worker_env)
+    # --------------------------------------------------------------------------------------------
     from directo_mail.celery import app
 
     app.control.purge()  # a shared broker may hold tasks an earlier run left behind
