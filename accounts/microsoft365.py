@@ -10,6 +10,7 @@ https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how
 from __future__ import annotations
 
 import logging
+import warnings
 from urllib.parse import urlsplit
 
 import msal
@@ -61,9 +62,19 @@ def _app(cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialC
 def connect_start(*, session, user: User, redirect_uri: str, popup: bool) -> str:
     """Begin the auth-code flow (state + PKCE); the flow waits in the session. Returns the URL."""
     login_hint = getattr(getattr(user, "microsoft365", None), "address", "") or user.email
-    flow = _app().initiate_auth_code_flow(
-        SCOPES, redirect_uri=redirect_uri, login_hint=login_hint or None, prompt="select_account"
-    )
+    with warnings.catch_warnings():
+        # msal recommends response_mode=form_post (RFC 9700 §4.3.1). A cross-site POST would
+        # come without our SameSite=Lax session cookie, and the flow waits in the session; the
+        # code in the query is bound to this session by state and PKCE, used once, and kept
+        # out of other sites' Referer by SECURE_REFERRER_POLICY = "same-origin".
+        warnings.filterwarnings("ignore", message="response_mode='form_post'")
+        flow = _app().initiate_auth_code_flow(
+            SCOPES,
+            redirect_uri=redirect_uri,
+            login_hint=login_hint or None,
+            prompt="select_account",
+            response_mode="query",
+        )
     session[SESSION_KEY] = {"flow": flow, "user": user.pk, "popup": popup}
     return flow["auth_uri"]
 
