@@ -257,3 +257,16 @@ def test_the_daily_refresh_warns_a_user_whose_consent_was_withdrawn(client, anna
     event = Event.objects.get(user=anna)
     assert event.kind == EventKind.MICROSOFT365_RECONNECT
     assert refresh_all() == {"refreshed": 0, "refused": 0}  # warned once, not every day
+
+
+@pytest.mark.usefixtures("english")
+def test_the_connection_test_signs_in_with_xoauth2(client, anna, m365_settings):
+    client.force_login(anna)
+    _connect(client, m365_settings.provider)
+
+    page = client.post("/accounts/card/", {"action": "test_connection"}).content.decode()
+
+    assert "Connection test passed" in page
+    [attempt] = m365_settings.smtp.auth_attempts
+    assert (attempt.login, attempt.success, attempt.tls) == (ADDRESS, True, True)
+    assert m365_settings.smtp.messages == []  # nothing sent
