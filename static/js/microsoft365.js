@@ -2,13 +2,16 @@
  * On the card: the "Authenticate with Microsoft 365" link opens the popup; when the popup says
  * it is done (postMessage, same origin only) the card reloads to show the result. Popups
  * blocked or no JavaScript: the link simply opens the sign-in in the page itself.
- * In the popup (the callback page): tell the opener and close. */
+ * In the popup (the callback page): on success tell the opener and close; on failure stay open
+ * with the explanation. */
 (function () {
   "use strict";
   var self = document.currentScript;
   var result = self && self.getAttribute("data-popup-result");
   if (result) {
-    if (window.opener && !window.opener.closed) {
+    // Only success closes the popup: a refusal stays on screen so the user can read why (the
+    // card shows no message for a popup sign-in, and nothing changed there).
+    if (result === "ok" && window.opener && !window.opener.closed) {
       window.opener.postMessage({ type: "microsoft365", result: result }, window.location.origin);
       window.close();
     }
