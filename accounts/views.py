@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -39,6 +40,7 @@ def _effective_sender(user: User) -> dict:
 
 
 @sensitive_post_parameters("password")
+@transaction.non_atomic_requests  # the connection test talks to a server: no transaction open
 @login_required
 def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
     """The user card, "Ustawienia własne → Użytkownik": card fields and mail sender (S2.2, S3).
@@ -70,8 +72,9 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
         card_email = card_form.cleaned_data.get("email", "") if card_valid else user.email
         profile_form = SenderProfileForm(request.POST, card_email=card_email, **profile_kwargs)
         if card_valid and profile_form.is_valid():
-            card_form.save()
-            profile_update(user=user, **profile_form.profile_fields)
+            with transaction.atomic():
+                card_form.save()
+                profile_update(user=user, **profile_form.profile_fields)
             messages.success(request, _("The settings have been saved."))
             return redirect(request.path)
         messages.error(request, _("Nothing was saved: please correct the fields marked below."))
