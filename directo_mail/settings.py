@@ -184,6 +184,8 @@ SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_RETRY_BASE_SECONDS = env.float("SEND_RETRY_BASE_SECONDS", default=30.0)
 # A claim older than this (seconds) is a worker that died mid-send: the sweeper returns it.
 SEND_CLAIM_TIMEOUT = env.int("SEND_CLAIM_TIMEOUT", default=600)
+# Messages per worker task in a mass mailing: one SMTP connection serves a whole batch.
+BULK_BATCH_SIZE = env.int("BULK_BATCH_SIZE", default=100)
 # How many connection tests a user may run in a minute (each opens a connection).
 CONNECTION_TESTS_PER_MINUTE = env.int("CONNECTION_TESTS_PER_MINUTE", default=5)
 

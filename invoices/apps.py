@@ -7,3 +7,6 @@ from django.utils.translation import gettext_lazy as _
 class InvoicesConfig(AppConfig):
     name = "invoices"
     verbose_name = _("Invoices")
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401  (connects the receivers)

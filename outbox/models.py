@@ -21,6 +21,36 @@ class MessageState(models.TextChoices):
     CANCELLED = "cancelled", _("cancelled")
 
 
+class JobState(models.TextChoices):
+    RUNNING = "running", _("running")
+    CANCELLED = "cancelled", _("cancelled")
+    FINISHED = "finished", _("finished")
+
+
+class BulkJob(models.Model):
+    """A mass mailing (S1.2): many messages from one user, sent in batches, followed live."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bulk_jobs"
+    )
+    kind = models.CharField(_("kind"), max_length=20)  # "invoices", "letters"
+    description = models.CharField(_("description"), max_length=200, blank=True)
+    state = models.CharField(
+        _("state"), max_length=10, choices=JobState.choices, default=JobState.RUNNING
+    )
+    total = models.PositiveIntegerField(_("messages"), default=0)
+    created_at = models.DateTimeField(_("started"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("bulk job")
+        verbose_name_plural = _("bulk jobs")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"
+
+
 class OutgoingMessage(models.Model):
     """One mail, as the user asked for it, with the sender it was resolved to (no secrets)."""
 
@@ -62,6 +92,9 @@ class OutgoingMessage(models.Model):
     )
     related_id = models.CharField(max_length=64, blank=True)
     related = GenericForeignKey("related_type", "related_id")
+    job = models.ForeignKey(
+        BulkJob, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
 
     class Meta:
         verbose_name = _("outgoing message")
@@ -71,6 +104,7 @@ class OutgoingMessage(models.Model):
             models.Index(fields=["state", "claimed_at"]),
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["related_type", "related_id"]),
+            models.Index(fields=["job", "state"]),
         ]
 
     def __str__(self) -> str:

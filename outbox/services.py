@@ -20,10 +20,19 @@ from smtp_settings.crypto import SecretDecryptionError
 from smtp_settings.errors import PermanentSendError, SendError, TransientSendError
 from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import sender_config_for
-from smtp_settings.transports import transport_for
+from smtp_settings.transports import Transport, transport_for
 
 from .message import build_message, envelope_for, envelope_from_for, new_message_id
-from .models import Attachment, Event, EventKind, MessageState, OutgoingMessage
+from .models import (
+    Attachment,
+    BulkJob,
+    Event,
+    EventKind,
+    JobState,
+    MessageState,
+    OutgoingMessage,
+)
+from .signals import message_state_changed
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +63,15 @@ def outbox_enqueue(
     bcc: Iterable[str] = (),
     attachments: Iterable[tuple[str, bytes, str]] = (),
     related: models.Model | None = None,
+    job: BulkJob | None = None,
+    sender: SenderConfig | None = None,
 ) -> OutgoingMessage:
     """Record a mail from `user` and hand its id to the worker once the row is committed.
 
     Raises SenderConfigError when the user's configuration cannot send, and ValidationError
     for bad addresses or a subject with line breaks.
     """
-    sender = sender_config_for(user=user)
+    sender = sender or sender_config_for(user=user)
     recipients = _clean_addresses(to, "to")
     if not recipients:
         raise ValidationError({"to": _("Give at least one recipient.")})
@@ -79,13 +90,15 @@ def outbox_enqueue(
         envelope_from="",
         related_type=ContentType.objects.get_for_model(related) if related is not None else None,
         related_id=str(related.pk) if related is not None else "",
+        job=job,
     )
     message.envelope_from = envelope_from_for(message.pk, sender)
     message.save(update_fields=["envelope_from"])
     for filename, content, content_type in attachments:
         attachment = Attachment(message=message, filename=filename, content_type=content_type)
         attachment.file.save(filename, ContentFile(content), save=True)
-    _enqueue_on_commit(message.pk)
+    if job is None:  # a job's messages go out in batches (bulk_job_dispatch)
+        _enqueue_on_commit(message.pk)
     return message
 
 
@@ -95,12 +108,64 @@ def _enqueue_on_commit(message_pk: int) -> None:
     transaction.on_commit(lambda: send_message.delay(message_pk))
 
 
+DEFERRED = "deferred"
+
+
 def outbox_send(*, message_id: int) -> str:
     """Deliver one queued message. Returns its final state; raises TransientSendError to retry.
 
     The row is claimed (queued → sending) before the SMTP transaction, so two workers never
     send it twice; it is marked sent with the server's reply right after.
     """
+    with _Connections() as connections:
+        state, error = _deliver(message_id, connections)
+    if state == DEFERRED:
+        raise error
+    return state
+
+
+def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
+    """Deliver a batch over one connection per sender (a bulk job's batch: one user, one sender).
+
+    Each message is claimed just before its own SMTP transaction, so a worker killed mid-batch
+    leaves at most that one message "sending"; the rest stay queued for the next worker. A
+    cancelled job's messages are no longer queued, so their claims fail and they are skipped.
+    Transient failures go back to the queue one by one, each with its own backoff.
+    """
+    from .tasks import send_message
+
+    counts: dict[str, int] = {}
+    with _Connections() as connections:
+        for message_id in message_ids:
+            state, _error = _deliver(message_id, connections)
+            if state == DEFERRED:
+                attempts = OutgoingMessage.objects.get(pk=message_id).attempts
+                send_message.apply_async((message_id,), countdown=retry_delay(attempts))
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+class _Connections:
+    """Open transports of a batch, one per sender, closed together at the end."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, Transport] = {}
+
+    def for_sender(self, sender: SenderConfig) -> Transport:
+        key = repr((sender.transport, sender.host, sender.port, sender.login, sender.secret))
+        if key not in self.open:
+            self.open[key] = transport_for(sender)  # opened by its first send
+        return self.open[key]
+
+    def __enter__(self) -> _Connections:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for transport in self.open.values():
+            transport.close()
+
+
+def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError | None]:
     now = timezone.now()
     claimed = OutgoingMessage.objects.filter(pk=message_id, state=MessageState.QUEUED).update(
         state=MessageState.SENDING,
@@ -109,30 +174,25 @@ def outbox_send(*, message_id: int) -> str:
         updated_at=now,
     )
     if not claimed:
-        return "skipped"
+        return "skipped", None
     message = OutgoingMessage.objects.select_related("user").get(pk=message_id)
     sender = SenderConfig.from_snapshot(message.sender)
     try:
         mime = build_message(message, sender)
-        with transport_for(sender) as transport:
-            reply = transport.send(mime, envelope_for(message, sender))
+        reply = connections.for_sender(sender).send(mime, envelope_for(message, sender))
     except TransientSendError as error:
         if message.attempts >= settings.SEND_MAX_ATTEMPTS:
-            _fail(message, error)
-            return MessageState.FAILED
+            return _fail(message, error), None
         _defer(message, error)
-        raise
+        return DEFERRED, error
     except PermanentSendError as error:
-        _fail(message, error)
-        return MessageState.FAILED
+        return _fail(message, error), None
     except (SenderConfigError, SecretDecryptionError) as error:
-        _fail(message, _config_error(message.user, error))
-        return MessageState.FAILED
+        return _fail(message, _config_error(message.user, error)), None
     except Exception:
         # A bug, not the server: fail visibly rather than leave the row "sending" for ever.
         logger.exception("message %s: unexpected error while sending", message.pk)
-        _fail(message, PermanentSendError("", explanation="generic"))
-        return MessageState.FAILED
+        return _fail(message, PermanentSendError("", explanation="generic")), None
     OutgoingMessage.objects.filter(pk=message.pk).update(
         state=MessageState.SENT,
         sent_at=timezone.now(),
@@ -142,7 +202,8 @@ def outbox_send(*, message_id: int) -> str:
         updated_at=timezone.now(),
     )
     logger.info("message %s sent: %s", message.pk, reply)
-    return MessageState.SENT
+    message_state_changed.send(OutgoingMessage, message=message, state=MessageState.SENT)
+    return MessageState.SENT, None
 
 
 def _config_error(user: User, error: Exception) -> PermanentSendError:
@@ -170,9 +231,11 @@ def _record(message: OutgoingMessage, error: SendError, *, state: str, kind: str
     )
 
 
-def _fail(message: OutgoingMessage, error: SendError) -> None:
+def _fail(message: OutgoingMessage, error: SendError) -> str:
     _record(message, error, state=MessageState.FAILED, kind=EventKind.SEND_FAILED)
     logger.warning("message %s failed (%s): %s", message.pk, error.explanation, error.reply or "-")
+    message_state_changed.send(OutgoingMessage, message=message, state=MessageState.FAILED)
+    return MessageState.FAILED
 
 
 def _defer(message: OutgoingMessage, error: SendError) -> None:
@@ -217,3 +280,75 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> int:
             _enqueue_on_commit(message.pk)
             count += 1
     return count
+
+
+# -- bulk jobs ---------------------------------------------------------------------------------
+def bulk_job_dispatch(*, job: BulkJob) -> int:
+    """Hand the job's queued messages to the workers in batches of BULK_BATCH_SIZE ids."""
+    from .tasks import send_batch
+
+    ids = list(
+        job.messages.filter(state=MessageState.QUEUED).order_by("pk").values_list("pk", flat=True)
+    )
+    size = settings.BULK_BATCH_SIZE
+    batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+    transaction.on_commit(lambda: [send_batch.delay(batch) for batch in batches])
+    return len(batches)
+
+
+@transaction.atomic
+def bulk_job_cancel(*, job: BulkJob) -> int:
+    """Stop a job: its messages not yet claimed are cancelled (a claim of one fails)."""
+    BulkJob.objects.filter(pk=job.pk).update(state=JobState.CANCELLED)
+    messages = list(job.messages.filter(state=MessageState.QUEUED))
+    OutgoingMessage.objects.filter(pk__in=[m.pk for m in messages]).update(
+        state=MessageState.CANCELLED, updated_at=timezone.now()
+    )
+    for message in messages:
+        message_state_changed.send(OutgoingMessage, message=message, state=MessageState.CANCELLED)
+    return len(messages)
+
+
+@transaction.atomic
+def bulk_job_requeue(*, job: BulkJob, message_ids: list[int]) -> int:
+    """Resume a job with the given cancelled messages (the caller chose which may still go)."""
+    count = OutgoingMessage.objects.filter(
+        job=job, pk__in=message_ids, state=MessageState.CANCELLED
+    ).update(state=MessageState.QUEUED, updated_at=timezone.now())
+    BulkJob.objects.filter(pk=job.pk).update(state=JobState.RUNNING, finished_at=None)
+    job.refresh_from_db()
+    bulk_job_dispatch(job=job)
+    return count
+
+
+def bulk_job_progress(*, job: BulkJob) -> dict:
+    """Counts, rate and time left of a job; marks it finished once nothing is left to send."""
+    counts = dict(
+        job.messages.values_list("state").annotate(n=models.Count("pk")).values_list("state", "n")
+    )
+    sent = counts.get(MessageState.SENT, 0)
+    failed = counts.get(MessageState.FAILED, 0)
+    cancelled = counts.get(MessageState.CANCELLED, 0)
+    remaining = counts.get(MessageState.QUEUED, 0) + counts.get(MessageState.SENDING, 0)
+    if remaining == 0 and job.state == JobState.RUNNING:
+        now = timezone.now()
+        if BulkJob.objects.filter(pk=job.pk, state=JobState.RUNNING).update(
+            state=JobState.FINISHED, finished_at=now
+        ):
+            job.state, job.finished_at = JobState.FINISHED, now
+    elapsed = ((job.finished_at or timezone.now()) - job.created_at).total_seconds()
+    rate = (sent + failed) / elapsed if elapsed > 0 else 0.0
+    done = sent + failed + cancelled
+    return {
+        "job": job.pk,
+        "state": job.state,
+        "total": job.total,
+        "sent": sent,
+        "failed": failed,
+        "cancelled": cancelled,
+        "remaining": remaining,
+        "percent": round(100 * done / job.total, 1) if job.total else 100.0,
+        "rate": round(rate, 1),
+        "seconds_left": round(remaining / rate) if rate and remaining else 0,
+        "seconds": round(elapsed, 1),
+    }

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from smtp_settings.errors import TransientSendError
 
-from .services import outbox_send, outbox_sweep, retry_delay
+from .services import outbox_send, outbox_send_batch, outbox_sweep, retry_delay
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -16,6 +16,12 @@ def send_message(self, message_id: int) -> str:
         return outbox_send(message_id=message_id)
     except TransientSendError as error:
         raise self.retry(countdown=retry_delay(self.request.retries + 1), exc=error) from None
+
+
+@shared_task(acks_late=True)
+def send_batch(message_ids: list[int]) -> dict[str, int]:
+    """Deliver a bulk job's batch over one connection; each message is claimed on its own."""
+    return outbox_send_batch(message_ids=message_ids)
 
 
 @shared_task

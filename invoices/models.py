@@ -1,0 +1,90 @@
+"""Customers and their invoices (S1.2: what the mass e-mail module sends)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Customer(models.Model):
+    name = models.CharField(_("name"), max_length=200)
+    # One or more addresses; invoices go to all of them.
+    emails = models.JSONField(_("e-mail addresses"), default=list)
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES, default="pl"
+    )
+    address = models.TextField(_("address"), blank=True)
+
+    class Meta:
+        verbose_name = _("customer")
+        verbose_name_plural = _("customers")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SendState(models.TextChoices):
+    UNSENT = "unsent", _("not sent")
+    QUEUED = "queued", _("sending")
+    SENT = "sent", _("sent")
+    FAILED = "failed", _("failed")
+
+
+class Invoice(models.Model):
+    number = models.CharField(_("number"), max_length=40, unique=True)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="invoices", verbose_name=_("customer")
+    )
+    issue_date = models.DateField(_("issue date"))
+    due_date = models.DateField(_("due date"))
+    currency = models.CharField(_("currency"), max_length=3, default="PLN")
+    total_net = models.DecimalField(_("net"), max_digits=12, decimal_places=2, default=0)
+    total_vat = models.DecimalField(_("VAT"), max_digits=12, decimal_places=2, default=0)
+    total_gross = models.DecimalField(_("gross"), max_digits=12, decimal_places=2, default=0)
+    send_state = models.CharField(
+        _("sending"), max_length=10, choices=SendState.choices, default=SendState.UNSENT
+    )
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    # Rendered once and kept (a one-page PDF costs a few milliseconds; keep it anyway).
+    pdf = models.FileField(upload_to="invoices/%Y/", blank=True)
+
+    class Meta:
+        verbose_name = _("invoice")
+        verbose_name_plural = _("invoices")
+        ordering = ["-issue_date", "-number"]
+        indexes = [models.Index(fields=["send_state"])]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def recalculate(self) -> None:
+        lines = list(self.lines.all())
+        self.total_net = sum((line.net for line in lines), Decimal("0.00"))
+        self.total_vat = sum((line.vat for line in lines), Decimal("0.00"))
+        self.total_gross = self.total_net + self.total_vat
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    description = models.CharField(_("description"), max_length=200)
+    quantity = models.DecimalField(_("quantity"), max_digits=10, decimal_places=2, default=1)
+    unit_price = models.DecimalField(_("unit price"), max_digits=12, decimal_places=2)
+    vat_rate = models.DecimalField(_("VAT %"), max_digits=4, decimal_places=1, default=23)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.description
+
+    @property
+    def net(self) -> Decimal:
+        return (self.quantity * self.unit_price).quantize(Decimal("0.01"))
+
+    @property
+    def vat(self) -> Decimal:
+        return (self.net * self.vat_rate / 100).quantize(Decimal("0.01"))

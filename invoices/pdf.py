@@ -1,0 +1,93 @@
+"""A one-page invoice PDF with reportlab's canvas (~2 ms a page; WeasyPrint costs ~100 ms).
+
+DejaVu Sans ships with the app (invoices/fonts, free license): the PDF base fonts have no
+Polish or Estonian letters.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+from django.core.files.base import ContentFile
+from django.utils import translation
+from django.utils.translation import gettext as _
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen import canvas
+
+from .models import Invoice
+
+FONTS = Path(__file__).resolve().parent / "fonts"
+
+
+@functools.cache
+def _fonts() -> tuple[str, str]:
+    pdfmetrics.registerFont(TTFont("DejaVuSans", FONTS / "DejaVuSans.ttf"))
+    pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", FONTS / "DejaVuSans-Bold.ttf"))
+    return "DejaVuSans", "DejaVuSans-Bold"
+
+
+def render_invoice_pdf(invoice: Invoice, *, seller: str) -> bytes:
+    regular, bold = _fonts()
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer, pagesize=A4, pageCompression=1)
+    page.setTitle(invoice.number)
+    _width, height = A4
+    with translation.override(invoice.customer.language):
+        page.setFont(bold, 18)
+        page.drawString(
+            20 * mm, height - 25 * mm, _("Invoice %(number)s") % {"number": invoice.number}
+        )
+        page.setFont(regular, 10)
+        page.drawString(20 * mm, height - 35 * mm, seller)
+        page.drawString(
+            20 * mm, height - 45 * mm, _("Customer: %(name)s") % {"name": invoice.customer.name}
+        )
+        page.drawString(
+            20 * mm,
+            height - 51 * mm,
+            _("Issued %(issued)s, due %(due)s")
+            % {"issued": invoice.issue_date.isoformat(), "due": invoice.due_date.isoformat()},
+        )
+        y = height - 65 * mm
+        page.setFont(bold, 10)
+        for x, title in (
+            (20, _("Description")),
+            (120, _("Quantity")),
+            (145, _("Net")),
+            (170, _("VAT")),
+        ):
+            page.drawString(x * mm, y, title)
+        page.setFont(regular, 10)
+        for line in invoice.lines.all():
+            y -= 6 * mm
+            page.drawString(20 * mm, y, line.description[:60])
+            page.drawRightString(135 * mm, y, f"{line.quantity}")
+            page.drawRightString(162 * mm, y, f"{line.net}")
+            page.drawRightString(185 * mm, y, f"{line.vat}")
+        y -= 12 * mm
+        page.setFont(bold, 11)
+        page.drawRightString(
+            185 * mm,
+            y,
+            _("Total: %(amount)s %(currency)s")
+            % {"amount": invoice.total_gross, "currency": invoice.currency},
+        )
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+def invoice_pdf(invoice: Invoice, *, seller: str) -> bytes:
+    """The invoice's PDF: rendered the first time, then read from storage."""
+    if invoice.pdf:
+        with invoice.pdf.open("rb") as stream:
+            return stream.read()
+    content = render_invoice_pdf(invoice, seller=seller)
+    invoice.pdf.save(f"{invoice.number.replace('/', '-')}.pdf", ContentFile(content), save=False)
+    Invoice.objects.filter(pk=invoice.pk).update(pdf=invoice.pdf.name)
+    return content
