@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from accounts.models import User
+from invoices.demo import seed_invoices
 from smtp_settings.models import Security, SenderMode
 from smtp_settings.services import company_update, profile_update
 
@@ -26,9 +27,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--password", default="demo", help="login password of demo users")
+        parser.add_argument("--customers", type=int, default=5, help="demo customers to have")
+        parser.add_argument("--invoices", type=int, default=10, help="unsent invoices to add")
 
     @transaction.atomic
-    def handle(self, *args, password: str, **options) -> None:
+    def handle(self, *args, password: str, customers: int, invoices: int, **options) -> None:
         company_update(name="Demo Sp. z o.o.", slug="demo")
         catcher_host = settings.EMAIL_HOST or "127.0.0.1"
         for code, name, group, email, staff, mode in DEMO_USERS:
@@ -55,4 +58,6 @@ class Command(BaseCommand):
                 fields.update(login=email)
             profile_update(user=user, **fields)
             self.stdout.write(f"{code:6} {mode:13} {email}")
+        made = seed_invoices(customers=customers, invoices=invoices)
+        self.stdout.write(f"{made} invoices added for {customers} customers")
         self.stdout.write(self.style.SUCCESS(f"Demo users ready; their password is “{password}”."))
