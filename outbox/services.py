@@ -258,18 +258,32 @@ def retry_delay(attempt: int) -> float:
     return settings.SEND_RETRY_BASE_SECONDS * 2 ** max(attempt - 1, 0)
 
 
-def outbox_sweep(*, stuck_after: timedelta | None = None) -> int:
-    """Give back claims of a worker that died mid-send; they may have gone out (recorded)."""
-    stuck_after = stuck_after or timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
+def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
+    """Recover what a dead worker left behind (periodic, Celery beat).
+
+    - Claims older than SEND_CLAIM_TIMEOUT: the worker died mid-send, so the message may have
+      gone out; it is queued again, marked "possibly sent twice", with an Event.
+    - Queued messages untouched as long: their task was lost with the worker (a filesystem
+      broker, a Redis restart); they are dispatched again. A duplicate task is harmless: only
+      one claim per message can succeed.
+    """
+    from .tasks import send_batch
+
+    stuck_after = (
+        stuck_after if stuck_after is not None else timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
+    )
     limit = timezone.now() - stuck_after
-    count = 0
+    returned: list[int] = []
     for message in OutgoingMessage.objects.filter(
         state=MessageState.SENDING, claimed_at__lt=limit
     ).select_related("user"):
-        returned = OutgoingMessage.objects.filter(
-            pk=message.pk, state=MessageState.SENDING, claimed_at=message.claimed_at
-        ).update(state=MessageState.QUEUED, possibly_duplicated=True, updated_at=timezone.now())
-        if returned:
+        with transaction.atomic():
+            if not OutgoingMessage.objects.filter(
+                pk=message.pk, state=MessageState.SENDING, claimed_at=message.claimed_at
+            ).update(
+                state=MessageState.QUEUED, possibly_duplicated=True, updated_at=timezone.now()
+            ):
+                continue
             Event.objects.create(
                 user=message.user,
                 message=message,
@@ -277,9 +291,16 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> int:
                 explanation="possibly_duplicated",
                 params={},
             )
-            _enqueue_on_commit(message.pk)
-            count += 1
-    return count
+        returned.append(message.pk)
+    lost = returned + list(
+        OutgoingMessage.objects.filter(state=MessageState.QUEUED, updated_at__lte=limit)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    size = settings.BULK_BATCH_SIZE
+    batches = [lost[i : i + size] for i in range(0, len(lost), size)]
+    transaction.on_commit(lambda: [send_batch.delay(batch) for batch in batches])
+    return {"returned": len(returned), "redispatched": len(lost)}
 
 
 # -- bulk jobs ---------------------------------------------------------------------------------
