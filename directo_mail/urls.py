@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("settings/", include("smtp_settings.urls")),
     path("", include("outbox.urls")),
+    path("", include("invoices.urls")),
     path("i18n/setlang/", set_language, name="set_language"),
     path("admin/", admin.site.urls),
 ]

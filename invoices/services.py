@@ -6,6 +6,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.models import User
 from outbox.models import BulkJob, JobState, MessageState
@@ -65,7 +66,8 @@ def invoices_send(
             user=user,
             kind="invoices",
             total=len(invoices),
-            description=_("%(count)s invoices") % {"count": len(invoices)},
+            description=ngettext("%(count)s invoice", "%(count)s invoices", len(invoices))
+            % {"count": len(invoices)},
         )
         for invoice in invoices:
             _enqueue_invoice(invoice, user=user, sender=sender, job=job, seller=seller)
@@ -104,6 +106,7 @@ def invoices_job_cancel(*, job: BulkJob) -> int:
 def invoices_job_resume(*, job: BulkJob) -> int:
     """Resume with the cancelled invoices that are still unsent: one sent meanwhile by another
     job stays cancelled here, so it does not go twice."""
+    mass_mailing_sender(user=job.user)  # still allowed to mass-mail (S1.2)?
     messages = job.messages.filter(state=MessageState.CANCELLED)
     invoice_ids = {
         int(pk): message_pk for message_pk, pk in messages.values_list("pk", "related_id")

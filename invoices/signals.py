@@ -18,7 +18,10 @@ _STATES = {
 
 @receiver(message_state_changed, sender=OutgoingMessage)
 def invoice_follows_its_message(sender, *, message: OutgoingMessage, state: str, **kwargs) -> None:
-    if message.related_type_id != ContentType.objects.get_for_model(Invoice).pk:
+    # By id, not get_for_model(): a long-lived worker must not trust an id it cached once.
+    if message.related_type_id is None:
+        return
+    if ContentType.objects.get_for_id(message.related_type_id).model_class() is not Invoice:
         return
     new_state = _STATES.get(state)
     if new_state is None:

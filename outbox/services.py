@@ -142,6 +142,10 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
                 attempts = OutgoingMessage.objects.get(pk=message_id).attempts
                 send_message.apply_async((message_id,), countdown=retry_delay(attempts))
             counts[state] = counts.get(state, 0) + 1
+    for job in BulkJob.objects.filter(
+        messages__pk__in=message_ids, state=JobState.RUNNING
+    ).distinct():
+        bulk_job_progress(job=job)  # marks it finished when this was its last batch
     return counts
 
 
