@@ -202,6 +202,8 @@ M365_SMTP_SERVER = env("M365_SMTP_SERVER", default="smtp.office365.com:587")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 CELERY_BROKER_DIR = env.path("CELERY_BROKER_DIR", default=VAR_DIR / "broker")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport, writing each message atomically (directo_mail/broker.py).
+    CELERY_BROKER_TRANSPORT = "directo_mail.broker:Transport"
     _broker_dir = Path(CELERY_BROKER_DIR)
     for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)  # kombu does not create them

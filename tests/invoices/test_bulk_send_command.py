@@ -25,7 +25,9 @@ def test_send_all_unsent_and_wait(transactional_db, smtp_servers):
     factories.profile(user, host=server.host, port=server.port, security="none")
     assert seed_invoices(customers=2, invoices=5) == 5
 
-    result = json.loads(_bulk_send("--user", "PIOTR", "--unsent", "--wait", "--json"))
+    result = json.loads(
+        _bulk_send("--user", "PIOTR", "--unsent", "--wait", "--timeout", "60", "--json")
+    )
 
     assert (result["state"], result["total"], result["sent"], result["failed"]) == (
         "finished",

@@ -1,0 +1,40 @@
+"""The embedded broker never hands a consumer a half-written message (directo_mail/broker.py)."""
+
+import threading
+
+from kombu import Connection
+
+COUNT = 300
+
+
+def test_a_fast_consumer_never_reads_a_half_written_message(tmp_path):
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    options["control_folder"] = str(tmp_path)
+    payload = {"ids": list(range(2000))}  # large enough that a write takes a while
+    received, errors = [], []
+
+    def consume() -> None:
+        with Connection(
+            "filesystem://",
+            transport="directo_mail.broker:Transport",
+            transport_options={**options, "polling_interval": 0},
+        ) as conn:
+            queue = conn.SimpleQueue("race")
+            try:
+                while len(received) < COUNT:
+                    received.append(queue.get(timeout=10).payload)
+            except Exception as error:  # the failure under test
+                errors.append(error)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    with Connection(
+        "filesystem://", transport="directo_mail.broker:Transport", transport_options=options
+    ) as conn:
+        queue = conn.SimpleQueue("race")
+        for _ in range(COUNT):
+            queue.put(payload)
+    consumer.join(30)
+
+    assert errors == []
+    assert len(received) == COUNT and all(message == payload for message in received)
