@@ -184,6 +184,15 @@ SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_RETRY_BASE_SECONDS = env.float("SEND_RETRY_BASE_SECONDS", default=30.0)
 # A claim older than this (seconds) is a worker that died mid-send: the sweeper returns it.
 SEND_CLAIM_TIMEOUT = env.int("SEND_CLAIM_TIMEOUT", default=600)
+# Mails per window and sender, by provider: "microsoft365", a server's host name, or "smtp"
+# for every other server (absent: no limit). The platform relay is not limited here.
+SEND_RATE_LIMITS = {
+    key: int(value)
+    for key, value in env.dict(
+        "SEND_RATE_LIMITS", default={"microsoft365": "30", "smtp.gmail.com": "60"}
+    ).items()
+}
+SEND_RATE_WINDOW_SECONDS = env.float("SEND_RATE_WINDOW_SECONDS", default=60.0)
 # Messages per worker task in a mass mailing: one SMTP connection serves a whole batch.
 BULK_BATCH_SIZE = env.int("BULK_BATCH_SIZE", default=100)
 # How many connection tests a user may run in a minute (each opens a connection).

@@ -161,3 +161,17 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.explanation}"
+
+
+class SendingWindow(models.Model):
+    """How many mails one sender sent in the current window, shared by every worker (the
+    database serves as the shared counter on every setup, SQLite included)."""
+
+    key = models.CharField(max_length=400, unique=True)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    # After a "slow down" reply (421, 4.7.x) nothing goes to this sender before this time.
+    paused_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"

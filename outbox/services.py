@@ -22,6 +22,7 @@ from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import sender_config_for
 from smtp_settings.transports import Transport, transport_for
 
+from . import ratelimit
 from .message import build_message, envelope_for, envelope_from_for, new_message_id
 from .models import (
     Attachment,
@@ -183,8 +184,11 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
     sender = SenderConfig.from_snapshot(message.sender)
     try:
         mime = build_message(message, sender)
+        ratelimit.wait_for_turn(sender)
         reply = connections.for_sender(sender).send(mime, envelope_for(message, sender))
     except TransientSendError as error:
+        if error.explanation == "throttled":  # 421 / 4.7.x: the whole sender slows down
+            ratelimit.pause(sender, retry_delay(message.attempts))
         if message.attempts >= settings.SEND_MAX_ATTEMPTS:
             return _fail(message, error), None
         _defer(message, error)

@@ -1,0 +1,71 @@
+"""Per-sender sending rate, shared by all workers through the database.
+
+Providers cap how fast one account may send (Microsoft 365: 30 messages a minute). A window of
+SEND_RATE_WINDOW_SECONDS holds at most the sender's limit; a "slow down" reply (421, 4.7.x)
+pauses the sender with the same backoff as a retry.
+https://learn.microsoft.com/en-us/office365/servicedescriptions/exchange-online-service-description/exchange-online-limits#sending-limits
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from smtp_settings.resolve import SenderConfig, TransportKind
+
+from .models import SendingWindow
+
+
+def sender_key(sender: SenderConfig) -> str:
+    return f"{sender.transport}:{sender.host}:{sender.port}:{sender.login}"
+
+
+def limit_for(sender: SenderConfig) -> int | None:
+    """Mails per window for this sender: by provider (SEND_RATE_LIMITS), None for no limit."""
+    limits = settings.SEND_RATE_LIMITS
+    if sender.transport == TransportKind.RELAY:
+        return None  # the platform's own MTA or ESP paces itself
+    if sender.transport == TransportKind.MICROSOFT365:
+        return limits.get("microsoft365")
+    return limits.get(sender.host, limits.get("smtp"))
+
+
+def reserve(key: str, limit: int) -> float:
+    """Take one place in the sender's window: 0 when the mail may go now, else seconds to wait."""
+    window = timedelta(seconds=settings.SEND_RATE_WINDOW_SECONDS)
+    now = timezone.now()
+    with transaction.atomic():
+        row, _ = SendingWindow.objects.select_for_update().get_or_create(
+            key=key, defaults={"window_start": now}
+        )
+        if row.paused_until and row.paused_until > now:
+            return (row.paused_until - now).total_seconds()
+        if now - row.window_start >= window:
+            row.window_start, row.count = now, 0
+        if row.count < limit:
+            row.count += 1
+            row.save(update_fields=["window_start", "count"])
+            return 0.0
+        return (row.window_start + window - now).total_seconds()
+
+
+def wait_for_turn(sender: SenderConfig) -> None:
+    """Block until the sender may send one more mail (at most a window or a pause at a time)."""
+    limit = limit_for(sender)
+    if not limit:
+        return
+    key = sender_key(sender)
+    while (delay := reserve(key, limit)) > 0:
+        time.sleep(min(delay, 5.0))
+
+
+def pause(sender: SenderConfig, seconds: float) -> None:
+    """The server asked to slow down: nothing goes to this sender for `seconds`."""
+    until = timezone.now() + timedelta(seconds=seconds)
+    SendingWindow.objects.update_or_create(
+        key=sender_key(sender), defaults={"paused_until": until, "window_start": timezone.now()}
+    )

@@ -1,0 +1,91 @@
+"""Per-sender rate limit (issue 5): a window holds at most the sender's limit, shared through
+the database, and a 421 / 4.7.x reply pauses the sender. Sent in-process to a real server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from outbox.models import MessageState, OutgoingMessage, SendingWindow
+from outbox.ratelimit import limit_for, sender_key
+from outbox.services import outbox_enqueue, outbox_send_batch
+from smtp_settings.selectors import sender_config_for
+from tests import factories
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
+
+
+@pytest.fixture
+def piotr(smtp_servers):
+    server = smtp_servers.plain
+    user = factories.user("PIOTR", email="piotr@acme.example")
+    factories.profile(user, host=server.host, port=server.port, security="none")
+    return user
+
+
+def _mails(user, n: int) -> list[int]:
+    return [
+        outbox_enqueue(user=user, to=["c@example.com"], subject=f"{i}", body_text="x").pk
+        for i in range(n)
+    ]
+
+
+def _timed_batch(ids: list[int]) -> float:
+    started = time.monotonic()
+    outbox_send_batch(message_ids=ids)
+    return time.monotonic() - started
+
+
+def test_a_window_holds_at_most_the_senders_limit(piotr, smtp_servers, settings):
+    settings.SEND_RATE_WINDOW_SECONDS = 1
+    settings.SEND_RATE_LIMITS = {smtp_servers.plain.host: 5}
+
+    elapsed = _timed_batch(_mails(piotr, 12))  # 5 + 5 + 2: two full windows to wait out
+
+    assert len(smtp_servers.plain.messages) == 12
+    assert 2.0 <= elapsed < 6.0
+    window = SendingWindow.objects.get(key=sender_key(sender_config_for(user=piotr)))
+    assert window.count == 2
+
+
+def test_without_a_limit_nothing_waits(piotr, smtp_servers, settings):
+    settings.SEND_RATE_WINDOW_SECONDS = 1
+    settings.SEND_RATE_LIMITS = {}
+
+    elapsed = _timed_batch(_mails(piotr, 12))
+
+    assert len(smtp_servers.plain.messages) == 12
+    assert elapsed < 1.5
+    assert not SendingWindow.objects.exists()
+
+
+def test_a_slow_down_reply_pauses_the_sender(piotr, smtp_servers, settings):
+    settings.SEND_RATE_LIMITS = {smtp_servers.plain.host: 100}
+    settings.SEND_RETRY_BASE_SECONDS = 0.5
+    smtp_servers.plain.script("MAIL", "452 4.7.0 Too many messages, slow down", times=1)
+    first, *rest = _mails(piotr, 3)
+
+    elapsed = _timed_batch([first, *rest])
+
+    deferred = OutgoingMessage.objects.get(pk=first)
+    assert (deferred.state, deferred.attempts, deferred.explanation) == (
+        MessageState.QUEUED,
+        1,
+        "throttled",
+    )
+    assert len(smtp_servers.plain.messages) == 2  # the others went, after the pause
+    assert elapsed >= 0.5
+    assert SendingWindow.objects.get().paused_until is not None
+
+
+@pytest.mark.parametrize(
+    ("mode", "host", "limit"),
+    [("microsoft365", "", 30), ("smtp", "smtp.gmail.com", 60), ("smtp", "mx.acme.example", None)],
+)
+def test_default_limits_by_provider(mode, host, limit, settings):
+    settings.SEND_RATE_LIMITS = {"microsoft365": 30, "smtp.gmail.com": 60}
+    user = factories.user("ANNA")
+    fields = {"host": host, "port": 465, "login": "a@b.c", "password": "x"} if host else {}
+    factories.profile(user, mode=mode, **fields)
+    assert limit_for(sender_config_for(user=user)) == limit
