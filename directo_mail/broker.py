@@ -1,9 +1,11 @@
 """The embedded broker: kombu's filesystem transport, with messages written atomically.
 
-kombu's filesystem channel creates a message file and then writes it, while a consumer may
-already move and read the file: it reads nothing, the worker dies on the empty JSON and the
-message is lost. Here a message is written under a name no consumer looks at and then
-renamed into the queue, which POSIX makes atomic.
+kombu's filesystem channel creates a file and then writes it, while another process may
+already read it: it reads nothing and dies on the empty JSON. Two places do that:
+- a message: the consumer moves and reads it at once, so the message is also lost. Here it is
+  written under a name no consumer looks at, then renamed into the queue (atomic on POSIX);
+- a new exchange table (the queue bindings): here a complete empty table is linked into place
+  (atomic create-if-absent), and kombu's own locked update adds the binding to it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,20 @@ class Channel(filesystem.Channel):
         with open(partial, "wb") as stream:
             stream.write(str_to_bytes(dumps(payload)))
         os.replace(partial, final)
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue) -> None:
+        table = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        if not table.exists():
+            draft = table.with_name(f".{table.name}.{uuid.uuid4()}")
+            draft.write_bytes(str_to_bytes(dumps([])))
+            try:
+                os.link(draft, table)
+            except FileExistsError:
+                pass  # another process made it first: fine, it is complete too
+            finally:
+                draft.unlink()
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
 
 class Transport(filesystem.Transport):

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import Customer, Invoice, InvoiceLine
+from .models import Customer, Invoice, InvoiceLine, Letter
 
 
 @admin.register(Customer)
@@ -42,3 +42,9 @@ class InvoiceAdmin(admin.ModelAdmin):
         invoice = form.instance
         invoice.recalculate()
         invoice.save(update_fields=["total_net", "total_vat", "total_gross"])
+
+
+@admin.register(Letter)
+class LetterAdmin(admin.ModelAdmin):
+    list_display = ["subject", "created_by", "created_at"]
+    search_fields = ["subject", "body"]

@@ -88,3 +88,49 @@ class InvoiceLine(models.Model):
     @property
     def vat(self) -> Decimal:
         return (self.net * self.vat_rate / 100).quantize(Decimal("0.01"))
+
+
+class Letter(models.Model):
+    """A letter to customers: subject and plain-text body with placeholders such as
+    {{ customer.name }} (invoices.letters renders them in a restricted context)."""
+
+    subject = models.CharField(_("subject"), max_length=200)
+    body = models.TextField(_("body"))
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="letters",
+        verbose_name=_("created by"),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("letter")
+        verbose_name_plural = _("letters")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.subject
+
+
+class LetterDelivery(models.Model):
+    """A letter taken for a customer: claimed in the transaction that queues its message, so
+    a letter never goes twice to the same customer. A cancelled message gives the claim up to
+    the next job (which then points `message` at its own)."""
+
+    letter = models.ForeignKey(Letter, on_delete=models.CASCADE, related_name="deliveries")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(
+        "outbox.OutgoingMessage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("letter delivery")
+        verbose_name_plural = _("letter deliveries")
+        constraints = [
+            models.UniqueConstraint(fields=["letter", "customer"], name="letter_once_per_customer")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.letter_id} → {self.customer_id}"

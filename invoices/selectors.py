@@ -10,9 +10,9 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import User
-from outbox.models import BulkJob, OutgoingMessage
+from outbox.models import BulkJob, MessageState, OutgoingMessage
 
-from .models import Invoice, SendState
+from .models import Customer, Invoice, Letter, LetterDelivery, SendState
 
 
 def invoices_filtered(
@@ -60,16 +60,41 @@ def job_visible_to(*, user: User, pk: int) -> BulkJob:
 @dataclass(frozen=True)
 class JobRow:
     message: OutgoingMessage
-    invoice: Invoice | None  # None if the invoice was deleted since
+    invoice: Invoice | None  # None if the invoice was deleted since, or for a letter
+    customer: Customer | None  # the invoice's customer, or the letter's recipient
 
 
 def job_rows(*, messages: Iterable[OutgoingMessage]) -> list[JobRow]:
-    """A job's messages with the invoice each is about (two queries)."""
+    """A job's messages with the invoice or the customer each is about (three queries)."""
     messages = list(messages)
     invoice_type = ContentType.objects.get_for_model(Invoice)
-    ids = {int(m.related_id) for m in messages if m.related_type_id == invoice_type.pk}
-    invoices = Invoice.objects.select_related("customer").in_bulk(ids)
-    return [
-        JobRow(m, invoices.get(int(m.related_id)) if m.related_type_id == invoice_type.pk else None)
-        for m in messages
-    ]
+    customer_type = ContentType.objects.get_for_model(Customer)
+
+    def ids(content_type) -> set[int]:
+        return {int(m.related_id) for m in messages if m.related_type_id == content_type.pk}
+
+    invoices = Invoice.objects.select_related("customer").in_bulk(ids(invoice_type))
+    customers = Customer.objects.in_bulk(ids(customer_type))
+    rows = []
+    for message in messages:
+        invoice = customer = None
+        if message.related_type_id == invoice_type.pk:
+            invoice = invoices.get(int(message.related_id))
+            customer = invoice.customer if invoice else None
+        elif message.related_type_id == customer_type.pk:
+            customer = customers.get(int(message.related_id))
+        rows.append(JobRow(message, invoice, customer))
+    return rows
+
+
+def letters_all() -> QuerySet[Letter]:
+    return Letter.objects.select_related("created_by")
+
+
+def letter_delivered_customer_ids(*, letter: Letter) -> set[int]:
+    """Customers this letter is sent, being sent or queued to (a cancelled one is not)."""
+    return set(
+        LetterDelivery.objects.filter(letter=letter)
+        .exclude(message__state=MessageState.CANCELLED)
+        .values_list("customer_id", flat=True)
+    )

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from accounts.models import User
-from outbox.models import BulkJob, JobState, MessageState
+from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import bulk_job_cancel, bulk_job_dispatch, bulk_job_requeue, outbox_enqueue
 from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import company_get, sender_config_for
 
-from .models import Invoice, SendState
+from .letters import render_letter
+from .models import Customer, Invoice, Letter, LetterDelivery, SendState
 from .pdf import invoice_pdf
 
 
@@ -118,3 +119,89 @@ def invoices_job_resume(*, job: BulkJob) -> int:
     )
     Invoice.objects.filter(pk__in=still_unsent).update(send_state=SendState.QUEUED)
     return bulk_job_requeue(job=job, message_ids=[invoice_ids[pk] for pk in still_unsent])
+
+
+# -- letters to customers ----------------------------------------------------------------------
+def _letter_claim(letter: Letter, customer: Customer) -> LetterDelivery | None:
+    """Take `letter` for `customer` in the current transaction, or None if it is taken: sent,
+    being sent or queued by this or another job. A claim whose message was cancelled is free."""
+    delivery = (
+        LetterDelivery.objects.select_for_update().filter(letter=letter, customer=customer).first()
+    )
+    if delivery is None:
+        try:
+            with transaction.atomic():  # a savepoint: another job may insert it meanwhile
+                return LetterDelivery.objects.create(letter=letter, customer=customer)
+        except IntegrityError:
+            return None
+    if delivery.message_id is None:
+        return None  # its message was deleted: never risk sending twice
+    state = OutgoingMessage.objects.filter(pk=delivery.message_id).values_list("state", flat=True)
+    if state.first() != MessageState.CANCELLED:
+        return None
+    return delivery
+
+
+def letters_send(*, user: User, letter: Letter, customer_ids: list[int]) -> BulkJob:
+    """Start a job sending `letter` to the chosen customers (each to all their addresses).
+
+    Like invoices_send: the S1.2 gate, then each customer is claimed (LetterDelivery, unique
+    per letter and customer) in the transaction that queues its message, so sending again or
+    another user's job skips the customers already taken. Raises ValidationError if the letter
+    does not render for a customer (nothing is queued then).
+    """
+    sender = mass_mailing_sender(user=user)
+    with transaction.atomic():
+        customers = list(Customer.objects.filter(pk__in=customer_ids).order_by("pk"))
+        job = BulkJob.objects.create(user=user, kind="letters")
+        count = 0
+        for customer in customers:
+            if not customer.emails:
+                continue
+            delivery = _letter_claim(letter, customer)
+            if delivery is None:
+                continue
+            subject, body = render_letter(letter, customer)
+            message = outbox_enqueue(
+                user=user,
+                to=customer.emails,
+                subject=subject,
+                body_text=body,
+                related=customer,
+                job=job,
+                sender=sender,
+            )
+            LetterDelivery.objects.filter(pk=delivery.pk).update(message=message)
+            count += 1
+        job.total = count
+        job.description = (
+            ngettext(
+                "Letter “%(subject)s” to %(count)s customer",
+                "Letter “%(subject)s” to %(count)s customers",
+                count,
+            )
+            % {"subject": letter.subject, "count": count}
+        )[:200]
+        job.state = JobState.RUNNING if count else JobState.FINISHED
+        job.save(update_fields=["total", "description", "state"])
+        bulk_job_dispatch(job=job)
+    return job
+
+
+def letters_job_cancel(*, job: BulkJob) -> int:
+    """Stop the job; a customer whose letter is cancelled may get it from a later job."""
+    return bulk_job_cancel(job=job)
+
+
+@transaction.atomic
+def letters_job_resume(*, job: BulkJob) -> int:
+    """Re-queue this job's cancelled messages whose claim is still theirs: a customer another
+    job has taken meanwhile stays cancelled here, so the letter does not go twice."""
+    mass_mailing_sender(user=job.user)
+    cancelled = list(job.messages.filter(state=MessageState.CANCELLED).values_list("pk", flat=True))
+    still_ours = list(
+        LetterDelivery.objects.select_for_update()
+        .filter(message_id__in=cancelled)
+        .values_list("message_id", flat=True)
+    )
+    return bulk_job_requeue(job=job, message_ids=still_ours)

@@ -4,36 +4,44 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from outbox.models import JobState
 from outbox.services import bulk_job_progress
 from smtp_settings.explain import explain
 
-from .models import SendState
+from .letters import LetterForm, render_letter
+from .models import Customer, Letter, SendState
 from .selectors import (
     invoice_latest_messages,
     invoices_filtered,
     job_rows,
     job_visible_to,
     jobs_visible_to,
+    letter_delivered_customer_ids,
+    letters_all,
 )
 from .services import (
     MassMailingLocked,
     invoices_job_cancel,
     invoices_job_resume,
     invoices_send,
+    letters_job_cancel,
+    letters_job_resume,
+    letters_send,
     mass_mailing_sender,
 )
 
 INVOICES_PER_PAGE = 50
+CUSTOMERS_PER_PAGE = 100
 ROWS_PER_PAGE = 100
 
 
@@ -171,18 +179,25 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if job.state != JobState.RUNNING:
         messages.info(request, _("The job is no longer running."))
     else:
-        count = invoices_job_cancel(job=job)
-        messages.success(
-            request,
-            ngettext(
+        if job.kind == "letters":
+            count = letters_job_cancel(job=job)
+            text = ngettext(
+                "Cancelled: %(count)s letter will not be sent. A message already handed to "
+                "the server is not called back.",
+                "Cancelled: %(count)s letters will not be sent. A message already handed to "
+                "the server is not called back.",
+                count,
+            )
+        else:
+            count = invoices_job_cancel(job=job)
+            text = ngettext(
                 "Cancelled: %(count)s invoice will not be sent. A message already handed to "
                 "the server is not called back.",
                 "Cancelled: %(count)s invoices will not be sent. A message already handed to "
                 "the server is not called back.",
                 count,
             )
-            % {"count": count},
-        )
+        messages.success(request, text % {"count": count})
     return redirect("invoices:job", pk=job.pk)
 
 
@@ -197,14 +212,113 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
     if locked:  # S1.2 holds for resuming too: the sender may have changed since the start
         messages.error(request, locked)
         return redirect("invoices:job", pk=job.pk)
-    count = invoices_job_resume(job=job)
-    messages.success(
-        request,
-        ngettext(
+    if job.kind == "letters":
+        count = letters_job_resume(job=job)
+        text = ngettext(
+            "Resumed: %(count)s letter queued again.",
+            "Resumed: %(count)s letters queued again.",
+            count,
+        )
+    else:
+        count = invoices_job_resume(job=job)
+        text = ngettext(
             "Resumed: %(count)s invoice queued again.",
             "Resumed: %(count)s invoices queued again.",
             count,
         )
-        % {"count": count},
+    messages.success(request, text % {"count": count})
+    return redirect("invoices:job", pk=job.pk)
+
+
+# -- letters to customers ----------------------------------------------------------------------
+@require_GET
+@login_required
+def letter_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(letters_all(), 50).get_page(request.GET.get("page"))
+    return render(request, "invoices/letters.html", {"page": page})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def letter_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    """A new letter (/letters/new/) or an existing one's subject and body; the templates are
+    tried on a sample customer before saving, so an error shows here, never at sending."""
+    letter = get_object_or_404(Letter, pk=pk) if pk is not None else None
+    form = LetterForm(request.POST or None, instance=letter)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save(commit=False)
+        if letter is None:
+            saved.created_by = request.user
+        saved.save()
+        messages.success(request, _("The letter is saved."))
+        return redirect("invoices:letter", pk=saved.pk)
+    return render(request, "invoices/letters_form.html", {"form": form, "letter": letter})
+
+
+@require_GET
+@login_required
+def letter_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The letter, its preview for a chosen customer (?customer=<pk>) and the customers to
+    send it to."""
+    letter = get_object_or_404(letters_all(), pk=pk)
+    customers = Customer.objects.order_by("name", "pk")
+    chosen = request.GET.get("customer", "").strip()
+    preview_customer = None
+    if chosen.isdigit():
+        preview_customer = customers.filter(pk=int(chosen)).first()
+    if preview_customer is None:
+        preview_customer = customers.first()
+    preview = preview_error = None
+    if preview_customer is not None:
+        try:
+            subject, body = render_letter(letter, preview_customer)
+            preview = {"subject": subject, "body": body}
+        except ValidationError as error:
+            preview_error = " ".join(error.messages)
+    page = Paginator(customers, CUSTOMERS_PER_PAGE).get_page(request.GET.get("page"))
+    delivered = letter_delivered_customer_ids(letter=letter)
+    rows = [{"customer": c, "delivered": c.pk in delivered} for c in page]
+    return render(
+        request,
+        "invoices/letters_detail.html",
+        {
+            "letter": letter,
+            "customers": customers,
+            "preview_customer": preview_customer,
+            "preview": preview,
+            "preview_error": preview_error,
+            "page": page,
+            "rows": rows,
+            "locked": _locked_reason(request),
+        },
     )
+
+
+@require_POST
+@login_required
+def letter_send(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Send to selected" (customer=<pk>…): a job like the invoices', then its page."""
+    letter = get_object_or_404(Letter, pk=pk)
+    back = reverse("invoices:letter", args=[letter.pk])
+    customer_ids = [int(c) for c in request.POST.getlist("customer") if c.isdigit()]
+    if not customer_ids:
+        messages.error(request, _("Select the customers to send the letter to first."))
+        return redirect(back)
+    try:
+        job = letters_send(user=request.user, letter=letter, customer_ids=customer_ids)
+    except MassMailingLocked as locked:
+        messages.error(request, locked.message)
+        return redirect(back)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect(back)
+    if not job.total:
+        messages.info(
+            request,
+            _(
+                "Nothing to send: the selected customers already have this letter (or it is "
+                "being sent to them), or they have no e-mail address."
+            ),
+        )
+        return redirect(back)
     return redirect("invoices:job", pk=job.pk)
