@@ -1,8 +1,11 @@
 """Fixtures shared by the whole suite."""
 
 import logging
+from pathlib import Path
 
 import pytest
+
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 
 pytest_plugins = ["tests.smtp_fixtures", "tests.m365_fixtures"]
 
@@ -23,3 +26,28 @@ def english(settings):
 def _fast_hashing(settings) -> None:
     """Login passwords are not under test; the default hasher costs 0.2 s a user."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for the module. Missing Chromium is a failure, never a skip."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. "
+            "Run `make browser` (or `sudo apt-get install chromium`).",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in the main thread; Django then refuses ORM
+    # calls from the test body unless told that this is intended.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                yield browser
+            finally:
+                browser.close()

@@ -13,7 +13,6 @@ import io
 import json
 import random
 import string
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -23,7 +22,6 @@ from accounts.models import User
 from smtp_settings import crypto
 from smtp_settings.models import SenderProfile
 from tests import factories
-from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,31 +30,6 @@ pytestmark = [
 ]
 
 TIMEOUT_MS = 5_000
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """One Chromium for the module. Missing Chromium is a failure, never a skip."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. "
-            "Run `make browser` (or `sudo apt-get install chromium`).",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in the main thread; Django then refuses ORM
-    # calls from the test body unless told that this is intended.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                yield browser
-            finally:
-                browser.close()
 
 
 def _app_password() -> tuple[str, str]:

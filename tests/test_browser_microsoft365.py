@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -25,7 +24,6 @@ from accounts.models import Microsoft365Connection, User
 from smtp_settings import crypto
 from smtp_settings.models import SenderProfile
 from tests import factories
-from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.m365_fixtures import REDIRECT_PATH, REDIRECT_URI_PATTERNS
 
 pytestmark = [
@@ -40,31 +38,6 @@ TIMEOUT_MS = 5_000
 SUCCESS = "Microsoft 365 has been authenticated."
 REFUSED = "The permissions were not confirmed"
 CONNECT_LABEL = "Authenticate with Microsoft 365"
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """One Chromium for the module. Missing Chromium is a failure, never a skip."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. "
-            "Run `make browser` (or `sudo apt-get install chromium`).",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in the main thread; Django then refuses ORM
-    # calls from the test body unless told that this is intended.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                yield browser
-            finally:
-                browser.close()
 
 
 @pytest.fixture

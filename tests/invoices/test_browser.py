@@ -7,7 +7,7 @@ import pytest
 
 from outbox.models import BulkJob
 from tests.invoices import factories as invoice_factories
-from tests.test_browser import TIMEOUT_MS, _login, chromium  # noqa: F401  (chromium: a fixture)
+from tests.test_browser import TIMEOUT_MS, _login
 
 pytestmark = [
     pytest.mark.browser,
@@ -16,7 +16,7 @@ pytestmark = [
 ]
 
 
-def test_send_all_unsent_and_watch_the_progress_reach_100(chromium, live_server, smtp_servers):  # noqa: F811
+def test_send_all_unsent_and_watch_the_progress_reach_100(chromium, live_server, smtp_servers):
     server = smtp_servers.plain
     server.stall_at("MAIL", 0.4, times=None)  # ~2 s for the job: the bar is seen moving
     invoice_factories.smtp_sender("ANNA", server)
