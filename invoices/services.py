@@ -10,7 +10,7 @@ from django.utils.translation import ngettext
 
 from accounts.models import User
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
-from outbox.services import bulk_job_cancel, bulk_job_dispatch, bulk_job_requeue, outbox_enqueue
+from outbox.services import bulk_job_dispatch, bulk_job_requeue, outbox_enqueue
 from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import company_get, sender_config_for
 
@@ -98,11 +98,6 @@ def _enqueue_invoice(invoice: Invoice, *, user, sender, job, seller: str) -> Non
     )
 
 
-def invoices_job_cancel(*, job: BulkJob) -> int:
-    """Stop the job; its invoices not yet sent become unsent again (signals.py)."""
-    return bulk_job_cancel(job=job)
-
-
 @transaction.atomic
 def invoices_job_resume(*, job: BulkJob) -> int:
     """Resume with the cancelled invoices that are still unsent: one sent meanwhile by another
@@ -186,11 +181,6 @@ def letters_send(*, user: User, letter: Letter, customer_ids: list[int]) -> Bulk
         job.save(update_fields=["total", "description", "state"])
         bulk_job_dispatch(job=job)
     return job
-
-
-def letters_job_cancel(*, job: BulkJob) -> int:
-    """Stop the job; a customer whose letter is cancelled may get it from a later job."""
-    return bulk_job_cancel(job=job)
 
 
 @transaction.atomic

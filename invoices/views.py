@@ -15,7 +15,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from outbox.models import JobState
-from outbox.services import bulk_job_progress
+from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
 
 from .letters import LetterForm, render_letter
@@ -31,10 +31,8 @@ from .selectors import (
 )
 from .services import (
     MassMailingLocked,
-    invoices_job_cancel,
     invoices_job_resume,
     invoices_send,
-    letters_job_cancel,
     letters_job_resume,
     letters_send,
     mass_mailing_sender,
@@ -179,8 +177,8 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if job.state != JobState.RUNNING:
         messages.info(request, _("The job is no longer running."))
     else:
+        count = bulk_job_cancel(job=job)
         if job.kind == "letters":
-            count = letters_job_cancel(job=job)
             text = ngettext(
                 "Cancelled: %(count)s letter will not be sent. A message already handed to "
                 "the server is not called back.",
@@ -189,7 +187,6 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
                 count,
             )
         else:
-            count = invoices_job_cancel(job=job)
             text = ngettext(
                 "Cancelled: %(count)s invoice will not be sent. A message already handed to "
                 "the server is not called back.",
@@ -208,19 +205,19 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
     if job.state != JobState.CANCELLED:
         messages.info(request, _("Only a cancelled job can be resumed."))
         return redirect("invoices:job", pk=job.pk)
-    locked = _locked_reason(request)
-    if locked:  # S1.2 holds for resuming too: the sender may have changed since the start
-        messages.error(request, locked)
+    resume = letters_job_resume if job.kind == "letters" else invoices_job_resume
+    try:
+        count = resume(job=job)
+    except MassMailingLocked as error:  # S1.2 for the job's owner: the sender may have changed
+        messages.error(request, error.message)
         return redirect("invoices:job", pk=job.pk)
     if job.kind == "letters":
-        count = letters_job_resume(job=job)
         text = ngettext(
             "Resumed: %(count)s letter queued again.",
             "Resumed: %(count)s letters queued again.",
             count,
         )
     else:
-        count = invoices_job_resume(job=job)
         text = ngettext(
             "Resumed: %(count)s invoice queued again.",
             "Resumed: %(count)s invoices queued again.",

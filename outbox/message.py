@@ -13,7 +13,6 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
@@ -64,12 +63,6 @@ def envelope_for(message: OutgoingMessage, sender: SenderConfig) -> Envelope:
         recipients.append(sender.bcc)
     unique = tuple(dict.fromkeys(address.lower() for address in recipients))
     return Envelope(mail_from=message.envelope_from, recipients=unique)
-
-
-def envelope_from_for(message_pk: int, sender: SenderConfig) -> str:
-    if sender.verp:
-        return verp_address(message_pk, settings.EVENT_MAIL_DOMAIN)
-    return sender.envelope_sender
 
 
 def build_message(message: OutgoingMessage, sender: SenderConfig) -> EmailMessage:

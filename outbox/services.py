@@ -23,7 +23,7 @@ from smtp_settings.selectors import sender_config_for
 from smtp_settings.transports import Transport, transport_for
 
 from . import ratelimit
-from .message import build_message, envelope_for, envelope_from_for, new_message_id
+from .message import build_message, envelope_for, new_message_id, verp_address
 from .models import (
     Attachment,
     BulkJob,
@@ -88,13 +88,14 @@ def outbox_enqueue(
         body_text=body_text,
         body_html=body_html,
         message_id=new_message_id(sender.from_email.rpartition("@")[2]),
-        envelope_from="",
+        envelope_from=sender.envelope_sender,
         related_type=ContentType.objects.get_for_model(related) if related is not None else None,
         related_id=str(related.pk) if related is not None else "",
         job=job,
     )
-    message.envelope_from = envelope_from_for(message.pk, sender)
-    message.save(update_fields=["envelope_from"])
+    if sender.verp:  # the VERP address names the message: it needs the row's id first
+        message.envelope_from = verp_address(message.pk, settings.EVENT_MAIL_DOMAIN)
+        message.save(update_fields=["envelope_from"])
     for filename, content, content_type in attachments:
         attachment = Attachment(message=message, filename=filename, content_type=content_type)
         attachment.file.save(filename, ContentFile(content), save=True)

@@ -325,6 +325,23 @@ def test_resume_is_refused_once_the_user_sends_through_the_relay(client):
     assert set(job.messages.values_list("state", flat=True)) == {MessageState.CANCELLED}
 
 
+def test_staff_resuming_a_job_whose_owner_lost_the_gate_gets_the_reason(client):
+    """The gate is the job owner's, checked once in the service: never a 500 for staff."""
+    user = invoice_factories.smtp_user_without_server("ANNA")
+    job = _start(client, user, count=1)
+    client.post(f"/jobs/{job.pk}/cancel/")
+    user.sender_profile.delete()
+    staff = factories.user("ADMIN", is_staff=True)
+    factories.profile(staff, host="smtp.acme.example", port=587, security="starttls")
+    client.force_login(staff)
+
+    response = client.post(f"/jobs/{job.pk}/resume/", follow=True)
+
+    assert response.status_code == 200
+    assert LOCKED in _html(response)
+    assert set(job.messages.values_list("state", flat=True)) == {MessageState.CANCELLED}
+
+
 def test_the_jobs_list_shows_own_jobs_with_something_to_send(client):
     anna = invoice_factories.smtp_user_without_server("ANNA")
     piotr = invoice_factories.smtp_user_without_server("PIOTR")
