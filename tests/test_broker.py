@@ -1,6 +1,7 @@
 """The embedded broker never hands a consumer a half-written message (directo_mail/broker.py)."""
 
 import threading
+import uuid
 
 from kombu import Connection
 
@@ -10,6 +11,9 @@ COUNT = 300
 def test_a_fast_consumer_never_reads_a_half_written_message(tmp_path):
     options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
     options["control_folder"] = str(tmp_path)
+    # A new name each run: kombu remembers declared exchanges per process, and would skip
+    # binding the queue in this fresh folder, so every message would be dropped unrouted.
+    queue_name = f"race-{uuid.uuid4().hex}"
     payload = {"ids": list(range(2000))}  # large enough that a write takes a while
     received, errors = [], []
 
@@ -19,7 +23,7 @@ def test_a_fast_consumer_never_reads_a_half_written_message(tmp_path):
             transport="directo_mail.broker:Transport",
             transport_options={**options, "polling_interval": 0},
         ) as conn:
-            queue = conn.SimpleQueue("race")
+            queue = conn.SimpleQueue(queue_name)
             try:
                 while len(received) < COUNT:
                     received.append(queue.get(timeout=10).payload)
@@ -31,7 +35,7 @@ def test_a_fast_consumer_never_reads_a_half_written_message(tmp_path):
     with Connection(
         "filesystem://", transport="directo_mail.broker:Transport", transport_options=options
     ) as conn:
-        queue = conn.SimpleQueue("race")
+        queue = conn.SimpleQueue(queue_name)
         for _ in range(COUNT):
             queue.put(payload)
     consumer.join(30)
