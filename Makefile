@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install var lint browser messages check clean reliability
+.PHONY: run test install var lint browser postfix messages check clean reliability
 
 ## run: set everything up and start web, worker and the local mail catcher
 run: install var .env
@@ -15,7 +15,7 @@ run: install var .env
 	HOST=$(HOST) PORT=$(PORT) exec scripts/run.sh
 
 ## test: the whole suite (real SMTP servers, browser, worker) on the configured database
-test: install var browser
+test: install var browser postfix
 	$(BIN)/pytest
 
 install: $(VENV)/.installed
@@ -43,6 +43,10 @@ var:
 ## browser: Debian's Chromium for the Playwright tests
 browser:
 	@scripts/ensure_chromium.sh
+
+## postfix: Debian's Postfix (unconfigured) for the bounce tests and bench/ (smtp-sink)
+postfix:
+	@scripts/ensure_postfix.sh
 
 lint: install
 	$(BIN)/ruff check .
