@@ -25,10 +25,13 @@ def sender_key(sender: SenderConfig) -> str:
 
 
 def limit_for(sender: SenderConfig) -> int | None:
-    """Mails per window for this sender: by provider (SEND_RATE_LIMITS), None for no limit."""
+    """Mails per window for this sender, None for no limit: the limit a minute set on the card
+    for the server, else the provider's default (SEND_RATE_LIMITS)."""
     limits = settings.SEND_RATE_LIMITS
     if sender.transport == TransportKind.RELAY:
         return None  # the platform's own MTA or ESP paces itself
+    if sender.rate_limit:
+        return max(1, round(sender.rate_limit * settings.SEND_RATE_WINDOW_SECONDS / 60))
     if sender.transport == TransportKind.MICROSOFT365:
         return limits.get("microsoft365")
     return limits.get(sender.host, limits.get("smtp"))

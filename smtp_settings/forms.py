@@ -15,7 +15,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Company, User, no_control_chars, slug_validator
 
-from .models import Security, SenderMode, SenderProfile
+from .models import RATE_LIMIT_MAX, Security, SenderMode, SenderProfile
 from .selectors import users_needing_global_server
 from .validation import (
     check_not_microsoft_basic_auth,
@@ -66,6 +66,17 @@ class SenderProfileForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
     clear_password = forms.BooleanField(label=_("Remove the stored password"), required=False)
+    rate_limit = forms.IntegerField(
+        label=_("Messages per minute"),
+        required=False,
+        min_value=1,
+        max_value=RATE_LIMIT_MAX,
+        help_text=_(
+            "The most your server accepts from you in a minute; bulk sending keeps under it. "
+            "Leave empty for no limit of your own."
+        ),
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
+    )
 
     def __init__(
         self,
@@ -84,6 +95,7 @@ class SenderProfileForm(forms.Form):
                 "server": profile.server,
                 "security": profile.security,
                 "login": profile.login,
+                "rate_limit": profile.rate_limit,
             },
         )
         super().__init__(*args, **kwargs)
@@ -223,6 +235,7 @@ class SenderProfileForm(forms.Form):
             fields["login"] = data["login"]
             fields["password"] = data.get("password", "")
             fields["clear_password"] = bool(data.get("clear_password"))
+            fields["rate_limit"] = data.get("rate_limit")
         return fields
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_lazy as _
+
+RATE_LIMIT_MAX = 100_000  # messages a minute: beyond any real server's limit
 
 
 class SenderMode(models.TextChoices):
@@ -51,6 +54,16 @@ class SenderProfile(models.Model):
     )
     login = models.CharField(_("user name"), max_length=254, blank=True)
     password_encrypted = models.TextField(_("password (encrypted)"), blank=True, editable=False)
+    rate_limit = models.PositiveIntegerField(
+        _("messages per minute"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(RATE_LIMIT_MAX)],
+        help_text=_(
+            "The most this server accepts from you in a minute; bulk sending keeps under it. "
+            "Leave empty for no limit of your own."
+        ),
+    )
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:

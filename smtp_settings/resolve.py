@@ -75,6 +75,7 @@ class ProfileData:
     port: int | None = None
     security: str = Security.SSL
     login: str = ""
+    rate_limit: int | None = None  # messages a minute the owner set for their own server
     has_password: bool = False
     has_token: bool = False  # a Microsoft 365 token cache is stored for the owner
     profile_id: int | None = None
@@ -125,6 +126,7 @@ class SenderConfig:
     bcc: str
     signature: str
     source: Mapping[str, str] = field(default_factory=dict)
+    rate_limit: int | None = None  # messages a minute, set on the card of the server's profile
 
     @property
     def mass_mailing_allowed(self) -> bool:
@@ -239,6 +241,7 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     envelope, verp = from_email, False
     source["envelope"] = source["from"]
     host, port, security, login, secret = "", None, None, "", None
+    rate_limit = None
 
     if mode == SenderMode.DEFAULT:
         transport = TransportKind.RELAY
@@ -291,6 +294,8 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
         server_profile, server_source = _server_for_smtp(effective, mode_source, inputs)
         host, port, security = server_profile.host, server_profile.port, server_profile.security
         source["server"] = server_source
+        # A limit is the server's: a login-only user (S6.2) keeps under the global server's.
+        rate_limit = server_profile.rate_limit
         login = effective.login
         if login:
             source["login"] = mode_source
@@ -325,4 +330,5 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
         bcc=card.bcc,
         signature=card.signature,
         source=MappingProxyType(source),
+        rate_limit=rate_limit,
     )

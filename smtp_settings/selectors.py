@@ -45,6 +45,7 @@ def profile_data(profile: SenderProfile) -> ProfileData:
         port=profile.port,
         security=profile.security,
         login=profile.login,
+        rate_limit=profile.rate_limit,
         has_password=profile.has_password,
         has_token=profile.mode == SenderMode.MICROSOFT365
         and Microsoft365Connection.objects.filter(user_id=profile.user_id).exists(),

@@ -18,6 +18,10 @@ from .models import SenderProfile, SystemSettings
 logger = logging.getLogger(__name__)
 
 
+class KEEP:
+    """Default of an optional argument whose None has a meaning: leave the stored value."""
+
+
 @sensitive_variables()  # all locals, outermost: also the atomic wrapper's kwargs
 @transaction.atomic
 def profile_update(
@@ -30,10 +34,12 @@ def profile_update(
     login: str | None = None,
     password: str = "",
     clear_password: bool = False,
+    rate_limit: int | type[KEEP] | None = KEEP,
 ) -> SenderProfile:
     """Write a user's profile (or, with user=None, the global one). None leaves a field as is.
 
-    A blank password keeps the stored one; `clear_password` removes it.
+    A blank password keeps the stored one; `clear_password` removes it. `rate_limit` (messages
+    a minute, None for none) is left as is unless given.
     """
     if user is None:
         profile = SenderProfile.objects.select_for_update().filter(user__isnull=True).first()
@@ -47,6 +53,8 @@ def profile_update(
         profile.security = security
     if login is not None:
         profile.login = login
+    if rate_limit is not KEEP:
+        profile.rate_limit = rate_limit
     if clear_password:
         profile.password_encrypted = ""
     if password:

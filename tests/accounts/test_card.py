@@ -228,6 +228,21 @@ BAD_INPUTS = [
         id="name-too-long",
     ),
     pytest.param(
+        {"mode": SenderMode.SMTP, "server": "smtp.acme.test:465", "rate_limit": "0"},
+        "Ensure this value is greater than or equal to 1.",
+        id="rate-limit-zero",
+    ),
+    pytest.param(
+        {"mode": SenderMode.SMTP, "server": "smtp.acme.test:465", "rate_limit": "ten"},
+        "Enter a whole number.",
+        id="rate-limit-not-a-number",
+    ),
+    pytest.param(
+        {"mode": SenderMode.SMTP, "server": "smtp.acme.test:465", "rate_limit": "1000001"},
+        "Ensure this value is less than or equal to 100000.",
+        id="rate-limit-too-high",
+    ),
+    pytest.param(
         {"signature": "x" * 5001},
         "Ensure this value has at most 5000 characters (it has 5001).",
         id="signature-too-long",
@@ -418,6 +433,21 @@ def test_good_post_saves_card_and_sender(client, anna):
         Security.SSL,
     )
     assert "[2a00:1450:4025:401::6c]:465" in _html(client.get(CARD_URL))
+
+
+def test_a_rate_limit_is_saved_shown_and_cleared(client, anna):
+    smtp = {"mode": SenderMode.SMTP, "server": "smtp.acme.test:587", "security": "starttls"}
+
+    response = client.post(CARD_URL, _post_data(**smtp, rate_limit="120"))
+
+    assert response.status_code == 302
+    assert SenderProfile.objects.get(user=anna).rate_limit == 120
+    page = _html(client.get(CARD_URL))
+    assert 'name="rate_limit" value="120"' in page
+    assert "at most 120 messages a minute" in page  # the effective sender says it too
+
+    client.post(CARD_URL, _post_data(**smtp, rate_limit=""))
+    assert SenderProfile.objects.get(user=anna).rate_limit is None
 
 
 def test_the_card_needs_a_login(client):

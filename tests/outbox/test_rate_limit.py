@@ -10,6 +10,7 @@ import pytest
 from outbox.models import MessageState, OutgoingMessage, SendingWindow
 from outbox.ratelimit import limit_for, sender_key
 from outbox.services import outbox_enqueue, outbox_send_batch
+from smtp_settings.models import SenderProfile
 from smtp_settings.selectors import sender_config_for
 from tests import factories
 
@@ -89,3 +90,25 @@ def test_default_limits_by_provider(mode, host, limit, settings):
     fields = {"host": host, "port": 465, "login": "a@b.c", "password": "x"} if host else {}
     factories.profile(user, mode=mode, **fields)
     assert limit_for(sender_config_for(user=user)) == limit
+
+
+def test_the_cards_limit_a_minute_paces_the_sending(piotr, smtp_servers, settings):
+    """The limit typed on the card (a minute) holds in the window, whatever the default."""
+    settings.SEND_RATE_WINDOW_SECONDS = 1
+    settings.SEND_RATE_LIMITS = {"smtp": 1000}
+    SenderProfile.objects.filter(user=piotr).update(rate_limit=300)  # 5 a second
+
+    elapsed = _timed_batch(_mails(piotr, 12))
+
+    assert len(smtp_servers.plain.messages) == 12
+    assert 2.0 <= elapsed < 6.0
+
+
+def test_a_login_only_user_keeps_under_the_global_servers_limit(settings):
+    """S6.2: the limit belongs to the server, so it comes with the global server."""
+    settings.SEND_RATE_LIMITS = {}
+    factories.profile(None, host="mx.acme.example", port=465, rate_limit=90)
+    user = factories.user("ANNA")
+    factories.profile(user, login="anna@acme.example", password="x", rate_limit=7)
+
+    assert limit_for(sender_config_for(user=user)) == 90

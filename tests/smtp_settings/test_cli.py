@@ -156,6 +156,17 @@ def test_set_clear_password_with_the_login(anna):
     assert (profile.login, profile.password_encrypted) == ("", "")
 
 
+def test_set_a_rate_limit_and_clear_it(anna):
+    _sender("set", "ANNA", "--rate-limit", "45")
+    assert json.loads(_sender("show", "ANNA", "--json"))["rate_limit"] == 45
+
+    _sender("set", "ANNA", "--server", "smtp.acme.test:25")  # other changes keep it
+    assert SenderProfile.objects.get(user=anna).rate_limit == 45
+
+    _sender("set", "ANNA", "--rate-limit", "")
+    assert SenderProfile.objects.get(user=anna).rate_limit is None
+
+
 def test_set_global_and_the_mail_sending_user(anna, monkeypatch):
     relay_password = factories.secret()
     _sender(
@@ -264,6 +275,10 @@ BAD_SETS = [
     pytest.param(
         ["--global", "--mail-sending-user", "NOBODY"], None, "Select a valid choice.",
         id="mail-sending-user-unknown",
+    ),
+    pytest.param(["ANNA", "--rate-limit", "fast"], None, "Enter a whole number.", id="rate-text"),
+    pytest.param(
+        ["ANNA", "--rate-limit", "-5"], None, "greater than or equal to 1", id="rate-negative"
     ),
 ]  # fmt: skip
 

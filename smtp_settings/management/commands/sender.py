@@ -58,6 +58,11 @@ class Command(BaseCommand):
         )
         set_.add_argument("--clear-password", action="store_true")
         set_.add_argument(
+            "--rate-limit",
+            metavar="N",
+            help="messages a minute the server accepts; empty string for no limit",
+        )
+        set_.add_argument(
             "--mail-sending-user",
             metavar="USER",
             help="with --global: name the mail sending user (empty string to clear)",
@@ -118,6 +123,7 @@ class Command(BaseCommand):
             "server": config.host,
             "port": config.port,
             "security": config.security,
+            "rate_limit": config.rate_limit,
             "login": config.login,
             "password_set": config.has_secret,
             "from": config.from_email,
@@ -137,6 +143,7 @@ class Command(BaseCommand):
             "server": "server",
             "port": "server",
             "security": "server",
+            "rate_limit": "server",
             "login": "login",
             "password_set": "password",
             "from": "from",
@@ -173,6 +180,9 @@ class Command(BaseCommand):
             "login": profile.login if options["login"] is None else options["login"],
             "password": password,
             "clear_password": "on" if options["clear_password"] else "",
+            "rate_limit": profile.rate_limit
+            if options["rate_limit"] is None
+            else options["rate_limit"],
         }
         if is_global:
             self._set_global(data, profile, options["mail_sending_user"])
