@@ -49,6 +49,15 @@ class Invoice(models.Model):
         _("sending"), max_length=10, choices=SendState.choices, default=SendState.UNSENT
     )
     sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    # The bulk job that claimed it last; its task builds the invoice's message.
+    job = models.ForeignKey(
+        "outbox.BulkJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("bulk job"),
+    )
     # Rendered once and kept (a one-page PDF costs a few milliseconds; keep it anyway).
     pdf = models.FileField(upload_to="invoices/%Y/", blank=True)
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models.functions import Cast
 from django.template.loader import render_to_string
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from accounts.models import User
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
-from outbox.services import bulk_job_dispatch, bulk_job_requeue, outbox_enqueue
+from outbox.services import (
+    batches_dispatch,
+    bulk_job_cancel,
+    bulk_job_dispatch,
+    bulk_job_prepare_dispatch,
+    bulk_job_progress,
+    bulk_job_requeue,
+    outbox_enqueue,
+    outbox_record_unsendable,
+)
 from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import company_get, sender_config_for
 
@@ -44,76 +57,182 @@ def mass_mailing_sender(*, user: User) -> SenderConfig:
     return sender
 
 
+PREPARE_TASK = "invoices.tasks.prepare_job"
+
+
 def invoices_send(
     *, user: User, invoice_ids: list[int] | None = None, unsent: bool = False
 ) -> BulkJob:
     """Start a job sending the chosen invoices (or every unsent one) with their PDFs.
 
-    Each invoice is claimed (unsent/failed → sending) under a row lock in the transaction that
-    creates its message, so clicking again or another user's job finds it taken: an invoice
-    never goes twice. Returns the job; its batches leave once the transaction commits.
+    The invoices are claimed (unsent/failed → queued, this job's) in one short transaction:
+    one UPDATE, so clicking again or another user's job finds them taken and an invoice never
+    goes twice. A task then builds their messages chunk by chunk (`invoices_job_prepare`), so
+    the click returns at once and memory does not grow with the job.
     """
     sender = mass_mailing_sender(user=user)
-    company = company_get()
-    seller = company.name if company else ""
+    states = [SendState.UNSENT] if unsent else [SendState.UNSENT, SendState.FAILED]
     with transaction.atomic():
-        states = [SendState.UNSENT] if unsent else [SendState.UNSENT, SendState.FAILED]
-        chosen = Invoice.objects.select_for_update().filter(send_state__in=states)
-        if invoice_ids is not None:
-            chosen = chosen.filter(pk__in=invoice_ids)
-        invoices = list(chosen.select_related("customer").order_by("pk"))
-        Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(send_state=SendState.QUEUED)
         job = BulkJob.objects.create(
             user=user,
             kind="invoices",
-            total=len(invoices),
-            description=ngettext("%(count)s invoice", "%(count)s invoices", len(invoices))
-            % {"count": len(invoices)},
+            sender=sender.to_snapshot(),
+            prepared=False,
+            prepare_task=PREPARE_TASK,
         )
-        for invoice in invoices:
-            _enqueue_invoice(invoice, user=user, sender=sender, job=job, seller=seller)
-        if not invoices:
-            BulkJob.objects.filter(pk=job.pk).update(state=JobState.FINISHED)
-        bulk_job_dispatch(job=job)
+        chosen = Invoice.objects.filter(send_state__in=states)
+        if invoice_ids is not None:
+            chosen = chosen.filter(pk__in=invoice_ids)
+        job.total = chosen.update(send_state=SendState.QUEUED, job=job)
+        job.description = ngettext("%(count)s invoice", "%(count)s invoices", job.total) % {
+            "count": job.total
+        }
+        if job.total:
+            job.save(update_fields=["total", "description"])
+            bulk_job_prepare_dispatch(job=job)
+        else:
+            job.state, job.prepared = JobState.FINISHED, True
+            job.finished_at = job.created_at
+            job.save(update_fields=["total", "description", "state", "prepared", "finished_at"])
     return job
 
 
-def _enqueue_invoice(invoice: Invoice, *, user, sender, job, seller: str) -> None:
+def invoices_job_prepare(*, job_id: int) -> int:
+    """Build the messages of the job's claimed invoices, one chunk (BULK_BATCH_SIZE) per
+    transaction, and hand each chunk to the workers as soon as it commits.
+
+    Safe to run again or twice at once (the sweeper restarts it if it died): each chunk is
+    taken under the job's row lock and skips invoices that already have their message. A job
+    cancelled meanwhile gives its invoices without a message back (unsent), for resume.
+    Returns how many messages this run built.
+    """
+    # A long-lived worker must not trust content type ids it cached once (a test database is
+    # flushed and refilled under it); one query a job.
+    ContentType.objects.clear_cache()
+    company = company_get()
+    seller = company.name if company else ""
+    built = last_pk = 0
+    while True:
+        with transaction.atomic():
+            job = BulkJob.objects.select_for_update().get(pk=job_id)
+            unbuilt = (
+                Invoice.objects.filter(job=job, send_state=SendState.QUEUED)
+                .exclude(pk__in=_invoice_ids_with_message(job))
+                .order_by("pk")
+            )
+            if job.state != JobState.RUNNING:
+                unbuilt.update(send_state=SendState.UNSENT)
+                BulkJob.objects.filter(pk=job.pk).update(prepared=True)
+                return built
+            chunk = list(
+                unbuilt.filter(pk__gt=last_pk).select_related("customer")[
+                    : settings.BULK_BATCH_SIZE
+                ]
+            )
+            if not chunk:
+                BulkJob.objects.filter(pk=job.pk).update(prepared=True, updated_at=timezone.now())
+                bulk_job_progress(job=job)  # finished, if every message has gone meanwhile
+                return built
+            sender = SenderConfig.from_snapshot(job.sender)
+            ids = [
+                _invoice_message(invoice, sender=sender, job=job, seller=seller)
+                for invoice in chunk
+            ]
+            BulkJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
+            batches_dispatch(message_ids=ids)
+            built += len(ids)
+            last_pk = chunk[-1].pk
+
+
+def _invoice_ids_with_message(job: BulkJob) -> models.QuerySet:
+    """The invoices of `job` whose message is built (a subquery: never a list in memory)."""
+    return job.messages.annotate(
+        invoice_id=Cast("related_id", output_field=models.IntegerField())
+    ).values("invoice_id")
+
+
+def _invoice_message(invoice: Invoice, *, sender: SenderConfig, job: BulkJob, seller: str) -> int:
+    """Queue the invoice's message; one that cannot be built (the customer's addresses are
+    missing or invalid) is recorded failed with its reason. Returns the message's id."""
     context = {"invoice": invoice}
     with translation.override(invoice.customer.language):
         subject = render_to_string("emails/invoice/subject.txt", context).strip()
         text = render_to_string("emails/invoice/body.txt", context)
         html = render_to_string("emails/invoice/body.html", context)
-    pdf = invoice_pdf(invoice, seller=seller)
-    outbox_enqueue(
-        user=user,
-        to=invoice.customer.emails,
-        subject=subject,
-        body_text=text,
-        body_html=html,
-        attachments=[(f"{invoice.number.replace('/', '-')}.pdf", pdf, "application/pdf")],
-        related=invoice,
-        job=job,
-        sender=sender,
+    try:
+        with transaction.atomic():  # a savepoint: a refused message leaves nothing behind
+            return outbox_enqueue(
+                user=job.user,
+                to=invoice.customer.emails,
+                subject=subject,
+                body_text=text,
+                body_html=html,
+                attachments=[
+                    (
+                        f"{invoice.number.replace('/', '-')}.pdf",
+                        invoice_pdf(invoice, seller=seller),
+                        "application/pdf",
+                    )
+                ],
+                related=invoice,
+                job=job,
+                sender=sender,
+            ).pk
+    except ValidationError:
+        return outbox_record_unsendable(
+            user=job.user,
+            subject=subject,
+            addresses=invoice.customer.emails,
+            related=invoice,
+            job=job,
+            sender=sender,
+        ).pk
+
+
+@transaction.atomic
+def invoices_job_cancel(*, job: BulkJob) -> int:
+    """Cancel the job: its queued messages, and its invoices whose message is not built yet
+    (unsent again at once). Returns how many invoices will not be sent."""
+    job = BulkJob.objects.select_for_update().get(pk=job.pk)  # waits for a chunk being built
+    cancelled = bulk_job_cancel(job=job)
+    unbuilt = (
+        Invoice.objects.filter(job=job, send_state=SendState.QUEUED)
+        .exclude(pk__in=_invoice_ids_with_message(job))
+        .update(send_state=SendState.UNSENT)
     )
+    BulkJob.objects.filter(pk=job.pk).update(prepared=True)
+    return cancelled + unbuilt
 
 
 @transaction.atomic
 def invoices_job_resume(*, job: BulkJob) -> int:
-    """Resume with the cancelled invoices that are still unsent: one sent meanwhile by another
-    job stays cancelled here, so it does not go twice."""
+    """Resume with the job's invoices that are still unsent: those whose message was cancelled,
+    and those cancelled before their message was built. One sent meanwhile by another job
+    (or taken by it: the invoice names its last job) stays out, so it does not go twice."""
     mass_mailing_sender(user=job.user)  # still allowed to mass-mail (S1.2)?
+    job = BulkJob.objects.select_for_update().get(pk=job.pk)
     messages = job.messages.filter(state=MessageState.CANCELLED)
     invoice_ids = {
         int(pk): message_pk for message_pk, pk in messages.values_list("pk", "related_id")
     }
     still_unsent = list(
-        Invoice.objects.select_for_update()
-        .filter(pk__in=invoice_ids, send_state=SendState.UNSENT)
-        .values_list("pk", flat=True)
+        Invoice.objects.filter(pk__in=invoice_ids, send_state=SendState.UNSENT).values_list(
+            "pk", flat=True
+        )
     )
-    Invoice.objects.filter(pk__in=still_unsent).update(send_state=SendState.QUEUED)
-    return bulk_job_requeue(job=job, message_ids=[invoice_ids[pk] for pk in still_unsent])
+    Invoice.objects.filter(pk__in=still_unsent, send_state=SendState.UNSENT).update(
+        send_state=SendState.QUEUED, job=job
+    )
+    count = bulk_job_requeue(job=job, message_ids=[invoice_ids[pk] for pk in still_unsent])
+    unbuilt = (
+        Invoice.objects.filter(job=job, send_state=SendState.UNSENT)
+        .exclude(pk__in=_invoice_ids_with_message(job))
+        .update(send_state=SendState.QUEUED)
+    )
+    if unbuilt:
+        BulkJob.objects.filter(pk=job.pk).update(prepared=False)
+        bulk_job_prepare_dispatch(job=job)
+    return count + unbuilt
 
 
 # -- letters to customers ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from .selectors import (
 )
 from .services import (
     MassMailingLocked,
+    invoices_job_cancel,
     invoices_job_resume,
     invoices_send,
     letters_job_resume,
@@ -157,6 +158,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "time_left": duration(progress["seconds_left"]),
             "page": page,
             "rows": rows,
+            "built": page.paginator.count,
             "states": JobState,
         },
     )
@@ -177,7 +179,8 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if job.state != JobState.RUNNING:
         messages.info(request, _("The job is no longer running."))
     else:
-        count = bulk_job_cancel(job=job)
+        cancel = bulk_job_cancel if job.kind == "letters" else invoices_job_cancel
+        count = cancel(job=job)
         if job.kind == "letters":
             text = ngettext(
                 "Cancelled: %(count)s letter will not be sent. A message already handed to "

@@ -39,7 +39,14 @@ class BulkJob(models.Model):
         _("state"), max_length=10, choices=JobState.choices, default=JobState.RUNNING
     )
     total = models.PositiveIntegerField(_("messages"), default=0)
+    # A job whose messages are built by a task (`prepare_task`, chunk by chunk) is `prepared`
+    # once that task has gone through all of them; the sweeper restarts a task that died.
+    prepared = models.BooleanField(default=True)
+    prepare_task = models.CharField(max_length=100, blank=True)
+    # The resolved sender at the click (SenderConfig.to_snapshot(): never a secret).
+    sender = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(_("started"), auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
     class Meta:

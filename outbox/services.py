@@ -104,6 +104,40 @@ def outbox_enqueue(
     return message
 
 
+def outbox_record_unsendable(
+    *,
+    user: User,
+    subject: str,
+    addresses: Iterable[str],
+    related: models.Model | None = None,
+    job: BulkJob | None = None,
+    sender: SenderConfig | None = None,
+) -> OutgoingMessage:
+    """Record, as a failed message with its Event, a mail of a job that cannot be built: its
+    addresses are missing or invalid. The job's row says why, and its counts stay whole."""
+    sender = sender or sender_config_for(user=user)
+    shown = ", ".join(addresses)[:200]
+    message = OutgoingMessage.objects.create(
+        user=user,
+        sender=sender.to_snapshot(),
+        to=[],
+        subject=subject.replace("\r", " ").replace("\n", " ")[:998],
+        body_text="",
+        message_id=new_message_id(sender.from_email.rpartition("@")[2]),
+        envelope_from=sender.envelope_sender,
+        related_type=ContentType.objects.get_for_model(related) if related is not None else None,
+        related_id=str(related.pk) if related is not None else "",
+        job=job,
+        state=MessageState.QUEUED,
+    )
+    if shown:
+        error = PermanentSendError("", explanation="bad_recipient", params={"address": shown})
+    else:
+        error = PermanentSendError("", explanation="no_recipient")
+    _fail(message, error)
+    return message
+
+
 def _enqueue_on_commit(message_pk: int) -> None:
     from .tasks import send_message  # tasks import services
 
@@ -275,9 +309,9 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     - Queued messages untouched as long: their task was lost with the worker (a filesystem
       broker, a Redis restart); they are dispatched again. A duplicate task is harmless: only
       one claim per message can succeed.
+    - Jobs whose messages are still being built, untouched as long: the building task died;
+      it is started again and goes on where it stopped.
     """
-    from .tasks import send_batch
-
     stuck_after = (
         stuck_after if stuck_after is not None else timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
     )
@@ -306,24 +340,35 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    size = settings.BULK_BATCH_SIZE
-    batches = [lost[i : i + size] for i in range(0, len(lost), size)]
-    transaction.on_commit(lambda: [send_batch.delay(batch) for batch in batches])
-    return {"returned": len(returned), "redispatched": len(lost)}
+    batches_dispatch(message_ids=lost)
+    stalled = list(BulkJob.objects.filter(prepared=False, updated_at__lte=limit))
+    for job in stalled:
+        bulk_job_prepare_dispatch(job=job)
+    return {"returned": len(returned), "redispatched": len(lost), "restarted_jobs": len(stalled)}
 
 
 # -- bulk jobs ---------------------------------------------------------------------------------
 def bulk_job_dispatch(*, job: BulkJob) -> int:
     """Hand the job's queued messages to the workers in batches of BULK_BATCH_SIZE ids."""
+    ids = job.messages.filter(state=MessageState.QUEUED).order_by("pk").values_list("pk", flat=True)
+    return batches_dispatch(message_ids=list(ids))
+
+
+def batches_dispatch(*, message_ids: list[int]) -> int:
+    """Once the transaction commits, hand these ids to the workers, BULK_BATCH_SIZE a task."""
     from .tasks import send_batch
 
-    ids = list(
-        job.messages.filter(state=MessageState.QUEUED).order_by("pk").values_list("pk", flat=True)
-    )
     size = settings.BULK_BATCH_SIZE
-    batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+    batches = [message_ids[i : i + size] for i in range(0, len(message_ids), size)]
     transaction.on_commit(lambda: [send_batch.delay(batch) for batch in batches])
     return len(batches)
+
+
+def bulk_job_prepare_dispatch(*, job: BulkJob) -> None:
+    """Once the transaction commits, start the task that builds the job's messages."""
+    from celery import current_app
+
+    transaction.on_commit(lambda: current_app.send_task(job.prepare_task, (job.pk,)))
 
 
 @transaction.atomic
@@ -360,6 +405,13 @@ def bulk_job_progress(*, job: BulkJob) -> dict:
     failed = counts.get(MessageState.FAILED, 0)
     cancelled = counts.get(MessageState.CANCELLED, 0)
     remaining = counts.get(MessageState.QUEUED, 0) + counts.get(MessageState.SENDING, 0)
+    # Messages not built yet (a job being prepared, or stopped before it was): still to go,
+    # or cancelled with the job.
+    unbuilt = max(job.total - sum(counts.values()), 0)
+    if job.state == JobState.CANCELLED:
+        cancelled += unbuilt
+    else:
+        remaining += unbuilt
     if remaining == 0 and job.state == JobState.RUNNING:
         now = timezone.now()
         if BulkJob.objects.filter(pk=job.pk, state=JobState.RUNNING).update(

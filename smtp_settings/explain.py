@@ -375,6 +375,21 @@ _ENTRIES = [
         transient=False,
     ),
     Explanation(
+        "no_recipient",
+        _("The message was not sent: the customer has no e-mail address."),
+        _("Enter the e-mail address on the customer's record, then send again."),
+        transient=False,
+    ),
+    Explanation(
+        "bad_recipient",
+        _("The message was not sent: the recipient's e-mail address is missing or not valid."),
+        _(
+            "Correct the e-mail address on the customer's record (it reads: “%(address)s”), "
+            "then send again."
+        ),
+        transient=False,
+    ),
+    Explanation(
         "possibly_duplicated",
         _("Sending was interrupted at a moment when the message may already have gone out."),
         _(

@@ -23,7 +23,7 @@ def _new_customer(name: str | None, *, emails: list[str] | None, **fields) -> Cu
     name = name or f"Customer {n}"
     fields.setdefault("language", "pl")
     return Customer.objects.create(
-        name=name, emails=emails or [f"billing{n}@customer.example"], **fields
+        name=name, emails=[f"billing{n}@customer.example"] if emails is None else emails, **fields
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from django.utils.html import escape
 
 from invoices.models import Invoice, SendState
+from invoices.services import invoices_job_prepare
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue
 from tests import factories
@@ -175,11 +176,16 @@ def test_send_selected_starts_a_job_with_the_selected_invoices_only(client):
     assert response.status_code == 302
     assert response["Location"] == f"/jobs/{job.pk}/"
     assert job.total == 1
-    [message] = job.messages.all()
-    assert message.related == chosen
     chosen.refresh_from_db()
     other.refresh_from_db()
     assert (chosen.send_state, other.send_state) == (SendState.QUEUED, SendState.UNSENT)
+    assert (chosen.job, other.job) == (job, None)
+    assert not job.messages.exists()  # the worker builds them (prepare_job), not the request
+
+    assert invoices_job_prepare(job_id=job.pk) == 1
+    [message] = job.messages.all()
+    assert message.related == chosen
+    assert invoices_job_prepare(job_id=job.pk) == 0  # run again (a restart): nothing twice
 
 
 def test_nothing_selected_says_so(client):
@@ -226,18 +232,27 @@ def test_the_send_url_refuses_get(client):
 # -- the job page, cancel and resume -----------------------------------------------------------
 
 
-def _start(client, user, count: int = 3) -> BulkJob:
+def _start(client, user, count: int = 3, *, built: bool = True) -> BulkJob:
+    """Start a job of `count` invoices; `built`: and build its messages, as the worker would."""
     invoice_factories.invoices(count)
     client.force_login(user)
     response = client.post("/invoices/send/", {"action": "unsent"})
     assert response.status_code == 302, response.content
-    return BulkJob.objects.get(user=user)
+    job = BulkJob.objects.get(user=user)
+    if built:
+        invoices_job_prepare(job_id=job.pk)
+    return job
 
 
 def test_the_job_page_shows_progress_rows_and_cancel(client):
     user = invoice_factories.smtp_user_without_server("ANNA")
-    job = _start(client, user)
+    job = _start(client, user, built=False)
 
+    html = _html(client.get(f"/jobs/{job.pk}/"))
+    assert "Preparing the messages and their PDFs: 0 of 3 ready." in html
+    assert "This job has no messages." not in html
+
+    invoices_job_prepare(job_id=job.pk)  # what the worker does next
     html = _html(client.get(f"/jobs/{job.pk}/"))
 
     assert '<progress id="job-progress" max="100" value="0.0">' in html
@@ -288,17 +303,46 @@ def test_cancel_then_resume(client):
     assert job.state == JobState.RUNNING
 
 
-def test_resume_skips_an_invoice_another_job_took_meanwhile(client):
+def test_cancel_before_the_messages_are_built_then_resume(client):
     user = invoice_factories.smtp_user_without_server("ANNA")
-    job = _start(client, user, count=2)
-    client.post(f"/jobs/{job.pk}/cancel/")
-    first = Invoice.objects.order_by("pk").first()
-    client.post("/invoices/send/", {"action": "selected", "invoice": [first.pk]})
+    job = _start(client, user, built=False)
+
+    html = _html(client.post(f"/jobs/{job.pk}/cancel/", follow=True))
+
+    assert "Cancelled: 3 invoices will not be sent." in html
+    assert set(Invoice.objects.values_list("send_state", flat=True)) == {SendState.UNSENT}
+    assert client.get(f"/jobs/{job.pk}/progress/").json()["cancelled"] == 3
+    assert invoices_job_prepare(job_id=job.pk) == 0  # the worker's task stops at once
+    assert not job.messages.exists()
 
     html = _html(client.post(f"/jobs/{job.pk}/resume/", follow=True))
 
+    assert "Resumed: 3 invoices queued again." in html
+    assert set(Invoice.objects.values_list("send_state", flat=True)) == {SendState.QUEUED}
+    assert invoices_job_prepare(job_id=job.pk) == 3
+    assert set(job.messages.values_list("state", flat=True)) == {MessageState.QUEUED}
+    progress = client.get(f"/jobs/{job.pk}/progress/").json()
+    assert (progress["state"], progress["remaining"], progress["cancelled"]) == ("running", 3, 0)
+
+
+@pytest.mark.parametrize("built", [True, False], ids=["built", "not-built-yet"])
+def test_resume_skips_an_invoice_another_job_took_meanwhile(client, built):
+    user = invoice_factories.smtp_user_without_server("ANNA")
+    job = _start(client, user, count=2, built=built)
+    client.post(f"/jobs/{job.pk}/cancel/")
+    first, second = Invoice.objects.order_by("pk")
+    client.post("/invoices/send/", {"action": "selected", "invoice": [first.pk]})
+    other_job = BulkJob.objects.exclude(pk=job.pk).get()
+
+    html = _html(client.post(f"/jobs/{job.pk}/resume/", follow=True))
+    invoices_job_prepare(job_id=job.pk)
+    invoices_job_prepare(job_id=other_job.pk)
+
     assert "Resumed: 1 invoice queued again." in html
-    assert job.messages.filter(state=MessageState.QUEUED).count() == 1
+    [queued] = job.messages.filter(state=MessageState.QUEUED)
+    assert queued.related == second
+    [other] = other_job.messages.all()
+    assert other.related == first
 
 
 def test_resume_and_cancel_only_when_they_make_sense(client):
@@ -384,3 +428,27 @@ def test_another_user_cannot_cancel_or_resume(client, action):
     assert client.post(f"/jobs/{job.pk}/{action}/").status_code == 404
     job.refresh_from_db()
     assert job.state == JobState.RUNNING
+
+
+@pytest.mark.parametrize("emails", [["kowalski(at)example.pl"], []], ids=["invalid", "none"])
+def test_an_invoice_whose_customer_has_no_valid_address_fails_with_the_reason(client, emails):
+    """The others of the job go on; that invoice's row says what to correct."""
+    user = invoice_factories.smtp_user_without_server("ANNA")
+    bad = invoice_factories.invoice(
+        customer=invoice_factories.customer("Kowalski", emails=emails), number="FV/9/2026"
+    )
+    job = _start(client, user, count=2)
+
+    assert job.total == 3
+    message = job.messages.get(related_id=str(bad.pk))
+    reason = "bad_recipient" if emails else "no_recipient"
+    assert (message.state, message.explanation) == (MessageState.FAILED, reason)
+    bad.refresh_from_db()
+    assert bad.send_state == SendState.FAILED
+    assert job.messages.filter(state=MessageState.QUEUED).count() == 2
+    html = _html(client.get(f"/jobs/{job.pk}/"))
+    if emails:
+        assert "e-mail address is missing or not valid" in html
+        assert f"(it reads: “{emails[0]}”)" in html
+    else:
+        assert "the customer has no e-mail address" in html

@@ -57,3 +57,37 @@ def test_sigkill_mid_job_loses_nothing(transactional_db, smtp_servers, celery_wo
     assert sweep["redispatched"] > 0
     assert set(Invoice.objects.values_list("send_state", flat=True)) == {SendState.SENT}
     assert not OutgoingMessage.objects.exclude(state=MessageState.SENT).exists()
+
+
+@pytest.mark.usefixtures("english")
+def test_a_job_whose_building_task_was_lost_is_restarted_by_the_sweeper(
+    transactional_db, smtp_servers, celery_worker
+):
+    """The worker dies before it builds the job's messages, and the broker loses the task:
+    the sweeper starts building again, and every invoice goes exactly once."""
+    from directo_mail.celery import app
+
+    server = smtp_servers.plain
+    user = factories.user("PIOTR", email="piotr@acme.example")
+    factories.profile(user, host=server.host, port=server.port, security="none")
+    seed_invoices(customers=3, invoices=12)
+    celery_worker.kill()
+
+    job = invoices_send(user=user, unsent=True)
+    app.control.purge()  # the building task is lost with the worker
+    celery_worker.restart()
+    time.sleep(0.5)
+    assert not job.messages.exists()
+
+    sweep = outbox_sweep(stuck_after=timedelta(0))
+    deadline = time.monotonic() + 30
+    while bulk_job_progress(job=job)["remaining"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    assert sweep["restarted_jobs"] == 1
+    assert bulk_job_progress(job=job)["sent"] == 12
+    received = Counter(m.message_id for m in server.messages)
+    assert len(received) == 12
+    assert set(received.values()) == {1}
+    job.refresh_from_db()
+    assert job.prepared
