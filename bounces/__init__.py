@@ -1,0 +1,1 @@
+"""Bounces: reading the delivery reports and auto-replies that come back to the VERP address."""

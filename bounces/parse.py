@@ -1,0 +1,448 @@
+"""`parse_bounce`: what a message that came back says. Pure: no database, network or settings.
+
+It reads RFC 3464 delivery status notifications itself, every field of them; falls back on
+flufl.bounce's detectors for the non-standard formats; tells auto-replies (RFC 3834) apart; and
+collects what finds the original message: the addresses the report was delivered to (the caller
+keeps the one `outbox.message.verp_message_pk` accepts) and the original Message-ID.
+
+It never raises: a message it cannot read comes back as kind "unknown" with `error` set, so the
+intake keeps it raw for an admin and goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import logging
+import quopri
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesHeaderParser, HeaderParser
+from email.utils import getaddresses, parseaddr
+from typing import Literal
+
+import flufl.bounce
+
+try:
+    # Private, but pinned in requirements.txt. all_failures() re-raises the first detector that
+    # crashes (the Yale detector's IndexError on a message without From on this Python, see
+    # shared/TESTING-NOTES.md "Bounces"), which would hide every detector after it; running the
+    # same list in the same order lets us skip just the broken one.
+    from flufl.bounce._scan import _DETECTORS
+except ImportError:  # a later flufl.bounce: its public all_failures(), guarded, still works
+    _DETECTORS = None
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["bounce", "delay", "auto_reply", "unknown"]
+
+# RFC 3464 §2.1 and its UTF-8 form, RFC 6533 §6.2.
+_DELIVERY_STATUS = ("message/delivery-status", "message/global-delivery-status")
+# RFC 3463 §2: class.subject.detail; class 2 success, 4 persistent transient, 5 permanent.
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# RFC 3464 §2.3.3: the actions that say the message did not (yet) arrive. "error" is OpenSMTPD's
+# non-standard spelling of "failed"; some MTAs add a comment after the word.
+_FAILED_ACTIONS = ("fail", "error")
+_DELAYED_ACTIONS = ("delay",)
+_SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+# The parts that carry the returned message or its header (RFC 3462 §2, RFC 6533 §6).
+_RETURNED_MESSAGE = ("message/rfc822", "message/global")
+_RETURNED_HEADERS = (
+    "text/rfc822-headers",
+    "message/global-headers",
+    "message/rfc822-headers",  # non-standard; seen in flufl.bounce's dsn_05.txt and others
+)
+# A Message-ID header line in the text of a non-MIME bounce that quotes the original.
+_QUOTED_MESSAGE_ID = re.compile(rb"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+>)", re.MULTILINE | re.I)
+# Where a receiving MTA records the address the report was delivered to.
+_DELIVERY_HEADERS = (
+    "Delivered-To",
+    "X-Original-To",
+    "Envelope-To",
+    "X-Envelope-To",
+    "To",
+    "Cc",
+    "X-Failed-Recipients",
+)
+# Out-of-office subjects at the start of a subject (after any reply prefix): Exchange/Outlook
+# writes them in the user's language, Exchange 2003 wrote "Out of Office AutoReply:".
+_REPLY_PREFIX = r"(?:(?:re|aw|sv|vs|ant|odp|fw|fwd|wg|tr)\s*:\s*)*"
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*"
+    + _REPLY_PREFIX
+    + r"(?:out\ of\ (?:the\ )?office|automatic\ reply|auto[-\ ]?reply|auto[-\ ]?response"
+    r"|autosvar|automatisk\ svar|automatische\ antwort|abwesenheitsnotiz|abwesend\b"
+    r"|réponse\ automatique|respuesta\ automática|fuera\ de\ la\ oficina"
+    r"|risposta\ automatica|fuori\ ufficio|resposta\ automática"
+    r"|automatyczna\ odpowied[źz]|poza\ biurem|automaatne\ vastus|automaattinen\ vastaus"
+    r"|automātiskā\ atbilde|automatinis\ atsakymas|автоматический\ ответ"
+    r"|on\ vacation|vacation\ reply|urlaubsabwesenheit)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class BounceRecipient:
+    """One recipient a report is about (RFC 3464 §2.3: a per-recipient block)."""
+
+    address: str
+    permanent: bool
+    action: str = ""  # "failed" or "delayed" (§2.3.3)
+    status: str = ""  # e.g. "5.1.1" (§2.3.4, RFC 3463); "" when the report has none
+    diagnostic: str = ""  # the remote server's reply, e.g. "550 5.1.1 no such user" (§2.3.6)
+    remote_mta: str = ""  # the server that gave that reply (§2.3.5)
+    source: str = ""  # "dsn", or the flufl.bounce detector that found the address
+
+
+@dataclass(frozen=True)
+class BounceReport:
+    """What a message that came back to the bounce address says."""
+
+    kind: Kind
+    recipients: tuple[BounceRecipient, ...] = ()
+    reporting_mta: str = ""  # RFC 3464 §2.2.2
+    original_message_id: str = ""  # "<id@domain>", as the Message-ID header has it
+    # Every address the report was delivered to: the envelope recipients first, then the
+    # delivery headers and the returned message's Return-Path. The caller keeps the one that
+    # outbox.message.verp_message_pk accepts (it checks the local part, domain and signature).
+    verp_candidates: tuple[str, ...] = ()
+    subject: str = ""
+    error: str = ""  # why the message could not be read; kind is then "unknown"
+
+    @property
+    def permanent_failures(self) -> tuple[BounceRecipient, ...]:
+        return tuple(recipient for recipient in self.recipients if recipient.permanent)
+
+    @property
+    def delays(self) -> tuple[BounceRecipient, ...]:
+        return tuple(recipient for recipient in self.recipients if not recipient.permanent)
+
+
+def parse_bounce(raw: bytes, *, envelope_recipients: Sequence[str] = ()) -> BounceReport:
+    """What `raw` reports. Never raises: an unreadable message is kind "unknown" with `error`."""
+    try:
+        return _parse(raw, envelope_recipients)
+    except Exception as error:  # one bad message must never stop the intake (issue 6)
+        log.warning("Unreadable bounce (%d bytes)", len(raw or b""), exc_info=True)
+        try:
+            candidates = _addresses(envelope_recipients)
+        except Exception:
+            candidates = ()
+        return BounceReport(
+            kind="unknown",
+            verp_candidates=candidates,
+            error=f"{type(error).__name__}: {error}"[:1000],
+        )
+
+
+def _parse(raw: bytes, envelope_recipients: Sequence[str]) -> BounceReport:
+    # compat32, as flufl.bounce's detectors expect, and bytes in: a bounce's charset is a guess.
+    message = email.message_from_bytes(raw)
+    subject = _decoded(_header(message, "Subject"))
+    reporting_mta, recipients = _delivery_status(message)
+    kind: Kind
+    # A DSN wins over every auto-reply sign: RFC 3464 reports may carry
+    # "Auto-Submitted: auto-replied" (RFC 3834 §5) and are still bounces.
+    if not recipients and not _is_strong_auto_reply(message, subject):
+        recipients = _flufl_failures(message)
+    if recipients:
+        kind = "bounce" if any(r.permanent for r in recipients) else "delay"
+    elif _is_auto_reply(message, subject):
+        kind = "auto_reply"
+    else:
+        kind = "unknown"
+    return BounceReport(
+        kind=kind,
+        recipients=tuple(recipients),
+        reporting_mta=reporting_mta,
+        original_message_id=_original_message_id(message),
+        verp_candidates=_addresses([*envelope_recipients, *_delivery_addresses(message)]),
+        subject=subject,
+    )
+
+
+# --- RFC 3464 delivery status notifications ----------------------------------------------------
+# https://www.rfc-editor.org/rfc/rfc3464#section-2
+
+
+def _delivery_status(message: Message) -> tuple[str, list[BounceRecipient]]:
+    """Reporting-MTA and the failed or delayed recipients of every message/delivery-status part.
+
+    Not only inside multipart/report: some MTAs put the part in multipart/mixed, and flufl.bounce
+    accepts that too.
+    """
+    reporting_mta = ""
+    recipients: dict[str, BounceRecipient] = {}
+    for part in message.walk():
+        if part.get_content_type() not in _DELIVERY_STATUS:
+            continue
+        for block in _status_blocks(part):
+            # The first block holds the per-message fields, the others one recipient each; but
+            # some MTAs leave the per-message block out, so each block is read for both.
+            if not reporting_mta:
+                reporting_mta = _typed_value(_header(block, "Reporting-MTA"))
+            recipient = _status_recipient(block)
+            if recipient is not None:
+                key = recipient.address.lower()
+                # A permanent failure outranks a delay for the same address.
+                if key not in recipients or recipient.permanent > recipients[key].permanent:
+                    recipients[key] = recipient
+    return reporting_mta, list(recipients.values())
+
+
+def _status_blocks(part: Message) -> list[Message]:
+    """The header blocks of a delivery-status part.
+
+    The email package splits message/delivery-status into one Message a block. It does not know
+    RFC 6533's message/global-delivery-status (UTF-8, and may be base64 or quoted-printable
+    encoded): that one we split ourselves.
+    """
+    payload = part.get_payload()
+    if part.get_content_type() == "message/delivery-status" and isinstance(payload, list):
+        return [block for block in payload if isinstance(block, Message)]
+    if isinstance(payload, list):
+        data = b"".join(inner.as_bytes() for inner in payload if isinstance(inner, Message))
+    else:
+        data = str(part.get_payload()).encode("utf-8", "surrogateescape")
+    encoding = _header(part, "Content-Transfer-Encoding").lower()
+    if encoding == "base64":
+        data = base64.b64decode(data.strip() + b"==", validate=False)
+    elif encoding == "quoted-printable":
+        data = quopri.decodestring(data)
+    text = data.decode("utf-8", "replace")
+    parser = HeaderParser()
+    return [parser.parsestr(chunk.strip() + "\n") for chunk in re.split(r"\r?\n[ \t]*\r?\n", text)]
+
+
+def _status_recipient(block: Message) -> BounceRecipient | None:
+    action = _header(block, "Action").lower()
+    status_match = _STATUS.search(_header(block, "Status"))
+    diagnostic = _typed_value(_header(block, "Diagnostic-Code"))
+    if status_match is None:
+        # Status is required (§2.3.4) but not always there; the reply usually carries it.
+        status_match = _STATUS.search(diagnostic)
+    status = status_match.group(0) if status_match else ""
+    if action.startswith(_FAILED_ACTIONS):
+        action, permanent = "failed", True
+    elif action.startswith(_DELAYED_ACTIONS):
+        action, permanent = "delayed", False
+    elif action.startswith(_SUCCESS_ACTIONS):
+        return None
+    elif status.startswith("5"):  # no usable Action: the status class decides (RFC 3463 §3.1)
+        action, permanent = "failed", True
+    elif status.startswith("4"):
+        action, permanent = "delayed", False
+    else:
+        return None
+    address = _recipient_address(block)
+    if not address:
+        return None
+    return BounceRecipient(
+        address=address,
+        permanent=permanent,
+        action=action,
+        status=status,
+        diagnostic=diagnostic,
+        remote_mta=_typed_value(_header(block, "Remote-MTA")),
+        source="dsn",
+    )
+
+
+def _recipient_address(block: Message) -> str:
+    """Original-Recipient when the sender's MTA passed it on (the address we sent to), else
+    Final-Recipient, the one the reporting MTA tried (§2.3.1, §2.3.2) — flufl.bounce's order."""
+    for name in ("Original-Recipient", "Final-Recipient"):
+        value = _header(block, name)
+        if not value:
+            continue
+        kind, separator, rest = value.partition(";")
+        if not separator:
+            kind, rest = "", value
+        kind = kind.strip().lower()
+        if kind not in ("", "rfc822", "utf-8"):  # x400 and others are no Internet address
+            continue
+        address = parseaddr(rest)[1] or rest.strip().strip("<>").strip()
+        if "@" in address:
+            return address
+    return ""
+
+
+def _typed_value(text: str) -> str:
+    """`dns; mx.example.com` → `mx.example.com`: the value without its type (§2.1.2)."""
+    kind, separator, rest = text.partition(";")
+    if separator and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]*", kind.strip()):
+        return rest.strip()
+    return text
+
+
+# --- Non-standard bounces: flufl.bounce ---------------------------------------------------------
+
+
+def _flufl_failures(message: Message) -> list[BounceRecipient]:
+    temporary, permanent, detector = _run_detectors(message)
+    recipients: dict[str, BounceRecipient] = {}
+    for addresses, is_permanent in ((permanent, True), (temporary, False)):
+        for raw_address in sorted(addresses):
+            address = raw_address.decode("ascii", "replace")
+            recipients.setdefault(
+                address.lower(),
+                BounceRecipient(
+                    address=address,
+                    permanent=is_permanent,
+                    action="failed" if is_permanent else "delayed",
+                    source=detector,
+                ),
+            )
+    return list(recipients.values())
+
+
+def _run_detectors(message: Message) -> tuple[Iterable[bytes], Iterable[bytes], str]:
+    """flufl.bounce's all_failures(): its detectors in its order, the first that finds anything
+    wins; but a detector that crashes is skipped instead of ending the scan."""
+    if _DETECTORS is None:
+        try:
+            temporary, permanent = flufl.bounce.all_failures(message)
+        except Exception:
+            log.warning("flufl.bounce failed on a bounce", exc_info=True)
+            return (), (), ""
+        return temporary, permanent, "flufl.bounce"
+    for detector in _DETECTORS:
+        try:
+            temporary, permanent = detector().process(message)
+        except Exception as error:
+            log.info("flufl.bounce %s skipped: %r", detector.__name__, error)
+            continue
+        if temporary or permanent:
+            return temporary, permanent, detector.__name__
+    return (), (), ""
+
+
+# --- Auto-replies (RFC 3834) -------------------------------------------------------------------
+# https://www.rfc-editor.org/rfc/rfc3834#section-5
+
+
+def _is_strong_auto_reply(message: Message, subject: str) -> bool:
+    """Signs only vacation responders give: they beat flufl.bounce's text heuristics.
+
+    `Auto-Submitted: auto-replied` alone is not one: real bounces in flufl.bounce's corpus carry
+    it (simple_39, simple_41, simple_45), so it only counts when nothing else is found.
+    """
+    if _header(message, "X-Autoreply").lower() not in ("", "no"):
+        return True
+    if message.get("X-Autorespond") is not None:
+        return True
+    if _header(message, "X-Autogenerated").lower() == "reply":
+        return True
+    for name in ("Precedence", "X-Precedence"):
+        if _header(message, name).lower() == "auto_reply":
+            return True
+    auto_submitted = _header(message, "Auto-Submitted").lower()
+    if auto_submitted.startswith("auto-replied") and "vacation" in auto_submitted:
+        return True
+    return bool(_AUTO_REPLY_SUBJECT.match(subject))
+
+
+def _is_auto_reply(message: Message, subject: str) -> bool:
+    auto_submitted = _header(message, "Auto-Submitted").lower()
+    return auto_submitted.startswith("auto-replied") or _is_strong_auto_reply(message, subject)
+
+
+# --- Finding the original message ---------------------------------------------------------------
+
+
+def _original_message_id(message: Message) -> str:
+    """The returned message's Message-ID; else In-Reply-To or the last References entry (an
+    auto-reply's, RFC 3834 §3.1.5); else a Message-ID line quoted in the text of the report."""
+    for headers in _returned_headers(message):
+        found = _message_id(_header(headers, "Message-ID"))
+        if found:
+            return found
+    found = _message_id(_header(message, "In-Reply-To"))
+    if found:
+        return found
+    references = re.findall(r"<[^<>\s]+>", _header(message, "References"))
+    if references:
+        return references[-1]
+    for part in message.walk():
+        if part.get_content_maintype() != "text" or part.get_content_type() in _RETURNED_HEADERS:
+            continue
+        body = part.get_payload(decode=True)
+        if isinstance(body, bytes):
+            quoted = _QUOTED_MESSAGE_ID.search(body)
+            if quoted:
+                return quoted.group(1).decode("ascii", "replace")
+    return ""
+
+
+def _returned_headers(message: Message) -> Iterator[Message]:
+    """The header of each returned message (RFC 3462 §2, RFC 6533 §6), outermost first."""
+    for part in message.walk():
+        content_type = part.get_content_type()
+        if content_type in _RETURNED_MESSAGE or content_type in _RETURNED_HEADERS:
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                if payload and isinstance(payload[0], Message):
+                    yield payload[0]
+            else:
+                yield BytesHeaderParser().parsebytes(part.get_payload(decode=True) or b"")
+
+
+def _message_id(value: str) -> str:
+    found = re.search(r"<[^<>\s]+>", value)
+    return found.group(0) if found else ""
+
+
+def _delivery_addresses(message: Message) -> Iterator[str]:
+    for name in _DELIVERY_HEADERS:
+        yield from _header_values(message, name)
+    # The envelope sender of the returned message, where the reporting MTA kept its Return-Path.
+    for headers in _returned_headers(message):
+        yield from _header_values(headers, "Return-Path")
+
+
+def _addresses(values: Iterable[str]) -> tuple[str, ...]:
+    """The addresses in header values, lower-cased (a VERP token is lower-case), each once."""
+    found: dict[str, None] = {}
+    for value in values:
+        # One value at a time: a broken header cannot swallow the good ones after it.
+        for _name, address in getaddresses([str(value)]):
+            address = address.strip().strip("<>").lower()
+            if "@" in address and not any(c.isspace() for c in address):
+                found.setdefault(address)
+    return tuple(found)
+
+
+# --- Header text --------------------------------------------------------------------------------
+
+
+def _header(message: Message, name: str) -> str:
+    """The first `name` header as one unfolded line of text ("" when absent)."""
+    values = _header_values(message, name)
+    return " ".join(values[0].split()) if values else ""
+
+
+def _header_values(message: Message, name: str) -> list[str]:
+    """Every `name` header, as text that is safe to store.
+
+    compat32 keeps non-ASCII header bytes as surrogate escapes (and get() would turn them into
+    U+FFFD); UTF-8 is the likely encoding (RFC 6532), anything else becomes U+FFFD.
+    """
+    wanted = name.lower()
+    return [
+        str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        for key, value in message.raw_items()
+        if key.lower() == wanted
+    ]
+
+
+def _decoded(value: str) -> str:
+    """An RFC 2047 encoded header as text; the raw text when its encoding is broken."""
+    try:
+        text = str(make_header(decode_header(value)))
+    except Exception:  # a broken encoded word or an unknown charset
+        text = value
+    # A decoded word in a wrong charset can leave surrogates, which no database takes.
+    return " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
