@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "smtp_settings",
     "outbox",
     "invoices",
+    "bounces",
 ]
 
 MIDDLEWARE = [
@@ -175,6 +176,10 @@ SMTP_ALLOW_PRIVATE_HOSTS = env.bool("SMTP_ALLOW_PRIVATE_HOSTS", default=DEBUG)
 PLATFORM_SENDING_IPS = env.list("PLATFORM_SENDING_IPS", default=[])
 # Domain of the platform's event mailbox: Reply-To mode From and bounce addresses (S7).
 EVENT_MAIL_DOMAIN = env("EVENT_MAIL_DOMAIN", default="event.directo-mail.localhost")
+# The bounce intake (bounces.services): a larger mail is kept cut at this size; a bounce for a
+# message sent longer ago than this is refused as a replay.
+BOUNCE_MAX_BYTES = env.int("BOUNCE_MAX_BYTES", default=10 * 1024 * 1024)
+BOUNCE_MAX_AGE_DAYS = env.int("BOUNCE_MAX_AGE_DAYS", default=30)
 # Where the local mail catcher of `make run` keeps what the relay sent.
 MAIL_CATCHER_DIR = env.path("MAIL_CATCHER_DIR", default=VAR_DIR / "mail")
 # Seconds an SMTP connection may wait for the server at any step.

@@ -17,6 +17,9 @@ class Customer(models.Model):
         _("language"), max_length=10, choices=settings.LANGUAGES, default="pl"
     )
     address = models.TextField(_("address"), blank=True)
+    # Addresses that hard-bounced (bounces.services): {address: ISO date}. Bulk jobs skip them
+    # unless the sender says otherwise; correcting the address clears it.
+    bounced_emails = models.JSONField(_("addresses that bounced"), default=dict, blank=True)
 
     class Meta:
         verbose_name = _("customer")
@@ -26,12 +29,19 @@ class Customer(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        # A corrected address is a new address: only the ones still on the record stay flagged.
+        current = {address.lower() for address in self.emails}
+        self.bounced_emails = {a: d for a, d in self.bounced_emails.items() if a in current}
+        super().save(*args, **kwargs)
+
 
 class SendState(models.TextChoices):
     UNSENT = "unsent", _("not sent")
     QUEUED = "queued", _("sending")
     SENT = "sent", _("sent")
     FAILED = "failed", _("failed")
+    BOUNCED = "bounced", _("bounced")
 
 
 class Invoice(models.Model):

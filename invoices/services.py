@@ -61,14 +61,19 @@ PREPARE_TASK = "invoices.tasks.prepare_job"
 
 
 def invoices_send(
-    *, user: User, invoice_ids: list[int] | None = None, unsent: bool = False
+    *,
+    user: User,
+    invoice_ids: list[int] | None = None,
+    unsent: bool = False,
+    include_bounced: bool = False,
 ) -> BulkJob:
     """Start a job sending the chosen invoices (or every unsent one) with their PDFs.
 
     The invoices are claimed (unsent/failed → queued, this job's) in one short transaction:
     one UPDATE, so clicking again or another user's job finds them taken and an invoice never
     goes twice. A task then builds their messages chunk by chunk (`invoices_job_prepare`), so
-    the click returns at once and memory does not grow with the job.
+    the click returns at once and memory does not grow with the job. Customer addresses that
+    hard-bounced before are skipped unless `include_bounced` (S7.4).
     """
     sender = mass_mailing_sender(user=user)
     states = [SendState.UNSENT] if unsent else [SendState.UNSENT, SendState.FAILED]
@@ -79,6 +84,7 @@ def invoices_send(
             sender=sender.to_snapshot(),
             prepared=False,
             prepare_task=PREPARE_TASK,
+            options={"include_bounced": include_bounced},
         )
         chosen = Invoice.objects.filter(send_state__in=states)
         if invoice_ids is not None:
@@ -159,11 +165,25 @@ def _invoice_message(invoice: Invoice, *, sender: SenderConfig, job: BulkJob, se
         subject = render_to_string("emails/invoice/subject.txt", context).strip()
         text = render_to_string("emails/invoice/body.txt", context)
         html = render_to_string("emails/invoice/body.html", context)
+    to = invoice.customer.emails
+    if not job.options.get("include_bounced"):
+        bounced = invoice.customer.bounced_emails
+        to = [address for address in to if address.lower() not in bounced]
+        if invoice.customer.emails and not to:
+            return outbox_record_unsendable(
+                user=job.user,
+                subject=subject,
+                addresses=invoice.customer.emails,
+                related=invoice,
+                job=job,
+                sender=sender,
+                explanation="address_bounced",
+            ).pk
     try:
         with transaction.atomic():  # a savepoint: a refused message leaves nothing behind
             return outbox_enqueue(
                 user=job.user,
-                to=invoice.customer.emails,
+                to=to,
                 subject=subject,
                 body_text=text,
                 body_html=html,

@@ -5,15 +5,47 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from outbox.models import MessageState, OutgoingMessage
-from outbox.signals import message_state_changed
+from outbox.signals import message_bounced, message_state_changed
 
-from .models import Invoice, SendState
+from .models import Customer, Invoice, SendState
 
 _STATES = {
     MessageState.SENT: SendState.SENT,
     MessageState.FAILED: SendState.FAILED,
     MessageState.CANCELLED: SendState.UNSENT,
 }
+
+
+def _related(message: OutgoingMessage):
+    """The invoice or customer the message is about, by id (see below), or None."""
+    if message.related_type_id is None or not message.related_id:
+        return None
+    model = ContentType.objects.get_for_id(message.related_type_id).model_class()
+    if model not in (Invoice, Customer):
+        return None
+    return model.objects.filter(pk=message.related_id).first()
+
+
+@receiver(message_bounced, sender=OutgoingMessage)
+def bounce_marks_invoice_and_customer(
+    sender, *, message: OutgoingMessage, addresses: list[str], **kwargs
+) -> None:
+    """S7.4: the invoice shows "bounced"; the customer's address is flagged for later jobs."""
+    related = _related(message)
+    if related is None:
+        return
+    if isinstance(related, Invoice):
+        Invoice.objects.filter(pk=related.pk).update(send_state=SendState.BOUNCED)
+        customer = related.customer
+    else:
+        customer = related
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    known = {e.lower() for e in customer.emails}
+    today = timezone.now().date().isoformat()
+    flagged = {a: today for a in addresses if a.lower() in known}
+    if flagged:
+        customer.bounced_emails = {**customer.bounced_emails, **flagged}
+        customer.save(update_fields=["bounced_emails"])
 
 
 @receiver(message_state_changed, sender=OutgoingMessage)

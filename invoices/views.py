@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from outbox.models import JobState
+from outbox.models import EventKind, JobState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
 
@@ -78,6 +78,10 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
         failure = None
         if invoice.send_state == SendState.FAILED and message and message.explanation:
             failure = explain(message.explanation, message.explanation_params)
+        elif invoice.send_state == SendState.BOUNCED and message:
+            bounce = message.events.filter(kind=EventKind.BOUNCED).first()
+            if bounce:
+                failure = explain(bounce.explanation, bounce.params)
         rows.append({"invoice": invoice, "message": message, "failure": failure})
     query = request.GET.copy()
     query.pop("page", None)
@@ -110,7 +114,12 @@ def invoice_send(request: HttpRequest) -> HttpResponse:
             messages.error(request, _("Select the invoices to send first."))
             return redirect(back)
     try:
-        job = invoices_send(user=request.user, invoice_ids=invoice_ids, unsent=unsent)
+        job = invoices_send(
+            user=request.user,
+            invoice_ids=invoice_ids,
+            unsent=unsent,
+            include_bounced=request.POST.get("include_bounced") == "on",
+        )
     except MassMailingLocked as locked:
         messages.error(request, locked.message)
         return redirect(back)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 
@@ -45,6 +46,7 @@ class BulkJob(models.Model):
     prepare_task = models.CharField(max_length=100, blank=True)
     # The resolved sender at the click (SenderConfig.to_snapshot(): never a secret).
     sender = models.JSONField(null=True, blank=True)
+    options = models.JSONField(default=dict, blank=True)  # the kind's choices at the click
     created_at = models.DateTimeField(_("started"), auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -91,6 +93,8 @@ class OutgoingMessage(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     claimed_at = models.DateTimeField(_("picked up for sending"), null=True, blank=True)
     sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    # A bounce came back for it (bounces.services): it went out, but not to everyone.
+    bounced_at = models.DateTimeField(_("bounced"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     # The business object the mail is about (an invoice, a letter…).
@@ -118,6 +122,18 @@ class OutgoingMessage(models.Model):
         return f"{self.subject} → {', '.join(self.to)}"
 
     @property
+    def related_labels(self) -> list[str]:
+        """What the message is about, e.g. ["Invoice FV/1/2026", "Customer Kowalski"] (S7.4)."""
+        related = self.related
+        if related is None:
+            return []
+        labels = [f"{capfirst(related._meta.verbose_name)} {related}"]
+        customer = getattr(related, "customer", None)
+        if isinstance(customer, models.Model):
+            labels.append(f"{capfirst(customer._meta.verbose_name)} {customer}")
+        return labels
+
+    @property
     def is_final(self) -> bool:
         return self.state in (MessageState.SENT, MessageState.FAILED, MessageState.CANCELLED)
 
@@ -139,6 +155,8 @@ class EventKind(models.TextChoices):
     SEND_RETRYING = "send_retrying", _("Sending delayed, will retry")
     SEND_DUPLICATE_RISK = "send_duplicate_risk", _("Possibly sent twice")
     MICROSOFT365_RECONNECT = "m365_reconnect", _("Microsoft 365 must be authenticated again")
+    BOUNCED = "bounced", _("Came back undelivered")
+    DELIVERY_DELAYED = "delivery_delayed", _("Delivery delayed")
 
 
 class Event(models.Model):

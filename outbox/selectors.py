@@ -11,7 +11,7 @@ from .models import Event, OutgoingMessage
 
 
 def events_visible_to(*, user: User, owner_code: str = "") -> QuerySet[Event]:
-    events = Event.objects.select_related("user", "message")
+    events = Event.objects.select_related("user", "message").prefetch_related("message__related")
     if not user.is_staff:
         return events.filter(user=user)
     return events.filter(user__code=owner_code) if owner_code else events

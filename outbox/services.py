@@ -112,9 +112,11 @@ def outbox_record_unsendable(
     related: models.Model | None = None,
     job: BulkJob | None = None,
     sender: SenderConfig | None = None,
+    explanation: str = "",
 ) -> OutgoingMessage:
     """Record, as a failed message with its Event, a mail of a job that cannot be built: its
-    addresses are missing or invalid. The job's row says why, and its counts stay whole."""
+    addresses are missing or invalid (or `explanation` says why). The job's row says why, and
+    its counts stay whole."""
     sender = sender or sender_config_for(user=user)
     shown = ", ".join(addresses)[:200]
     message = OutgoingMessage.objects.create(
@@ -130,7 +132,9 @@ def outbox_record_unsendable(
         job=job,
         state=MessageState.QUEUED,
     )
-    if shown:
+    if explanation:
+        error = PermanentSendError("", explanation=explanation, params={"address": shown})
+    elif shown:
         error = PermanentSendError("", explanation="bad_recipient", params={"address": shown})
     else:
         error = PermanentSendError("", explanation="no_recipient")

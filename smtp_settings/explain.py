@@ -375,6 +375,34 @@ _ENTRIES = [
         transient=False,
     ),
     Explanation(
+        "bounced",
+        _("The message came back undelivered: the recipient's mail server refused it."),
+        _(
+            "The receiving server's reply is shown with it. Check the address %(address)s with "
+            "the customer, or reach them another way; later bulk jobs skip this address."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_delayed",
+        _("Delivery is delayed: the recipient's mail server has not taken the message yet."),
+        _(
+            "Nothing to do yet: delivery to %(address)s is tried again for a few days. If it "
+            "finally fails, it appears here as undelivered."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "address_bounced",
+        _("The message was not sent: mail to the customer's address came back undelivered."),
+        _(
+            "An earlier message to %(address)s bounced (see Events). Correct the address on "
+            "the customer's record, or send again with “Also to addresses that bounced "
+            "before”."
+        ),
+        transient=False,
+    ),
+    Explanation(
         "no_recipient",
         _("The message was not sent: the customer has no e-mail address."),
         _("Enter the e-mail address on the customer's record, then send again."),

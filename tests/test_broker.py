@@ -30,12 +30,15 @@ def test_a_fast_consumer_never_reads_a_half_written_message(tmp_path):
             except Exception as error:  # the failure under test
                 errors.append(error)
 
-    consumer = threading.Thread(target=consume)
-    consumer.start()
     with Connection(
         "filesystem://", transport="directo_mail.broker:Transport", transport_options=options
     ) as conn:
+        # Bound before the consumer starts: kombu records a binding per process before writing
+        # it, so a second thread's declaration would be skipped while the first one's file
+        # write is still under way, and a message published then would go unrouted.
         queue = conn.SimpleQueue(queue_name)
+        consumer = threading.Thread(target=consume)
+        consumer.start()
         for _ in range(COUNT):
             queue.put(payload)
     consumer.join(30)

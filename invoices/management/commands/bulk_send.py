@@ -23,6 +23,11 @@ class Command(BaseCommand):
         which = parser.add_mutually_exclusive_group(required=True)
         which.add_argument("--unsent", action="store_true", help="every unsent invoice")
         which.add_argument("--invoices", help="invoice numbers, comma-separated")
+        parser.add_argument(
+            "--include-bounced",
+            action="store_true",
+            help="send also to customer addresses that bounced before (skipped by default)",
+        )
         parser.add_argument("--wait", action="store_true", help="wait for the job to finish")
         parser.add_argument("--json", action="store_true", help="print JSON")
         parser.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits")
@@ -45,7 +50,12 @@ class Command(BaseCommand):
                 )
             invoice_ids = list(found.values())
         try:
-            job = invoices_send(user=user, invoice_ids=invoice_ids, unsent=options["unsent"])
+            job = invoices_send(
+                user=user,
+                invoice_ids=invoice_ids,
+                unsent=options["unsent"],
+                include_bounced=options["include_bounced"],
+            )
         except MassMailingLocked as error:
             raise CommandError(error.message) from None
         progress = bulk_job_progress(job=job)

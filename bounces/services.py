@@ -1,0 +1,214 @@
+"""Writes: the bounce intake (S7.4). Every door (pipe, SMTP listener, ESP webhook) calls
+`bounce_ingest`; it keeps the mail, matches it to its message and records what it means.
+
+A bounce is believed only for a message of ours that went out, to one of its recipients:
+- the VERP envelope (`bounces+<pk>-<hmac>@EVENT_MAIL_DOMAIN`) names the message and is signed,
+  so a bounce cannot be forged for someone else's mail ("forged");
+- the same report handed in twice, or a second hard bounce for the same message and address,
+  is recorded once ("replayed"); so is one for a message that never went out ("not_sent"),
+  or that comes back later than BOUNCE_MAX_AGE_DAYS after sending ("too_old");
+- the failed addresses must be the message's recipients ("not_a_recipient").
+Auto-replies (out of office) are kept and are not bounces. Nothing here ever raises to the door:
+what cannot be read or matched stays raw for an administrator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from outbox.message import VERP_LOCAL_PART, verp_message_pk
+from outbox.models import Event, EventKind, MessageState, OutgoingMessage
+from outbox.signals import message_bounced
+from smtp_settings.explain import error_from_reply
+
+from .models import InboundMail, IntakeState
+from .parse import BounceRecipient, BounceReport, parse_bounce
+
+logger = logging.getLogger(__name__)
+
+# Catalogue keys of smtp_settings.explain that say something true about a recipient's server
+# refusing a message; any other refusal is explained as a plain "bounced".
+_RECIPIENT_KEYS = frozenset({"recipient_unknown", "message_too_large", "spf_rejected"})
+_REPLY = re.compile(r"^(?:smtp|x-\w+)?\s*;?\s*([245]\d\d)[ -](.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def bounce_ingest(
+    *,
+    raw: bytes,
+    source: str,
+    envelope_sender: str = "",
+    envelope_recipients: Sequence[str] = (),
+) -> InboundMail:
+    """Keep `raw`, then read and record it. Never raises for what the mail contains."""
+    limit = settings.BOUNCE_MAX_BYTES
+    mail = InboundMail(
+        source=source[:20],
+        envelope_sender=envelope_sender[:998],
+        envelope_recipients=[r[:998] for r in envelope_recipients][:100],
+        raw=raw[:limit],
+        truncated=len(raw) > limit,
+    )
+    report = parse_bounce(raw[:limit], envelope_recipients=envelope_recipients)
+    mail.subject = _clean(report.subject)[:998]
+    mail.report = _report_json(report)
+    try:
+        with transaction.atomic():
+            _record(mail, report)
+    except Exception as error:  # the intake must go on: the mail stays, raw, for an admin
+        logger.exception("bounce intake: could not record mail from %s", source)
+        mail.pk = None
+        mail.message = None
+        mail.state, mail.reason, mail.error = IntakeState.UNREADABLE, "internal_error", repr(error)
+        mail.save()
+    logger.info(
+        "bounce intake (%s): %s %s message=%s", source, mail.state, mail.reason, mail.message_id
+    )
+    return mail
+
+
+def _record(mail: InboundMail, report: BounceReport) -> None:
+    mail.report_id = _report_id(mail.raw)
+    if report.error and report.kind == "unknown":
+        mail.state, mail.reason, mail.error = IntakeState.UNREADABLE, "parse_error", report.error
+        mail.save()
+        return
+    message, reason = _find_message(report)
+    mail.message = message
+    if report.kind == "auto_reply":
+        mail.state, mail.reason = IntakeState.AUTO_REPLY, ""
+        mail.save()
+        return
+    if reason:
+        state = IntakeState.REFUSED if reason == "forged" else IntakeState.UNMATCHED
+        mail.state, mail.reason = state, reason
+        mail.save()
+        return
+    refused = _refusal(mail, message, report)
+    if refused:
+        mail.state, mail.reason = IntakeState.REFUSED, refused
+        mail.save()
+        return
+    recipients = _their_recipients(message, report)
+    permanent = [r for r in recipients if r.permanent]
+    mail.state = IntakeState.BOUNCED if permanent else IntakeState.DELAYED
+    mail.save()
+    for recipient in recipients:
+        _event(message, recipient)
+    if permanent:
+        OutgoingMessage.objects.filter(pk=message.pk).update(bounced_at=timezone.now())
+        message_bounced.send(
+            OutgoingMessage, message=message, addresses=[r.address for r in permanent]
+        )
+
+
+def _find_message(report: BounceReport) -> tuple[OutgoingMessage | None, str]:
+    """The message the bounce is about, or the reason there is none."""
+    domain = settings.EVENT_MAIL_DOMAIN.lower()
+    for address in report.verp_candidates:
+        local, _, at = address.rpartition("@")
+        if at.lower() != domain or not local.lower().startswith(f"{VERP_LOCAL_PART}+"):
+            continue
+        pk = verp_message_pk(address, settings.EVENT_MAIL_DOMAIN)
+        if pk is None:
+            return None, "forged"
+        message = OutgoingMessage.objects.filter(pk=pk).first()
+        return (message, "") if message else (None, "message_deleted")
+    if report.original_message_id:
+        message = OutgoingMessage.objects.filter(message_id=report.original_message_id).first()
+        if message:
+            return message, ""
+    return None, "no_reference"
+
+
+def _refusal(mail: InboundMail, message: OutgoingMessage, report: BounceReport) -> str:
+    if message.state != MessageState.SENT or message.sent_at is None:
+        return "not_sent"
+    if timezone.now() - message.sent_at > timedelta(days=settings.BOUNCE_MAX_AGE_DAYS):
+        return "too_old"
+    recipients = _their_recipients(message, report)
+    if not recipients:
+        return "not_a_recipient"
+    if (
+        mail.report_id
+        and InboundMail.objects.filter(
+            report_id=mail.report_id,
+            state__in=[IntakeState.BOUNCED, IntakeState.DELAYED],
+        ).exists()
+    ):
+        return "replayed"
+    if all(r.permanent for r in recipients) and all(
+        Event.objects.filter(
+            message=message, kind=EventKind.BOUNCED, params__address=r.address
+        ).exists()
+        for r in recipients
+    ):
+        return "replayed"
+    return ""
+
+
+def _their_recipients(message: OutgoingMessage, report: BounceReport) -> list[BounceRecipient]:
+    """The report's failed or delayed addresses that the message was sent to (once each)."""
+    sent_to = {a.lower() for a in [*message.to, *message.cc, *message.bcc]}
+    found: dict[str, BounceRecipient] = {}
+    for recipient in report.recipients:
+        address = recipient.address.lower()
+        if address in sent_to and (address not in found or recipient.permanent):
+            found[address] = dataclasses.replace(recipient, address=address)
+    return list(found.values())
+
+
+def _event(message: OutgoingMessage, recipient: BounceRecipient) -> None:
+    params = {
+        "address": recipient.address,
+        "status": recipient.status,
+        "remote_mta": recipient.remote_mta[:200],
+    }
+    if recipient.permanent:
+        kind, key = EventKind.BOUNCED, _explanation(recipient)
+    else:
+        kind, key = EventKind.DELIVERY_DELAYED, "bounce_delayed"
+    Event.objects.create(
+        user=message.user,
+        message=message,
+        kind=kind,
+        explanation=key,
+        params=params,
+        reply=_clean(recipient.diagnostic)[:2000],
+    )
+
+
+def _explanation(recipient: BounceRecipient) -> str:
+    """A plain-language key for the receiving server's refusal, from its reply."""
+    match = _REPLY.match(recipient.diagnostic.strip())
+    if match:
+        key = error_from_reply(int(match[1]), match[2], stage="rcpt").explanation
+        if key in _RECIPIENT_KEYS:
+            return key
+    if recipient.status.startswith("5.1."):
+        return "recipient_unknown"
+    return "bounced"
+
+
+def _report_id(raw: bytes) -> str:
+    """The bounce's own Message-ID, from its headers only."""
+    head = bytes(raw).split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    match = re.search(rb"^Message-ID:[ \t]*(<[^<>\s]{1,900}>)", head, re.IGNORECASE | re.MULTILINE)
+    return match[1].decode("ascii", "replace") if match else ""
+
+
+def _report_json(report: BounceReport) -> dict:
+    data = dataclasses.asdict(report)
+    return {k: _clean(v) if isinstance(v, str) else v for k, v in data.items()}
+
+
+def _clean(text: str) -> str:
+    """No NUL (PostgreSQL text refuses it) and no other control character but tab/newline."""
+    return "".join(c for c in text if c >= " " or c in "\t\n")

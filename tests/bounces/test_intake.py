@@ -1,0 +1,307 @@
+"""The bounce intake service (S7.4): a bounce is believed only for a message of ours that went
+out, to one of its recipients; it becomes Events on the message, "bounced" on the invoice and
+a flag on the customer's address, which later bulk jobs skip unless told otherwise."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.message import EmailMessage
+
+import pytest
+from django.utils import timezone
+
+from bounces.models import InboundMail, IntakeState
+from bounces.services import bounce_ingest
+from invoices.models import Invoice, SendState
+from invoices.services import invoices_job_prepare, invoices_send
+from outbox.message import verp_address
+from outbox.models import Event, EventKind, MessageState, OutgoingMessage
+from outbox.services import outbox_enqueue
+from smtp_settings.models import SenderMode
+from tests import factories
+from tests.invoices import factories as invoice_factories
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
+DOMAIN = "event.test"
+
+
+@pytest.fixture(autouse=True)
+def _event_domain(settings):
+    settings.EVENT_MAIL_DOMAIN = DOMAIN
+
+
+@pytest.fixture
+def sent_invoice_mail():
+    """An invoice mail sent in Reply-To mode (VERP envelope), as the worker leaves it."""
+    factories.company()
+    user = factories.user("REPLY", email="reply@acme.example")
+    factories.profile(user, mode=SenderMode.REPLY_TO)
+    customer = invoice_factories.customer("Kowalski", emails=["Jan@Kowalski.example"])
+    invoice = invoice_factories.invoice(customer=customer, send_state=SendState.SENT)
+    message = outbox_enqueue(
+        user=user, to=customer.emails, subject="Invoice", body_text="x", related=invoice
+    )
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.SENT, sent_at=timezone.now()
+    )
+    message.refresh_from_db()
+    return message
+
+
+def dsn(
+    message: OutgoingMessage,
+    *,
+    recipient: str = "jan@kowalski.example",
+    action: str = "failed",
+    status: str = "5.1.1",
+    diagnostic: str = "smtp; 550 5.1.1 <jan@kowalski.example>: Recipient address rejected",
+    report_id: str = "<dsn-1@mx.test>",
+) -> bytes:
+    """An RFC 3464 report as Postfix writes it, for `message`."""
+    return f"""\
+From: MAILER-DAEMON@mx.test (Mail Delivery System)
+To: {message.envelope_from}
+Subject: Undelivered Mail Returned to Sender
+Message-ID: {report_id}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+I'm sorry to have to inform you that your message could not be delivered.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.test
+
+Final-Recipient: rfc822; {recipient}
+Action: {action}
+Status: {status}
+Remote-MTA: dns; mx.kowalski.example
+Diagnostic-Code: {diagnostic}
+
+--B
+Content-Type: text/rfc822-headers
+
+Message-ID: {message.message_id}
+Subject: Invoice
+
+--B--
+""".replace("\n", "\r\n").encode()
+
+
+def _ingest(raw: bytes, message: OutgoingMessage | None = None, **kwargs) -> InboundMail:
+    recipients = [message.envelope_from] if message else []
+    return bounce_ingest(raw=raw, source="test", envelope_recipients=recipients, **kwargs)
+
+
+def test_a_hard_bounce_is_an_event_on_the_message_invoice_and_customer(sent_invoice_mail):
+    message = sent_invoice_mail
+
+    mail = _ingest(dsn(message), message)
+
+    assert (mail.state, mail.reason, mail.message) == (IntakeState.BOUNCED, "", message)
+    [event] = Event.objects.filter(message=message)
+    assert (event.kind, event.explanation) == (EventKind.BOUNCED, "recipient_unknown")
+    assert event.params["address"] == "jan@kowalski.example"
+    assert event.params["status"] == "5.1.1"
+    assert "Recipient address rejected" in event.reply
+    assert event.user == message.user
+    invoice = Invoice.objects.get()
+    assert invoice.send_state == SendState.BOUNCED
+    assert list(invoice.customer.bounced_emails) == ["jan@kowalski.example"]
+    message.refresh_from_db()
+    assert message.bounced_at is not None
+    assert message.state == MessageState.SENT  # it went out: the bounce is an event, not a state
+
+
+def test_a_delay_is_shown_and_not_counted_as_a_failure(sent_invoice_mail):
+    message = sent_invoice_mail
+
+    mail = _ingest(dsn(message, action="delayed", status="4.4.1", diagnostic=""), message)
+
+    assert mail.state == IntakeState.DELAYED
+    [event] = Event.objects.filter(message=message)
+    assert (event.kind, event.explanation) == (EventKind.DELIVERY_DELAYED, "bounce_delayed")
+    assert Invoice.objects.get().send_state == SendState.SENT
+    assert Invoice.objects.get().customer.bounced_emails == {}
+
+
+def test_a_forged_verp_address_is_refused(sent_invoice_mail):
+    message = sent_invoice_mail
+    pk = message.pk
+    forged = f"bounces+{pk}-0123456789abcdef@{DOMAIN}"
+
+    mail = bounce_ingest(raw=dsn(message), source="test", envelope_recipients=[forged])
+
+    assert (mail.state, mail.reason) == (IntakeState.REFUSED, "forged")
+    assert not Event.objects.exists()
+    assert Invoice.objects.get().send_state == SendState.SENT
+
+
+def test_another_messages_verp_signature_does_not_fit(sent_invoice_mail):
+    """The signature names one message: moving it to another id is a forgery."""
+    other_signature = verp_address(sent_invoice_mail.pk + 1, DOMAIN).split("-")[1]
+    forged = f"bounces+{sent_invoice_mail.pk}-{other_signature}"
+
+    mail = bounce_ingest(raw=b"Subject: x\n\nx", source="test", envelope_recipients=[forged])
+
+    assert (mail.state, mail.reason) == (IntakeState.REFUSED, "forged")
+
+
+def test_the_same_report_twice_is_recorded_once(sent_invoice_mail):
+    message = sent_invoice_mail
+    _ingest(dsn(message), message)
+
+    again = _ingest(dsn(message), message)
+    other_copy = _ingest(dsn(message, report_id="<dsn-2@mx.test>"), message)
+
+    assert (again.state, again.reason) == (IntakeState.REFUSED, "replayed")
+    assert (other_copy.state, other_copy.reason) == (IntakeState.REFUSED, "replayed")
+    assert Event.objects.filter(kind=EventKind.BOUNCED).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"state": MessageState.QUEUED, "sent_at": None}, "not_sent"),
+        ({"state": MessageState.FAILED, "sent_at": None}, "not_sent"),
+        ({"sent_at": timezone.now() - timedelta(days=31)}, "too_old"),
+    ],
+)
+def test_a_bounce_for_a_message_that_did_not_just_go_out_is_refused(
+    sent_invoice_mail, change, reason
+):
+    OutgoingMessage.objects.filter(pk=sent_invoice_mail.pk).update(**change)
+
+    mail = _ingest(dsn(sent_invoice_mail), sent_invoice_mail)
+
+    assert (mail.state, mail.reason) == (IntakeState.REFUSED, reason)
+    assert not Event.objects.exists()
+
+
+def test_a_bounce_for_someone_the_message_was_not_sent_to_is_refused(sent_invoice_mail):
+    mail = _ingest(dsn(sent_invoice_mail, recipient="boss@acme.example"), sent_invoice_mail)
+
+    assert (mail.state, mail.reason) == (IntakeState.REFUSED, "not_a_recipient")
+    assert not Event.objects.exists()
+
+
+def test_an_out_of_office_reply_is_no_bounce(sent_invoice_mail):
+    reply = EmailMessage()
+    reply["From"] = "jan@kowalski.example"
+    reply["To"] = sent_invoice_mail.envelope_from
+    reply["Subject"] = "Automatyczna odpowiedź: Invoice"
+    reply["Auto-Submitted"] = "auto-replied"
+    reply.set_content("Jestem na urlopie do 3 grudnia.")
+
+    mail = _ingest(reply.as_bytes(), sent_invoice_mail)
+
+    assert (mail.state, mail.message) == (IntakeState.AUTO_REPLY, sent_invoice_mail)
+    assert not Event.objects.exists()
+    assert Invoice.objects.get().send_state == SendState.SENT
+
+
+@pytest.mark.parametrize(
+    ("raw", "state", "reason"),
+    [
+        (b"", IntakeState.UNMATCHED, "no_reference"),
+        (b"\x00\xff garbage \r\n\r\n\xfe", IntakeState.UNMATCHED, "no_reference"),
+        (b"From: a@b.c\nSubject: hello\n\nnot a bounce", IntakeState.UNMATCHED, "no_reference"),
+    ],
+)
+def test_what_cannot_be_matched_is_kept_raw(raw, state, reason):
+    mail = bounce_ingest(raw=raw, source="test")
+
+    mail.refresh_from_db()
+    assert (mail.state, mail.reason) == (state, reason)
+    assert bytes(mail.raw) == raw
+
+
+def test_a_bounce_found_by_its_message_id_alone(sent_invoice_mail):
+    """Without the VERP envelope (a forwarded bounce), the original Message-ID finds it."""
+    mail = bounce_ingest(raw=dsn(sent_invoice_mail), source="test")
+
+    assert (mail.state, mail.message) == (IntakeState.BOUNCED, sent_invoice_mail)
+
+
+def test_an_internal_error_keeps_the_mail_and_the_intake_goes_on(sent_invoice_mail, monkeypatch):
+    import bounces.services
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bounces.services, "_event", broken)
+    mail = _ingest(dsn(sent_invoice_mail), sent_invoice_mail)
+
+    assert (mail.state, mail.reason) == (IntakeState.UNREADABLE, "internal_error")
+    assert InboundMail.objects.get().raw
+    assert not Event.objects.exists()  # the half-done record was rolled back
+
+
+def test_a_mail_over_the_size_limit_is_kept_cut(settings):
+    settings.BOUNCE_MAX_BYTES = 100
+
+    mail = bounce_ingest(raw=b"Subject: big\n\n" + b"x" * 500, source="test")
+
+    mail.refresh_from_db()
+    assert (len(bytes(mail.raw)), mail.truncated) == (100, True)
+
+
+# -- later bulk jobs skip a bounced address ------------------------------------------------------
+def test_later_jobs_skip_a_bounced_address_unless_told(smtp_servers):
+    user = invoice_factories.smtp_sender("ANNA", smtp_servers.plain)
+    customer = invoice_factories.customer("Nowak", emails=["a@nowak.example", "b@nowak.example"])
+    customer.bounced_emails = {"a@nowak.example": "2026-11-27"}
+    customer.save()
+    only_bounced = invoice_factories.customer("Zielinski", emails=["z@zielinski.example"])
+    only_bounced.bounced_emails = {"z@zielinski.example": "2026-11-27"}
+    only_bounced.save()
+    partly = invoice_factories.invoice(customer=customer)
+    wholly = invoice_factories.invoice(customer=only_bounced)
+
+    job = invoices_send(user=user, unsent=True)
+    invoices_job_prepare(job_id=job.pk)
+
+    assert job.messages.get(related_id=str(partly.pk)).to == ["b@nowak.example"]
+    skipped = job.messages.get(related_id=str(wholly.pk))
+    assert (skipped.state, skipped.explanation) == (MessageState.FAILED, "address_bounced")
+
+    Invoice.objects.filter(pk=wholly.pk).update(send_state=SendState.UNSENT)
+    job = invoices_send(user=user, invoice_ids=[wholly.pk], include_bounced=True)
+    invoices_job_prepare(job_id=job.pk)
+    assert job.messages.get().to == ["z@zielinski.example"]
+
+
+def test_correcting_the_address_clears_its_flag():
+    customer = invoice_factories.customer("Nowak", emails=["a@nowak.example"])
+    customer.bounced_emails = {"a@nowak.example": "2026-11-27"}
+    customer.save()
+
+    customer.emails = ["anna@nowak.example"]
+    customer.save()
+
+    assert customer.bounced_emails == {}
+
+
+def test_events_show_the_bounce_with_its_invoice_and_customer(client, sent_invoice_mail):
+    message = sent_invoice_mail
+    _ingest(dsn(message), message)
+    client.force_login(message.user)
+
+    html = client.get("/events/").content.decode()
+
+    assert "Came back undelivered: The recipient&#x27;s address does not exist." in html
+    assert "Invoice FV/" in html
+    assert "Customer Kowalski" in html
+    assert "Recipient address rejected" in html
+    detail = client.get(f"/outbox/{message.pk}/").content.decode()
+    assert "It came back undelivered" in detail
+    assert "Customer Kowalski" in detail
+    invoices = client.get("/invoices/").content.decode()
+    assert '<span class="state-bounced">bounced</span>' in invoices
+    assert "The recipient&#x27;s address does not exist." in invoices
+    assert '<s class="bounced-address"' in invoices
