@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from outbox.message import VERP_LOCAL_PART, verp_message_pk
@@ -62,6 +62,8 @@ def bounce_ingest(
     try:
         with transaction.atomic():
             _record(mail, report)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the door answers "try later" and the MTA keeps the mail
     except Exception as error:  # the intake must go on: the mail stays, raw, for an admin
         logger.exception("bounce intake: could not record mail from %s", source)
         mail.pk = None

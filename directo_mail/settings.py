@@ -166,6 +166,12 @@ FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # The platform relay (S1.1): an SMTP URL, by default the local mail catcher of `make run`.
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="smtp://127.0.0.1:1025")
 vars().update(EMAIL_CONFIG)
+# Or an ESP as the relay: its anymail backend and settings, e.g.
+# EMAIL_BACKEND=anymail.backends.mailgun.EmailBackend and ANYMAIL={"MAILGUN_API_KEY": "…",
+# "WEBHOOK_SECRET": "user:password"}; its tracking webhook (/anymail/<esp>/tracking/) then
+# feeds bounces to the intake. https://anymail.dev/en/stable/esps/
+EMAIL_BACKEND = env("EMAIL_BACKEND", default=EMAIL_CONFIG["EMAIL_BACKEND"])
+ANYMAIL = env.json("ANYMAIL", default={})
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="noreply@directo-mail.localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Ports a user may give for their own server (S3.1); tests widen it to reach local servers.

@@ -16,5 +16,8 @@ urlpatterns = [
     path("", include("outbox.urls")),
     path("", include("invoices.urls")),
     path("i18n/setlang/", set_language, name="set_language"),
+    # ESP tracking webhooks (bounces, complaints): /anymail/<esp>/tracking/, verified by
+    # ANYMAIL_WEBHOOK_SECRET; they feed the bounce intake (bounces/webhooks.py).
+    path("anymail/", include("anymail.urls")),
     path("admin/", admin.site.urls),
 ]

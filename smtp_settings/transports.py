@@ -328,6 +328,9 @@ def _django_message(mime: EmailMessage, envelope: Envelope) -> EmailMultiAlterna
     for part in mime.iter_attachments():
         email.attach(part.get_filename(), part.get_content(), part.get_content_type())
     email.envelope_sender = envelope.mail_from
+    # Round-trips through the ESP's tracking webhooks to find the message again
+    # (bounces/webhooks.py); only a signed VERP address there is believed.
+    email.metadata = {"verp": envelope.mail_from, "message_id": str(mime["Message-ID"])}
     return email
 
 

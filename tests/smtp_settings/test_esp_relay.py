@@ -54,6 +54,8 @@ def test_reply_to_mode_through_an_esp(esp, settings):
     assert [r.address for r in params["reply_to"]] == ["ewa@acme.example"]
     assert params["envelope_sender"] == message.envelope_from
     assert params["extra_headers"]["Message-ID"] == message.message_id
+    # What the ESP's tracking webhook hands back to find the message (bounces/webhooks.py).
+    assert params["metadata"] == {"verp": message.envelope_from, "message_id": message.message_id}
     assert params["text_body"].replace("\r\n", "\n").endswith("Dzień dobry\n\n-- \nEwa\n")
     assert '<div class="signature">-- <br>Ewa</div>' in params["html_body"]
     [attachment] = params["attachments"]

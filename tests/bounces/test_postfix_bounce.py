@@ -1,0 +1,190 @@
+"""Done when (S7.4): an invoice mail sent in Reply-To mode through a real MTA (the private Postfix
+of tests/postfix_fixtures.py) to an address that is refused comes back as Postfix's DSN, reaches
+the bounce listener (bounces/listener.py) and becomes an Event on the right message, "bounced"
+on the invoice and a flag on the customer's address. A forged VERP address and an out-of-office
+reply come through the same way and change nothing.
+
+The mail is sent in-process (outbox_send), so the relay and EVENT_MAIL_DOMAIN are this process's
+settings: the relay is Postfix, and Postfix routes EVENT_MAIL_DOMAIN to the listener.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+import pytest
+from django.utils import timezone
+
+from bounces.listener import BounceController
+from bounces.models import InboundMail, IntakeState
+from invoices.models import Customer, Invoice, SendState
+from outbox.models import Event, EventKind, MessageState, OutgoingMessage
+from outbox.services import outbox_enqueue, outbox_send
+from smtp_settings.models import SenderMode
+from tests import factories
+from tests.invoices import factories as invoice_factories
+from tests.postfix_fixtures import PostfixInstance
+from tests.smtp_fixtures import HOST, free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the listener writes from its own thread
+
+EVENT_DOMAIN = "event.test"  # routed to the listener (tests/test_postfix_fixtures.py uses it too)
+REJECTING_DOMAIN = "refuses.bounces.test"  # a recipient's server answering 550 5.1.1
+REFUSED = f"jan@{REJECTING_DOMAIN}"
+
+
+@pytest.fixture
+def listener(settings, postfix: PostfixInstance) -> Iterator[BounceController]:
+    """The bounce listener on a free port, as Postfix's route for the event domain."""
+    settings.EVENT_MAIL_DOMAIN = EVENT_DOMAIN
+    controller = BounceController(hostname=HOST, port=free_port())
+    controller.start()
+    postfix.set_routes({EVENT_DOMAIN: f"smtp:[{HOST}]:{controller.port}"})
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def relay_is_postfix(settings, postfix: PostfixInstance) -> None:
+    """The platform relay (Reply-To mode sends through it) is the private Postfix."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = postfix.host, postfix.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+
+
+@pytest.fixture
+def rejecting_mx(postfix: PostfixInstance, smtp_listener):
+    server = smtp_listener("rejecting_mx")
+    server.script("RCPT", f"550 5.1.1 <{REFUSED}>: Recipient address rejected", times=None)
+    postfix.set_routes({REJECTING_DOMAIN: f"smtp:[{HOST}]:{server.port}"})
+    return server
+
+
+@pytest.fixture
+def reply_to_user(monkeypatch):
+    # No send task for the session's broker: this test sends itself, and a later test's worker
+    # would otherwise pick the task up.
+    monkeypatch.setattr("outbox.services._enqueue_on_commit", lambda pk: None)
+    factories.company()
+    user = factories.user("REPLY", email="anna@acme.example")
+    factories.profile(user, mode=SenderMode.REPLY_TO)
+    return user
+
+
+def _invoice_mail(user, address: str) -> tuple[OutgoingMessage, Invoice]:
+    customer = invoice_factories.customer("Kowalski", emails=[address])
+    invoice = invoice_factories.invoice(customer=customer)
+    message = outbox_enqueue(
+        user=user,
+        to=customer.emails,
+        subject=f"Invoice {invoice.number}",
+        body_text="Please find the invoice attached.",
+        related=invoice,
+    )
+    return message, invoice
+
+
+def _mark_sent(message: OutgoingMessage) -> None:
+    """As the worker leaves a message that went out (without handing it to Postfix)."""
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.SENT, sent_at=timezone.now()
+    )
+    Invoice.objects.filter(pk=message.related_id).update(send_state=SendState.SENT)
+
+
+def _copy(message: OutgoingMessage) -> EmailMessage:
+    """The message as its recipient saw it (what Postfix returns the headers of)."""
+    mime = EmailMessage()
+    mime["From"] = f"acme@{EVENT_DOMAIN}"
+    mime["To"] = ", ".join(message.to)
+    mime["Subject"] = message.subject
+    mime["Message-ID"] = message.message_id
+    mime.set_content(message.body_text)
+    return mime
+
+
+def _wait_for_inbound(count: int = 1, timeout: float = 10.0) -> list[InboundMail]:
+    """The kept mail, once the listener has ingested `count` of them."""
+    deadline = time.monotonic() + timeout
+    while len(found := list(InboundMail.objects.order_by("pk"))) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(found)} inbound mail(s), not {count}, after {timeout} s")
+        time.sleep(0.05)
+    return found
+
+
+def test_a_refused_invoice_mail_comes_back_as_an_event_on_message_invoice_and_customer(
+    postfix, listener, relay_is_postfix, rejecting_mx, reply_to_user
+):
+    message, invoice = _invoice_mail(reply_to_user, REFUSED)
+
+    assert outbox_send(message_id=message.pk) == MessageState.SENT
+    invoice.refresh_from_db()
+    assert invoice.send_state == SendState.SENT  # Postfix took it; the refusal comes later
+
+    [mail] = _wait_for_inbound()
+    message.refresh_from_db()
+    assert message.envelope_from.startswith(f"bounces+{message.pk}-")
+    assert (mail.source, mail.envelope_sender, mail.envelope_recipients) == (
+        "smtp",
+        "",  # Postfix sends its DSN from the null sender
+        [message.envelope_from],
+    )
+    assert (mail.state, mail.reason, mail.message) == (IntakeState.BOUNCED, "", message)
+    [event] = Event.objects.filter(message=message, kind=EventKind.BOUNCED)
+    assert (event.params["address"], event.params["status"]) == (REFUSED, "5.1.1")
+    assert event.explanation == "recipient_unknown"
+    assert "Recipient address rejected" in event.reply
+    assert message.bounced_at is not None
+    assert message.state == MessageState.SENT
+    invoice.refresh_from_db()
+    assert invoice.send_state == SendState.BOUNCED
+    assert list(Customer.objects.get(pk=invoice.customer_id).bounced_emails) == [REFUSED]
+    assert rejecting_mx.messages == []
+
+
+def test_a_bounce_to_a_forged_verp_address_through_postfix_is_refused(
+    postfix, listener, reply_to_user
+):
+    message, invoice = _invoice_mail(reply_to_user, "jan@bad.test")
+    _mark_sent(message)
+    signature = message.envelope_from.split("@")[0].rsplit("-", 1)[1]
+    forged = message.envelope_from.replace(signature, "0" * len(signature))
+
+    # bad.test: Postfix bounces it itself (5.1.1), to the forged envelope sender.
+    assert postfix.send(_copy(message), forged, ["jan@bad.test"]) == {}
+
+    [mail] = _wait_for_inbound()
+    assert mail.envelope_recipients == [forged]
+    assert (mail.state, mail.reason, mail.message) == (IntakeState.REFUSED, "forged", None)
+    assert message.message_id.encode() in bytes(mail.raw)  # the Message-ID does not overrule it
+    assert not Event.objects.exists()
+    invoice.refresh_from_db()
+    assert invoice.send_state == SendState.SENT
+    assert invoice.customer.bounced_emails == {}
+
+
+def test_an_out_of_office_reply_through_postfix_is_kept_and_is_no_bounce(
+    postfix, listener, reply_to_user
+):
+    message, invoice = _invoice_mail(reply_to_user, "jan@kowalski.example")
+    _mark_sent(message)
+    reply = EmailMessage()
+    reply["From"] = "Jan Kowalski <jan@kowalski.example>"
+    reply["To"] = message.envelope_from
+    reply["Subject"] = f"Automatic reply: {message.subject}"
+    reply["Auto-Submitted"] = "auto-replied"
+    reply["In-Reply-To"] = message.message_id
+    reply.set_content("I am out of the office until Monday.\n")
+
+    assert postfix.send(reply, "", [message.envelope_from]) == {}
+
+    [mail] = _wait_for_inbound()
+    assert (mail.state, mail.message) == (IntakeState.AUTO_REPLY, message)
+    assert not Event.objects.exists()
+    invoice.refresh_from_db()
+    assert invoice.send_state == SendState.SENT
+    assert invoice.customer.bounced_emails == {}
