@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -305,3 +306,31 @@ def test_events_show_the_bounce_with_its_invoice_and_customer(client, sent_invoi
     assert '<span class="state-bounced">bounced</span>' in invoices
     assert "The recipient&#x27;s address does not exist." in invoices
     assert '<s class="bounced-address"' in invoices
+
+
+# -- the real bounces of flufl.bounce's sdist, through the whole intake ------------------------
+CORPUS = sorted((Path(__file__).parent / "data").glob("*.txt"))
+
+
+def test_every_real_bounce_goes_through_the_intake_and_is_kept():
+    """No crash, every one kept raw, and what the report lists agrees with the library's own
+    expectations (file by file: each expected address with the expected permanence)."""
+    import json
+
+    expectations = json.loads((Path(__file__).parent / "data" / "expectations.json").read_text())
+    assert len(CORPUS) >= 100
+
+    kept = {path.name: bounce_ingest(raw=path.read_bytes(), source="test") for path in CORPUS}
+
+    assert InboundMail.objects.count() == len(CORPUS)
+    assert not InboundMail.objects.filter(reason="internal_error").exists()
+    checked = 0
+    for expected in expectations["expectations"]:
+        if expected.get("scope") != "detector" or not expected.get("addresses"):
+            continue
+        report = kept[expected["file"]].report
+        found = {r["address"].lower(): r["permanent"] for r in report["recipients"]}
+        for address in expected["addresses"]:
+            assert found.get(address.lower()) is (not expected["temporary"]), (expected, found)
+            checked += 1
+    assert checked >= 100
