@@ -82,12 +82,12 @@ def render_invoice_pdf(invoice: Invoice, *, seller: str) -> bytes:
     return buffer.getvalue()
 
 
-def invoice_pdf(invoice: Invoice, *, seller: str) -> bytes:
-    """The invoice's PDF: rendered the first time, then read from storage."""
+def invoice_pdf(invoice: Invoice, *, seller: str) -> str:
+    """The storage name of the invoice's PDF: rendered the first time, then kept and reused
+    (a message attaches that very file, never a copy)."""
     if invoice.pdf:
-        with invoice.pdf.open("rb") as stream:
-            return stream.read()
+        return invoice.pdf.name
     content = render_invoice_pdf(invoice, seller=seller)
     invoice.pdf.save(f"{invoice.number.replace('/', '-')}.pdf", ContentFile(content), save=False)
     Invoice.objects.filter(pk=invoice.pk).update(pdf=invoice.pdf.name)
-    return content
+    return invoice.pdf.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
@@ -104,13 +106,15 @@ def invoices_send(
 
 
 def invoices_job_prepare(*, job_id: int) -> int:
-    """Build the messages of the job's claimed invoices, one chunk (BULK_BATCH_SIZE) per
-    transaction, and hand each chunk to the workers as soon as it commits.
+    """Build the messages of the job's claimed invoices, a chunk (BULK_BATCH_SIZE) at a time,
+    and hand each chunk to the workers as soon as it commits.
 
-    Safe to run again or twice at once (the sweeper restarts it if it died): each chunk is
-    taken under the job's row lock and skips invoices that already have their message. A job
-    cancelled meanwhile gives its invoices without a message back (unsent), for resume.
-    Returns how many messages this run built.
+    The slow part (templates and PDFs) is done outside any transaction; only writing the
+    chunk's rows holds the database, briefly, so the senders' claims are never kept waiting
+    (SQLite has one writer at a time). Safe to run again or twice at once (the sweeper
+    restarts it if it died): each chunk is written under the job's row lock and skips invoices
+    that have their message meanwhile. A job cancelled meanwhile gives its invoices without a
+    message back (unsent), for resume. Returns how many messages this run built.
     """
     # A long-lived worker must not trust content type ids it cached once (a test database is
     # flushed and refilled under it); one query a job.
@@ -119,35 +123,57 @@ def invoices_job_prepare(*, job_id: int) -> int:
     seller = company.name if company else ""
     built = last_pk = 0
     while True:
-        with transaction.atomic():
-            job = BulkJob.objects.select_for_update().get(pk=job_id)
-            unbuilt = (
-                Invoice.objects.filter(job=job, send_state=SendState.QUEUED)
-                .exclude(pk__in=_invoice_ids_with_message(job))
-                .order_by("pk")
-            )
-            if job.state != JobState.RUNNING:
-                unbuilt.update(send_state=SendState.UNSENT)
-                BulkJob.objects.filter(pk=job.pk).update(prepared=True)
-                return built
-            chunk = list(
-                unbuilt.filter(pk__gt=last_pk).select_related("customer")[
-                    : settings.BULK_BATCH_SIZE
-                ]
-            )
-            if not chunk:
+        job = BulkJob.objects.get(pk=job_id)
+        if job.state != JobState.RUNNING:
+            return built + _prepare_stop(job)
+        chunk = list(
+            _unbuilt(job)
+            .filter(pk__gt=last_pk)
+            .select_related("customer")[: settings.BULK_BATCH_SIZE]
+        )
+        if not chunk:
+            with transaction.atomic():
+                job = BulkJob.objects.select_for_update().get(pk=job_id)
                 BulkJob.objects.filter(pk=job.pk).update(prepared=True, updated_at=timezone.now())
                 bulk_job_progress(job=job)  # finished, if every message has gone meanwhile
-                return built
-            sender = SenderConfig.from_snapshot(job.sender)
-            ids = [
-                _invoice_message(invoice, sender=sender, job=job, seller=seller)
-                for invoice in chunk
-            ]
-            BulkJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
-            batches_dispatch(message_ids=ids)
-            built += len(ids)
-            last_pk = chunk[-1].pk
+            return built
+        drafts = [_invoice_draft(invoice, job=job, seller=seller) for invoice in chunk]
+        sender = SenderConfig.from_snapshot(job.sender)
+        with transaction.atomic():
+            job = BulkJob.objects.select_for_update().get(pk=job_id)
+            if job.state == JobState.RUNNING:
+                still = set(
+                    _unbuilt(job)
+                    .filter(pk__in=[d.invoice.pk for d in drafts])
+                    .values_list("pk", flat=True)
+                )
+                ids = [
+                    _enqueue_draft(draft, sender=sender, job=job)
+                    for draft in drafts
+                    if draft.invoice.pk in still
+                ]
+                BulkJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
+                batches_dispatch(message_ids=ids)
+                built += len(ids)
+        last_pk = chunk[-1].pk
+
+
+def _unbuilt(job: BulkJob) -> models.QuerySet:
+    """The job's claimed invoices whose message is not built yet, in order."""
+    return (
+        Invoice.objects.filter(job=job, send_state=SendState.QUEUED)
+        .exclude(pk__in=_invoice_ids_with_message(job))
+        .order_by("pk")
+    )
+
+
+@transaction.atomic
+def _prepare_stop(job: BulkJob) -> int:
+    """The job was cancelled: its invoices without a message are unsent again."""
+    job = BulkJob.objects.select_for_update().get(pk=job.pk)
+    _unbuilt(job).update(send_state=SendState.UNSENT)
+    BulkJob.objects.filter(pk=job.pk).update(prepared=True)
+    return 0
 
 
 def _invoice_ids_with_message(job: BulkJob) -> models.QuerySet:
@@ -157,9 +183,20 @@ def _invoice_ids_with_message(job: BulkJob) -> models.QuerySet:
     ).values("invoice_id")
 
 
-def _invoice_message(invoice: Invoice, *, sender: SenderConfig, job: BulkJob, seller: str) -> int:
-    """Queue the invoice's message; one that cannot be built (the customer's addresses are
-    missing or invalid) is recorded failed with its reason. Returns the message's id."""
+@dataclass
+class _Draft:
+    """An invoice's message, rendered and with its PDF stored, before any row is written."""
+
+    invoice: Invoice
+    subject: str
+    text: str = ""
+    html: str = ""
+    to: list[str] = field(default_factory=list)
+    pdf: str = ""  # storage name of the kept PDF
+    unsendable: str = ""  # why it cannot go: a catalogue key ("" for the address check)
+
+
+def _invoice_draft(invoice: Invoice, *, job: BulkJob, seller: str) -> _Draft:
     context = {"invoice": invoice}
     with translation.override(invoice.customer.language):
         subject = render_to_string("emails/invoice/subject.txt", context).strip()
@@ -170,43 +207,41 @@ def _invoice_message(invoice: Invoice, *, sender: SenderConfig, job: BulkJob, se
         bounced = invoice.customer.bounced_emails
         to = [address for address in to if address.lower() not in bounced]
         if invoice.customer.emails and not to:
-            return outbox_record_unsendable(
-                user=job.user,
-                subject=subject,
-                addresses=invoice.customer.emails,
-                related=invoice,
-                job=job,
-                sender=sender,
-                explanation="address_bounced",
-            ).pk
-    try:
-        with transaction.atomic():  # a savepoint: a refused message leaves nothing behind
-            return outbox_enqueue(
-                user=job.user,
-                to=to,
-                subject=subject,
-                body_text=text,
-                body_html=html,
-                attachments=[
-                    (
-                        f"{invoice.number.replace('/', '-')}.pdf",
-                        invoice_pdf(invoice, seller=seller),
-                        "application/pdf",
-                    )
-                ],
-                related=invoice,
-                job=job,
-                sender=sender,
-            ).pk
-    except ValidationError:
-        return outbox_record_unsendable(
-            user=job.user,
-            subject=subject,
-            addresses=invoice.customer.emails,
-            related=invoice,
-            job=job,
-            sender=sender,
-        ).pk
+            return _Draft(invoice, subject, unsendable="address_bounced")
+    return _Draft(invoice, subject, text, html, to, invoice_pdf(invoice, seller=seller))
+
+
+def _enqueue_draft(draft: _Draft, *, sender: SenderConfig, job: BulkJob) -> int:
+    """Queue the draft's message; one that cannot go (its addresses bounced before, or are
+    missing or invalid) is recorded failed with its reason. Returns the message's id."""
+    invoice = draft.invoice
+    if not draft.unsendable:
+        try:
+            with transaction.atomic():  # a savepoint: a refused message leaves nothing behind
+                return outbox_enqueue(
+                    user=job.user,
+                    to=draft.to,
+                    subject=draft.subject,
+                    body_text=draft.text,
+                    body_html=draft.html,
+                    stored_attachments=[
+                        (f"{invoice.number.replace('/', '-')}.pdf", draft.pdf, "application/pdf")
+                    ],
+                    related=invoice,
+                    job=job,
+                    sender=sender,
+                ).pk
+        except ValidationError:
+            pass
+    return outbox_record_unsendable(
+        user=job.user,
+        subject=draft.subject,
+        addresses=invoice.customer.emails,
+        related=invoice,
+        job=job,
+        sender=sender,
+        explanation=draft.unsendable,
+    ).pk
 
 
 @transaction.atomic

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
+from email.policy import default as email_policy
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -52,6 +53,14 @@ def _clean_addresses(addresses: Iterable[str], field: str) -> list[str]:
     return cleaned
 
 
+def _header_text(value: str) -> str:
+    """What a header shows: RFC 2047 encoded words ("=?utf-8?q?=0D=0A?=") decoded."""
+    try:
+        return str(email_policy.header_factory("Subject", value))
+    except Exception:
+        return "\n"  # unreadable for the email package: refused like a line break
+
+
 @transaction.atomic
 def outbox_enqueue(
     *,
@@ -63,6 +72,7 @@ def outbox_enqueue(
     cc: Iterable[str] = (),
     bcc: Iterable[str] = (),
     attachments: Iterable[tuple[str, bytes, str]] = (),
+    stored_attachments: Iterable[tuple[str, str, str]] = (),
     related: models.Model | None = None,
     job: BulkJob | None = None,
     sender: SenderConfig | None = None,
@@ -76,7 +86,7 @@ def outbox_enqueue(
     recipients = _clean_addresses(to, "to")
     if not recipients:
         raise ValidationError({"to": _("Give at least one recipient.")})
-    if "\r" in subject or "\n" in subject:
+    if any(c in text for c in "\r\n" for text in (subject, _header_text(subject))):
         raise ValidationError({"subject": _("The subject may not contain line breaks.")})
     message = OutgoingMessage.objects.create(
         user=user,
@@ -99,6 +109,11 @@ def outbox_enqueue(
     for filename, content, content_type in attachments:
         attachment = Attachment(message=message, filename=filename, content_type=content_type)
         attachment.file.save(filename, ContentFile(content), save=True)
+    # Files already kept in storage (an invoice's PDF): attached by name, never copied.
+    Attachment.objects.bulk_create(
+        Attachment(message=message, filename=filename, file=name, content_type=content_type)
+        for filename, name, content_type in stored_attachments
+    )
     if job is None:  # a job's messages go out in batches (bulk_job_dispatch)
         _enqueue_on_commit(message.pk)
     return message
@@ -228,11 +243,15 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
     except TransientSendError as error:
         if error.explanation == "throttled":  # 421 / 4.7.x: the whole sender slows down
             ratelimit.pause(sender, retry_delay(message.attempts))
+        if error.maybe_delivered:  # the server may have it: another try may send it twice
+            _flag_possibly_duplicated(message)
         if message.attempts >= settings.SEND_MAX_ATTEMPTS:
             return _fail(message, error), None
         _defer(message, error)
         return DEFERRED, error
     except PermanentSendError as error:
+        if error.maybe_delivered:
+            _flag_possibly_duplicated(message)
         return _fail(message, error), None
     except (SenderConfigError, SecretDecryptionError) as error:
         return _fail(message, _config_error(message.user, error)), None
@@ -251,6 +270,19 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
     logger.info("message %s sent: %s", message.pk, reply)
     message_state_changed.send(OutgoingMessage, message=message, state=MessageState.SENT)
     return MessageState.SENT, None
+
+
+def _flag_possibly_duplicated(message: OutgoingMessage) -> None:
+    """Mark the message "possibly sent twice", with its Event, as the sweep does."""
+    with transaction.atomic():
+        OutgoingMessage.objects.filter(pk=message.pk).update(possibly_duplicated=True)
+        Event.objects.create(
+            user=message.user,
+            message=message,
+            kind=EventKind.SEND_DUPLICATE_RISK,
+            explanation="possibly_duplicated",
+            params={},
+        )
 
 
 def _config_error(user: User, error: Exception) -> PermanentSendError:
