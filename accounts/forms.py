@@ -1,8 +1,24 @@
 """The user card form (S2.2); the mail sender part is smtp_settings.forms.SenderProfileForm."""
 
-from django import forms
+from email.policy import default as email_policy
 
-from .models import User
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .models import User, no_control_chars
+
+
+def no_control_chars_decoded(value: str) -> None:
+    """`no_control_chars` on the text a header shows: the email package decodes RFC 2047
+    encoded words when a header is set, so "=?utf-8?q?Anna=0D=0ABcc=3A_x?=" is a line break
+    (and an injected Bcc) once it is in From."""
+    if "=?" not in value:
+        return
+    try:
+        decoded = str(email_policy.header_factory("X-Check", value))
+    except Exception:  # whatever the email package cannot read is not sent either
+        raise ValidationError(no_control_chars.message, code="invalid") from None
+    no_control_chars(decoded)
 
 
 class CardForm(forms.ModelForm):
@@ -10,6 +26,11 @@ class CardForm(forms.ModelForm):
         model = User
         fields = ["name", "office_phone", "phone", "email", "bcc", "reply_to", "signature"]
         widgets = {"signature": forms.Textarea(attrs={"rows": 4})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ["name", "email", "bcc", "reply_to"]:  # the fields that reach headers
+            self.fields[name].validators.append(no_control_chars_decoded)
 
     def clean_email(self) -> str:
         return self.cleaned_data["email"].strip()

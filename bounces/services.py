@@ -51,8 +51,8 @@ def bounce_ingest(
     limit = settings.BOUNCE_MAX_BYTES
     mail = InboundMail(
         source=source[:20],
-        envelope_sender=envelope_sender[:998],
-        envelope_recipients=[r[:998] for r in envelope_recipients][:100],
+        envelope_sender=_clean(envelope_sender)[:998],
+        envelope_recipients=[_clean(r)[:998] for r in envelope_recipients][:100],
         raw=raw[:limit],
         truncated=len(raw) > limit,
     )
@@ -79,7 +79,8 @@ def bounce_ingest(
 def _record(mail: InboundMail, report: BounceReport) -> None:
     mail.report_id = _report_id(mail.raw)
     if report.error and report.kind == "unknown":
-        mail.state, mail.reason, mail.error = IntakeState.UNREADABLE, "parse_error", report.error
+        mail.state, mail.reason = IntakeState.UNREADABLE, "parse_error"
+        mail.error = _clean(report.error)
         mail.save()
         return
     message, reason = _find_message(report)
@@ -170,8 +171,8 @@ def _their_recipients(message: OutgoingMessage, report: BounceReport) -> list[Bo
 def _event(message: OutgoingMessage, recipient: BounceRecipient) -> None:
     params = {
         "address": recipient.address,
-        "status": recipient.status,
-        "remote_mta": recipient.remote_mta[:200],
+        "status": _clean(recipient.status),
+        "remote_mta": _clean(recipient.remote_mta)[:200],
     }
     if recipient.permanent:
         kind, key = EventKind.BOUNCED, _explanation(recipient)
@@ -203,12 +204,22 @@ def _report_id(raw: bytes) -> str:
     """The bounce's own Message-ID, from its headers only."""
     head = bytes(raw).split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     match = re.search(rb"^Message-ID:[ \t]*(<[^<>\s]{1,900}>)", head, re.IGNORECASE | re.MULTILINE)
-    return match[1].decode("ascii", "replace") if match else ""
+    return _clean(match[1].decode("ascii", "replace")) if match else ""
 
 
 def _report_json(report: BounceReport) -> dict:
-    data = dataclasses.asdict(report)
-    return {k: _clean(v) if isinstance(v, str) else v for k, v in data.items()}
+    return _clean_json(dataclasses.asdict(report))
+
+
+def _clean_json(value):
+    """`_clean` on every string, however deep (the recipients' fields too)."""
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, dict):
+        return {key: _clean_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(item) for item in value]
+    return value
 
 
 def _clean(text: str) -> str:

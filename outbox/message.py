@@ -16,6 +16,7 @@ from email.utils import format_datetime, make_msgid
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from smtp_settings.errors import PermanentSendError
 from smtp_settings.resolve import VERP_LOCAL_PART, SenderConfig
 
 from .models import OutgoingMessage
@@ -96,7 +97,20 @@ def build_message(message: OutgoingMessage, sender: SenderConfig) -> EmailMessag
                 subtype=subtype or "octet-stream",
                 filename=attachment.filename,
             )
+    _refuse_line_breaks(mime)
     return mime
+
+
+def _refuse_line_breaks(mime: EmailMessage) -> None:
+    """The email package decodes an RFC 2047 encoded word when a header is set, and writes a
+    decoded CR/LF back raw ("=?utf-8?q?=0D=0ABcc=3A_x?=" adds a Bcc header; CVE-2024-6923).
+    Such a message is never built: it fails at once, with an Event saying which header."""
+    for name, value in mime.items():
+        lines = mime.policy.fold_binary(name, value).rstrip(b"\r\n").split(b"\n")
+        if any(b"\r" in line for line in lines) or any(
+            line[:1] not in (b" ", b"\t") for line in lines[1:]
+        ):
+            raise PermanentSendError("", explanation="header_line_break", params={"header": name})
 
 
 def _with_text_signature(body: str, signature: str) -> str:

@@ -403,6 +403,16 @@ _ENTRIES = [
         transient=False,
     ),
     Explanation(
+        "header_line_break",
+        _("The message was not sent: its %(header)s header would contain a line break."),
+        _(
+            "A name, subject or address holds a hidden line break (an encoded one, such as "
+            "“=0D=0A”). Correct it on the card or where the message was written, then send "
+            "again."
+        ),
+        transient=False,
+    ),
+    Explanation(
         "no_recipient",
         _("The message was not sent: the customer has no e-mail address."),
         _("Enter the e-mail address on the customer's record, then send again."),

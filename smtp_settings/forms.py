@@ -13,6 +13,7 @@ from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
+from accounts.forms import no_control_chars_decoded
 from accounts.models import Company, User, no_control_chars, slug_validator
 
 from .models import RATE_LIMIT_MAX, Security, SenderMode, SenderProfile
@@ -243,7 +244,9 @@ class CompanyForm(forms.Form):
     """The company, whose short name makes the Directo-Reply-to From address (S7.2)."""
 
     company_name = forms.CharField(
-        label=_("Company name"), max_length=200, validators=[no_control_chars]
+        label=_("Company name"),
+        max_length=200,
+        validators=[no_control_chars, no_control_chars_decoded],
     )
     company_slug = forms.CharField(
         label=_("Company short name"),

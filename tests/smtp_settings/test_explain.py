@@ -47,6 +47,7 @@ SAMPLE_PARAMS = {
     "login": "anna@example.test",
     "ips": ["192.0.2.10", "192.0.2.11"],
     "address": "10.0.0.5",
+    "header": "From",
     "message": "The mail sender is SMTP but no server is set.",
     "error": "invalid_grant: AADSTS50173: The provided grant has expired.",
 }
