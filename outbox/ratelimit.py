@@ -59,11 +59,26 @@ def reserve(key: str, limit: int) -> float:
 def wait_for_turn(sender: SenderConfig) -> None:
     """Block until the sender may send one more mail (at most a window or a pause at a time)."""
     limit = limit_for(sender)
-    if not limit:
-        return
     key = sender_key(sender)
+    if not limit:  # no window to keep, but a "slow down" pause holds for every sender
+        if sender.transport == TransportKind.RELAY:
+            return
+        while (delay := _paused_for(key)) > 0:
+            time.sleep(min(delay, 5.0))
+        return
     while (delay := reserve(key, limit)) > 0:
         time.sleep(min(delay, 5.0))
+
+
+def _paused_for(key: str) -> float:
+    """Seconds left of the sender's pause, 0 when there is none (one indexed read)."""
+    now = timezone.now()
+    until = (
+        SendingWindow.objects.filter(key=key, paused_until__gt=now)
+        .values_list("paused_until", flat=True)
+        .first()
+    )
+    return (until - now).total_seconds() if until else 0.0
 
 
 def pause(sender: SenderConfig, seconds: float) -> None:

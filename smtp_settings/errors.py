@@ -13,6 +13,9 @@ class SendError(Exception):
     """Delivery failed. `reply` is the server's raw answer (never holds a secret)."""
 
     transient = False
+    # The whole message had gone to the server when the connection failed, before its reply:
+    # the server may have taken it, so sending it again may deliver it twice.
+    maybe_delivered = False
 
     def __init__(self, reply: str, *, explanation: str, params: dict | None = None) -> None:
         super().__init__(reply)

@@ -73,10 +73,17 @@ class _SMTP(smtplib.SMTP):
     """smtplib.SMTP over a socket this module opened (resolved, checked, maybe TLS-wrapped)."""
 
     premade_socket: socket.socket | None = None
+    body_sent = False  # the message's last line (".") went out; its reply is awaited
 
     def _get_socket(self, host, port, timeout):
         sock, self.premade_socket = self.premade_socket, None
         return sock
+
+    def send(self, s) -> None:
+        super().send(s)
+        # smtplib.data() sends the whole body in one call, ending with the lone ".".
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.body_sent = True
 
 
 def _tls_detail(sock: ssl.SSLSocket) -> str:
@@ -199,14 +206,18 @@ class SmtpTransport(Transport):
     def send(self, mime: EmailMessage, envelope: Envelope) -> str:
         if self.smtp is None:  # never opened, or closed after a broken connection
             self.open()
+        self.smtp.body_sent = False
         try:
             return self._send(mime, envelope)
         except SendError:
             self._reset()
             raise
         except (OSError, smtplib.SMTPException) as error:
+            maybe_delivered = self.smtp is not None and self.smtp.body_sent
             self.close()  # the connection is in an unknown state
-            raise error_from_exception(error, stage=self.stage, params=self.params) from None
+            failure = error_from_exception(error, stage=self.stage, params=self.params)
+            failure.maybe_delivered = maybe_delivered  # e.g. a timeout waiting for "250"
+            raise failure from None
 
     def _send(self, mime: EmailMessage, envelope: Envelope) -> str:
         smtp = self.smtp

@@ -112,3 +112,14 @@ def test_a_login_only_user_keeps_under_the_global_servers_limit(settings):
     factories.profile(user, login="anna@acme.example", password="x", rate_limit=7)
 
     assert limit_for(sender_config_for(user=user)) == 90
+
+
+def test_a_slow_down_reply_pauses_a_sender_without_a_limit_too(piotr, smtp_servers, settings):
+    settings.SEND_RATE_LIMITS = {}
+    settings.SEND_RETRY_BASE_SECONDS = 0.5
+    smtp_servers.plain.script("MAIL", "421 4.7.0 Try again later, closing connection", times=1)
+
+    elapsed = _timed_batch(_mails(piotr, 3))
+
+    assert len(smtp_servers.plain.messages) == 2
+    assert elapsed >= 0.5  # the other two waited out the pause
