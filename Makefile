@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install var lint browser postfix messages check clean reliability
+.PHONY: run test install var lint browser postfix messages check clean reliability bench
 
 ## run: set everything up and start web, worker and the local mail catcher
 run: install var .env
@@ -47,6 +47,17 @@ browser:
 ## postfix: Debian's Postfix (unconfigured) for the bounce tests and bench/ (smtp-sink)
 postfix:
 	@scripts/ensure_postfix.sh
+
+## bench: the mass-mailing benchmark (bench/README.md), plain SMTP then StartTLS
+bench: install postfix
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python bench/bulk_send.py --n 2000
+	$(BIN)/python bench/bulk_send.py --n 2000 --tls
+
+## reliability: the reliability and security suite (issue 7); prints its table of figures,
+## also written to var/reliability/figures.md
+reliability: install var browser postfix
+	$(BIN)/pytest -m reliability tests/reliability
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,754 @@
+"""Mass-mailing benchmark (issue 5, item 8): `python bench/bulk_send.py --n 2000 [--tls]`.
+
+One run measures, against the same local sink on 127.0.0.1:
+  (a) the ceiling: smtplib (TCP_NODELAY) over one reused connection sending N copies of the
+      very mail the project sends (bytes of a sent invoice mail, PDF included);
+  (b) the project end to end: `manage.py bulk_send --user SMTP --unsent --wait` of N fresh
+      invoices, PDFs rendered on the way, through a Celery worker (--concurrency=2) to the sink;
+  (c) a peer on the same work: django-post-office queues N mails of the same content and PDF,
+      `send_queued_mail --processes 2` sends them.
+It prints mails/s of each, b/a, b/c, the worker's CPU per mail, the PDF cost per invoice and
+peak RSS as a markdown table (and --json). bench/README.md explains each column.
+
+Defaults are the embedded ones: a fresh SQLite file and the filesystem broker in a temp dir.
+--database-url postgres://… creates (and drops) a fresh database on that server for each of
+(b) and (c); --broker-url redis://… is purged first, so give it a database number nobody else
+uses (e.g. redis://127.0.0.1:6379/15). Every process started here (sink, Postfix, worker) is
+stopped at the end, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from email import message_from_bytes
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sinks import HOST, PostfixTlsSink, SmtpSink, ThrowawayCA
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BENCH_DIR = BASE_DIR / "bench"
+PYTHON = sys.executable
+CELERY = str(Path(sys.executable).with_name("celery"))
+CUSTOMERS = 100
+
+TARGETS = {"b/a": 0.5, "b/c": 2.0, "worker_cpu_ms": 2.0, "pdf_ms": 3.0}
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGTERM when the bench dies, even by SIGKILL."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------
+# Processes
+# ------------------------------------------------------------------------------
+class Stalled(Exception):
+    """The watched command made no progress for too long; it was killed."""
+
+
+def run_waited(
+    command: list[str], env: dict[str, str], watch=None, every: float = 2.0
+) -> tuple[str, float, int, float]:
+    """Run `command`; its stdout, wall seconds, peak RSS (kB) and CPU seconds (user+sys) from
+    wait4, so the numbers are the child's own. Raises on a non-zero exit. `watch()`, called
+    every `every` seconds while it runs, may return False: the command is killed (Stalled)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(  # noqa: S603 (our interpreter, our arguments)
+            command, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
+        next_check = time.monotonic() + every
+        try:
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                if watch is not None and time.monotonic() >= next_check:
+                    next_check += every
+                    if not watch():
+                        raise Stalled(" ".join(command[1:4]))
+                time.sleep(0.05)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])}… exited {process.returncode}:\n{stderr}")
+    return stdout, wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(  # noqa: S603
+        [PYTHON, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"manage.py {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
+def probe(env: dict[str, str], *args: str) -> dict:
+    stdout, *_ = run_waited([PYTHON, str(BENCH_DIR / "probe.py"), *args], env)
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+class Worker:
+    """`celery -A directo_mail worker --concurrency=N` (prefork, as scripts/run.sh starts it)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int) -> None:
+        self.env, self.log_path, self.concurrency = env, log_path, concurrency
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        command = [
+            CELERY,
+            "-A",
+            "directo_mail",
+            "worker",
+            f"--concurrency={self.concurrency}",
+            "--loglevel=INFO",
+            f"--hostname=bench-{uuid.uuid4().hex[:8]}@localhost",
+            # No talk with other workers that may share a Redis broker.
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603
+                command,
+                cwd=BASE_DIR,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # only prctl
+            )
+        deadline = time.monotonic() + timeout
+        while b" ready." not in self.log_path.read_bytes():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker was not ready in {timeout} s:\n{self.tail()}")
+            time.sleep(0.05)
+        # The prefork children start with the pool; wait until all are there.
+        while len(self.processes()) < self.concurrency + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def processes(self) -> list[psutil.Process]:
+        if self.process is None:
+            return []
+        try:
+            main = psutil.Process(self.process.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """User+system CPU of the main process and each prefork child, by pid."""
+        seconds = {}
+        for process in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                seconds[process.pid] = times.user + times.system
+        return seconds
+
+    def peak_rss_kb(self) -> dict[int, int]:
+        return {p.pid: vm_hwm_kb(p.pid) for p in self.processes()}
+
+    def log_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as stream:
+            stream.seek(offset)
+            return stream.read().decode(errors="replace")
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Cold shutdown (SIGQUIT to the main process: it stops its pool), SIGKILL to the
+        whole group after `grace` seconds. Only called when the job is over (or on Ctrl-C)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGQUIT)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _task_names(worker_log: str) -> dict[str, int]:
+    """How many of each task the worker received, from its log."""
+    names: dict[str, int] = {}
+    for line in worker_log.splitlines():
+        if "] received" in line and "Task " in line:
+            name = line.split("Task ", 1)[1].split("[", 1)[0]
+            names[name] = names.get(name, 0) + 1
+    return names
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """Peak resident set size (VmHWM) of a live process, in kB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class ProgressWatch:
+    """Reads the job's message counts straight from the database (read-only); `__call__` is
+    False once they have not changed for `timeout` seconds: a stalled job (see README)."""
+
+    def __init__(self, database_url: str, timeout: float) -> None:
+        self.url, self.timeout = database_url, timeout
+        self.last: dict[str, int] | None = None
+        self.since = time.monotonic()
+
+    def counts(self) -> dict[str, int]:
+        sql = "SELECT state, COUNT(*) FROM outbox_outgoingmessage GROUP BY state"
+        try:
+            if self.url.startswith("sqlite:///"):
+                import sqlite3
+
+                path = self.url.removeprefix("sqlite:///")
+                with contextlib.closing(
+                    sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+                ) as connection:
+                    return dict(connection.execute(sql).fetchall())
+            import psycopg
+
+            with psycopg.connect(self.url) as connection:
+                return dict(connection.execute(sql).fetchall())
+        except Exception:  # a busy database: no news this time
+            return self.last or {}
+
+    def __call__(self) -> bool:
+        counts = self.counts()
+        if counts != self.last:
+            self.last, self.since = counts, time.monotonic()
+        return time.monotonic() - self.since < self.timeout
+
+
+# ------------------------------------------------------------------------------
+# Databases and brokers
+# ------------------------------------------------------------------------------
+class Databases:
+    """Fresh databases: SQLite files in the temp dir, or new PostgreSQL databases (dropped)."""
+
+    def __init__(self, url: str | None, tmp: Path) -> None:
+        self.url, self.tmp = url, tmp
+        self.created: list[str] = []
+
+    def fresh(self, label: str) -> str:
+        if not self.url:
+            return f"sqlite:///{self.tmp / f'{label}.sqlite3'}"
+        parts = urlsplit(self.url)
+        if not parts.scheme.startswith("postgres"):
+            raise SystemExit("--database-url: only postgres:// URLs (SQLite is the default)")
+        name = f"directo_bench_{label}_{secrets.token_hex(4)}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return parts._replace(path=f"/{name}").geturl()
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(sql)
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            with contextlib.suppress(Exception):
+                self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.created = []
+
+
+# ------------------------------------------------------------------------------
+# (a) the ceiling
+# ------------------------------------------------------------------------------
+class _NoDelaySMTP(smtplib.SMTP):
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def ceiling(n: int, port: int, mail_dir: Path, ca: ThrowawayCA | None) -> dict:
+    """N copies of the project's mail over one smtplib connection (StartTLS when `ca`)."""
+    raw = (mail_dir / "message.eml").read_bytes()
+    parts = json.loads((mail_dir / "parts.json").read_text())
+    assert message_from_bytes(raw)["Message-ID"]  # noqa: S101 (a sanity check of the export)
+    cpu, wall = time.process_time(), time.perf_counter()
+    smtp = _NoDelaySMTP(HOST, port, timeout=30)
+    try:
+        smtp.ehlo()
+        if ca is not None:
+            smtp.starttls(context=ca.client_context())
+            smtp.ehlo()
+        for _ in range(n):
+            refused = smtp.sendmail(parts["mail_from"], parts["recipients"], raw)
+            if refused:
+                raise RuntimeError(f"the sink refused {refused}")
+    finally:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.quit()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"seconds": wall, "rate": n / wall, "cpu_ms_per_mail": 1000 * cpu / n}
+
+
+# ------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------
+def machine() -> dict:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def project_env(options, tmp: Path, port: int, database_url: str, ca) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "directo_mail.settings",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "DATABASE_URL": database_url,
+        "MEDIA_ROOT": str(tmp / "media"),
+        "MAIL_CATCHER_DIR": str(tmp / "mail"),
+        "EMAIL_URL": f"smtp://{HOST}:{port}",
+        "SMTP_ALLOW_PRIVATE_HOSTS": "true",
+        "SMTP_ALLOWED_PORTS": f"25,465,587,{port}",
+        # Only the providers' limits: no "smtp" key, so an own server is not paced at all.
+        "SEND_RATE_LIMITS": "microsoft365=30,smtp.gmail.com=60",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if options.broker_url:
+        env["CELERY_BROKER_URL"] = options.broker_url
+    else:
+        env["CELERY_BROKER_URL"] = "filesystem://"
+        env["CELERY_BROKER_DIR"] = str(tmp / "broker")
+    if options.batch_size:
+        env["BULK_BATCH_SIZE"] = str(options.batch_size)
+    if options.polling_interval is not None:
+        env["CELERY_BROKER_POLLING_INTERVAL"] = str(options.polling_interval)
+    if ca is not None:
+        env["SSL_CERT_FILE"] = str(ca.bundle_file)
+    return env
+
+
+def run(options) -> dict:
+    n = options.n
+    result: dict = {"n": n, "tls": options.tls, "machine": machine()}
+    tmp = Path(tempfile.mkdtemp(prefix="directo-bench-"))
+    tmp.chmod(0o755)
+    databases = Databases(options.database_url, tmp)
+    sink = worker = None
+    try:
+        ca = ThrowawayCA(tmp / "tls") if options.tls else None
+        sink = PostfixTlsSink(ca) if options.tls else SmtpSink()
+        sink.start()
+        result["sink"] = sink.name
+        log(f"sink: {sink.name} on {HOST}:{sink.port}")
+
+        # -- (b) the project ---------------------------------------------------------------
+        env = project_env(options, tmp, sink.port, databases.fresh("project"), ca)
+        result["database"] = "PostgreSQL" if options.database_url else "SQLite"
+        result["broker"] = "Redis" if options.broker_url else "filesystem"
+        manage(env, "migrate", "--noinput")
+        started = time.perf_counter()
+        manage(env, "seed_demo", "--customers", str(min(CUSTOMERS, n)), "--invoices", str(n))
+        log(f"seeded {n} invoices in {time.perf_counter() - started:.1f} s")
+        security = "starttls" if options.tls else "none"
+        manage(
+            env,
+            "sender",
+            "set",
+            "SMTP",
+            "--mode",
+            "smtp",
+            "--server",
+            f"{HOST}:{sink.port}",
+            "--security",
+            security,
+            "--login",
+            "",
+        )
+        if options.broker_url:
+            subprocess.run(  # noqa: S603
+                [CELERY, "-A", "directo_mail", "purge", "-f"],
+                cwd=BASE_DIR,
+                env=env,
+                capture_output=True,
+                check=True,
+            )
+        worker = Worker(env, tmp / "worker.log", options.concurrency)
+        worker.start()
+        log(f"worker ready (pids {[p.pid for p in worker.processes()]})")
+        cpu_before = worker.cpu_seconds()
+        log_offset = worker.log_path.stat().st_size
+        launched = time.time()
+        watch = ProgressWatch(env["DATABASE_URL"], options.stall_timeout)
+        try:
+            stdout, wall, command_rss, command_cpu = run_waited(
+                [
+                    PYTHON,
+                    "manage.py",
+                    "bulk_send",
+                    "--user",
+                    "SMTP",
+                    "--unsent",
+                    "--wait",
+                    "--json",
+                ],
+                env,
+                watch=watch,
+            )
+        except Stalled:
+            errors = sorted(
+                {
+                    line.split("] ", 1)[-1][:200]
+                    for line in worker.log_since(log_offset).splitlines()
+                    if "ERROR/" in line
+                }
+            )
+            rss = worker.peak_rss_kb()
+            result["b"] = {
+                "stalled": True,
+                "counts": watch.counts(),
+                "worker_errors": errors,
+                "worker_peak_rss_mb": max(rss.values(), default=0) / 1024,
+            }
+            log(
+                f"(b) STALLED: no progress for {options.stall_timeout:.0f} s; messages by "
+                f"state {watch.counts()}; worker errors: {errors}"
+            )
+            worker.stop()
+            worker = None
+        else:
+            cpu_after = worker.cpu_seconds()
+            worker_rss = worker.peak_rss_kb()
+            progress = json.loads(stdout.strip().splitlines()[-1])
+            stats = probe(env, "job-stats")
+            if progress["sent"] != n or stats["states"].get("sent") != n:
+                raise RuntimeError(f"not all mails were sent: {progress}\n{worker.tail()}")
+            worker_cpu = sum(cpu_after.get(pid, 0) - cpu_before.get(pid, 0) for pid in cpu_after)
+            tasks = _task_names(worker.log_since(log_offset))
+            end_to_end = stats["last_sent"] - launched
+            send_phase = stats["last_sent"] - stats["first_claim"]
+            result["b"] = {
+                "rate": n / end_to_end,
+                "seconds": end_to_end,
+                "send_phase_rate": n / send_phase,
+                "startup_seconds": stats["created"] - launched,
+                "enqueue_seconds": stats["first_claim"] - stats["created"],
+                "send_seconds": send_phase,
+                "command_wall_seconds": wall,
+                "worker_cpu_ms_per_mail": 1000 * worker_cpu / n,
+                "worker_cpu_by_process_s": {
+                    str(pid): round(cpu_after[pid] - cpu_before.get(pid, 0), 2) for pid in cpu_after
+                },
+                "command_cpu_ms_per_mail": 1000 * command_cpu / n,
+                "worker_peak_rss_mb": max(worker_rss.values()) / 1024,
+                "worker_peak_rss_by_process_mb": {
+                    str(pid): round(kb / 1024, 1) for pid, kb in worker_rss.items()
+                },
+                "command_peak_rss_mb": command_rss / 1024,
+                "invoices_with_pdf": stats["invoices_with_pdf"],
+                "job": stats,
+            }
+            log(
+                f"(b) project: {n} mails in {end_to_end:.2f} s end to end "
+                f"({n / end_to_end:.0f}/s; send phase {n / send_phase:.0f}/s)"
+            )
+            worker.stop()
+            worker = None
+        mail_dir = tmp / "mail-export"
+        parts = probe(env, "export-mail", str(mail_dir))
+        result["message_bytes"] = parts["message_bytes"]
+        result["pdf"] = pdf = probe(env, "pdf-cost")
+        log(f"PDF: {pdf['ms_per_invoice']:.2f} ms per invoice")
+        # Where were the PDFs rendered? In the worker when a job-preparing task ran there
+        # (invoices.tasks.prepare_job), else in the bulk_send command (invoices_send).
+        b = result["b"]
+        if not b.get("stalled"):
+            b["worker_tasks"] = tasks
+            b["pdf_in_worker"] = any(name != "outbox.tasks.send_batch" for name in tasks)
+            pdf_cpu = pdf["cpu_seconds"] / pdf["invoices"] * b["invoices_with_pdf"]
+            where = "worker" if b["pdf_in_worker"] else "command"
+            b[f"{where}_cpu_ms_per_mail_beyond_pdf"] = (
+                b[f"{where}_cpu_ms_per_mail"] - 1000 * pdf_cpu / n
+            )
+            other = "command" if b["pdf_in_worker"] else "worker"
+            b[f"{other}_cpu_ms_per_mail_beyond_pdf"] = b[f"{other}_cpu_ms_per_mail"]
+
+        # -- (a) the ceiling ---------------------------------------------------------------
+        result["a"] = ceiling(n, sink.port, mail_dir, ca)
+        log(f"(a) ceiling: {result['a']['rate']:.0f}/s")
+
+        # -- (c) the peer ------------------------------------------------------------------
+        if not options.skip_peer:
+            peer_env = {
+                **env,
+                "DJANGO_SETTINGS_MODULE": "bench.peer_settings",
+                "DATABASE_URL": databases.fresh("peer"),
+                "MEDIA_ROOT": str(tmp / "peer-media"),
+                "BENCH_SINK_PORT": str(sink.port),
+                "BENCH_SINK_TLS": "1" if options.tls else "0",
+                "PYTHONPATH": str(BASE_DIR),
+            }
+            stdout, _wall, peer_rss, _cpu = run_waited(
+                [
+                    PYTHON,
+                    str(BENCH_DIR / "peer.py"),
+                    "--n",
+                    str(n),
+                    "--mail",
+                    str(mail_dir),
+                    "--lockfile",
+                    str(tmp / "post_office"),
+                ],
+                peer_env,
+            )
+            peer = json.loads(stdout.strip().splitlines()[-1])
+            if peer["sent"] != n:
+                raise RuntimeError(f"post_office sent {peer['sent']} of {n}")
+            total = peer["queue_seconds"] + peer["send_seconds"]
+            peer.update(
+                rate=n / total,
+                seconds=total,
+                send_phase_rate=n / peer["send_seconds"],
+                cpu_ms_per_mail=1000 * peer["send_cpu_seconds"] / n,
+                peak_rss_mb=max(peer_rss, peer["peak_rss_children_kb"]) / 1024,
+            )
+            result["c"] = peer
+            log(
+                f"(c) post_office: {n / total:.0f}/s "
+                f"(send_queued_mail {peer['send_phase_rate']:.0f}/s)"
+            )
+    finally:
+        if worker is not None:
+            worker.stop()
+        if sink is not None:
+            sink.stop()
+        databases.drop_all()
+        if options.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+# ------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------
+def _ratio(x: float | None, y: float | None) -> float | None:
+    return x / y if x and y else None
+
+
+def _f(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _check(value: float | None, target: float, *, at_most: bool = False) -> str:
+    if value is None:
+        return "not measured"
+    ok = value <= target if at_most else value >= target
+    return "met" if ok else "NOT met"
+
+
+def report(result: dict) -> str:
+    if result["b"].get("stalled"):
+        return _report_stalled(result)
+    a, b, c = result["a"], result["b"], result.get("c")
+    m = result["machine"]
+    b_a = _ratio(b["rate"], a["rate"])
+    b_c = _ratio(b["rate"], c["rate"]) if c else None
+    rss = f"{b['worker_peak_rss_mb']:.0f} / {b['command_peak_rss_mb']:.0f}"
+    smtp = "StartTLS" if result["tls"] else "plain"
+    machine_text = f"{m['nproc']}× {m['cpu']}, Python {m['python']}"
+    header = (
+        "| date | N | SMTP | a: smtplib ceiling, mails/s | b: directo_mail, mails/s "
+        "| c: post_office, mails/s | b/a | b/c | worker CPU ms/mail beyond PDF (total) "
+        "| PDF ms/invoice "
+        "| peak RSS MB (worker / bulk_send) | machine |"
+    )
+    row = (
+        f"| {m['date']} | {result['n']:,} | {smtp} | {_f(a['rate'])} | {_f(b['rate'])} "
+        f"| {_f(c['rate']) if c else '–'} | {_f(b_a, 2)} | {_f(b_c, 2)} "
+        f"| {b['worker_cpu_ms_per_mail_beyond_pdf']:.2f} ({b['worker_cpu_ms_per_mail']:.2f}) "
+        f"| {result['pdf']['ms_per_invoice']:.2f} "
+        f"| {rss} | {machine_text} |"
+    )
+    lines = [header, "|" + " --- |" * 12, row, ""]
+    lines.append(
+        f"- sink: {result['sink']}; database {result['database']}, "
+        f"broker {result['broker']}; one mail {result['message_bytes']:,} bytes "
+        f"(one-page PDF of {result['pdf']['mean_pdf_bytes']:,.0f} bytes); "
+        f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}"
+    )
+    send_vs_a = _f(_ratio(b["send_phase_rate"], a["rate"]), 2)
+    lines.append(
+        f"- b phases: command start {b['startup_seconds']:.2f} s, job created → first mail "
+        f"claimed {b['enqueue_seconds']:.2f} s, first claim → last mail accepted "
+        f"{b['send_seconds']:.2f} s ({b['send_phase_rate']:,.0f} mails/s, {send_vs_a} of a)"
+    )
+    where = (
+        "in the worker (invoices.tasks.prepare_job)"
+        if b["pdf_in_worker"]
+        else "in the bulk_send command (invoices_send)"
+    )
+    pdf = result["pdf"]
+    lines.append(
+        f"- PDFs are rendered {where}: {pdf['cpu_ms_per_invoice']:.2f} ms CPU, "
+        f"{pdf['ms_per_invoice']:.2f} ms wall per invoice (all N rendered again, timed "
+        f"alone); kept: {b['invoices_with_pdf']:,} of {result['n']:,} invoices have their PDF "
+        f"stored. Worker CPU {b['worker_cpu_ms_per_mail']:.2f} ms/mail in all, "
+        f"{b['worker_cpu_ms_per_mail_beyond_pdf']:.2f} beyond PDFs; bulk_send command "
+        f"{b['command_cpu_ms_per_mail']:.2f} ms/mail in all, "
+        f"{b['command_cpu_ms_per_mail_beyond_pdf']:.2f} beyond PDFs; worker tasks: "
+        + ", ".join(f"{name} ×{count}" for name, count in b["worker_tasks"].items())
+    )
+    if c:
+        lines.append(
+            f"- c phases: mail.send ×N in one transaction {c['queue_seconds']:.2f} s, "
+            f"send_queued_mail --processes 2 {c['send_seconds']:.2f} s "
+            f"({c['send_phase_rate']:,.0f} mails/s, {c['cpu_ms_per_mail']:.2f} ms CPU/mail); "
+            f"peak RSS {c['peak_rss_mb']:.0f} MB; b send phase / c send phase "
+            f"{_f(_ratio(b['send_phase_rate'], c['send_phase_rate']), 2)}"
+        )
+    lines.append(f"- a: smtplib client CPU {a['cpu_ms_per_mail']:.2f} ms/mail")
+    lines.append(
+        f"- targets: b/a ≥ 0.5 {_check(b_a, TARGETS['b/a'])}; "
+        f"b/c ≥ 2 {_check(b_c, TARGETS['b/c'])}; "
+        f"worker CPU beyond PDF ≤ 2 ms/mail "
+        f"{_check(b['worker_cpu_ms_per_mail_beyond_pdf'], 2.0, at_most=True)}; "
+        f"PDF ≤ 3 ms {_check(result['pdf']['ms_per_invoice'], 3.0, at_most=True)}; "
+        "RSS ±10 % from 2,000 to 20,000: compare the RSS column of two runs"
+    )
+    return "\n".join(lines)
+
+
+def _report_stalled(result: dict) -> str:
+    a, b, c = result["a"], result["b"], result.get("c")
+    smtp = "StartTLS" if result["tls"] else "plain"
+    lines = [
+        f"(b) STALLED on {result['n']:,} invoices, {smtp}: no message changed state for the "
+        f"stall timeout; messages by state {b['counts']}.",
+        "Worker errors:",
+        *(f"    {error}" for error in b["worker_errors"]),
+        f"(a) smtplib ceiling {a['rate']:,.0f} mails/s; "
+        + (f"(c) post_office {c['rate']:,.0f} mails/s; " if c else "")
+        + f"PDF {result['pdf']['ms_per_invoice']:.2f} ms/invoice; worker peak RSS "
+        f"{b['worker_peak_rss_mb']:.0f} MB; sink: {result['sink']}.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Mass-mailing benchmark: smtplib ceiling, directo_mail, django-post-office."
+    )
+    parser.add_argument("--n", type=int, default=2000, help="mails (invoices) per measurement")
+    parser.add_argument("--tls", action="store_true", help="StartTLS (a private Postfix sink)")
+    parser.add_argument("--database-url", help="postgres://… server for fresh databases")
+    parser.add_argument("--broker-url", help="redis://…/DB (purged: use a database of its own)")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--batch-size", type=int, help="BULK_BATCH_SIZE (default: settings)")
+    parser.add_argument(
+        "--polling-interval",
+        type=float,
+        help="CELERY_BROKER_POLLING_INTERVAL for the filesystem broker (default: settings)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120.0,
+        help="give (b) up when no message changes state for this many seconds",
+    )
+    parser.add_argument("--skip-peer", action="store_true", help="skip (c) django-post-office")
+    parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, DB)")
+    options = parser.parse_args()
+    if options.n < 1:
+        parser.error("--n must be positive")
+
+    def _terminate(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        result = run(options)
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped")
+        sys.exit(130)
+    if options.json:
+        print(json.dumps(result, indent=2, default=str))
+    print(report(result))
+    if result["b"].get("stalled"):
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

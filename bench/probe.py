@@ -1,0 +1,131 @@
+"""Helpers the benchmark runs inside the project (Django set up with directo_mail.settings).
+
+    python bench/probe.py pdf-cost            # JSON: time to render every invoice's PDF
+    python bench/probe.py job-stats           # JSON: the last bulk job's counts and timestamps
+    python bench/probe.py export-mail DIR     # one sent invoice mail, as the worker built it
+
+The environment (DATABASE_URL, MEDIA_ROOT, …) is the one bench/bulk_send.py gives the worker.
+Each command prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _setup() -> None:
+    sys.path.insert(0, str(BASE_DIR))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "directo_mail.settings")
+    import django
+
+    django.setup()
+
+
+def pdf_cost() -> dict:
+    """Render every invoice's PDF again (not stored) the way invoices_send gets it: the invoice
+    with its customer, its lines read by the renderer. Fonts are loaded before the clock."""
+    from invoices.models import Invoice
+    from invoices.pdf import render_invoice_pdf
+    from smtp_settings.selectors import company_get
+
+    company = company_get()
+    seller = company.name if company else ""
+    invoices = list(Invoice.objects.select_related("customer").order_by("pk"))
+    render_invoice_pdf(invoices[0], seller=seller)  # font registration, template warm-up
+    sizes = 0
+    cpu, wall = time.process_time(), time.perf_counter()
+    for invoice in invoices:
+        sizes += len(render_invoice_pdf(invoice, seller=seller))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "invoices": len(invoices),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "ms_per_invoice": 1000 * wall / len(invoices),
+        "cpu_ms_per_invoice": 1000 * cpu / len(invoices),
+        "mean_pdf_bytes": sizes / len(invoices),
+    }
+
+
+def job_stats() -> dict:
+    """The last bulk job: message counts by state, and when it was created, first claimed,
+    last sent; how many invoices have their PDF kept."""
+    from django.db.models import Count, Max, Min
+
+    from invoices.models import Invoice
+    from outbox.models import Attachment, BulkJob
+
+    job = BulkJob.objects.order_by("-pk").first()
+    states = dict(job.messages.values_list("state").annotate(n=Count("pk")))
+    times = job.messages.aggregate(
+        first_claim=Min("claimed_at"), last_sent=Max("sent_at"), first_sent=Min("sent_at")
+    )
+    return {
+        "job": job.pk,
+        "state": job.state,
+        "total": job.total,
+        "states": states,
+        "created": job.created_at.timestamp(),
+        "first_claim": times["first_claim"].timestamp() if times["first_claim"] else None,
+        "first_sent": times["first_sent"].timestamp() if times["first_sent"] else None,
+        "last_sent": times["last_sent"].timestamp() if times["last_sent"] else None,
+        "invoices": Invoice.objects.count(),
+        "invoices_with_pdf": Invoice.objects.exclude(pdf="").count(),
+        "attachments": Attachment.objects.filter(message__job=job).count(),
+    }
+
+
+def export_mail(directory: str) -> dict:
+    """The first sent message of the last job as bytes (build_message, SMTP policy) and its
+    parts for the peer: same From, To, subject, bodies and PDF."""
+    from email import policy
+
+    from outbox.message import build_message, envelope_for
+    from outbox.models import BulkJob, MessageState
+    from smtp_settings.resolve import SenderConfig
+
+    job = BulkJob.objects.order_by("-pk").first()
+    message = job.messages.filter(state=MessageState.SENT).order_by("pk").first()
+    sender = SenderConfig.from_snapshot(message.sender)
+    mime = build_message(message, sender)
+    envelope = envelope_for(message, sender)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = mime.as_bytes(policy=policy.SMTP)
+    (out / "message.eml").write_bytes(raw)
+    attachment = message.attachments.first()
+    with attachment.file.open("rb") as stream:
+        (out / "attachment.pdf").write_bytes(stream.read())
+    parts = {
+        "mail_from": envelope.mail_from,
+        "recipients": list(envelope.recipients),
+        "from": str(mime["From"]),
+        "to": list(message.to),
+        "subject": message.subject,
+        "body_text": mime.get_body(("plain",)).get_content(),
+        "body_html": mime.get_body(("html",)).get_content() if message.body_html else "",
+        "attachment_name": attachment.filename,
+        "attachment_type": attachment.content_type,
+        "message_bytes": len(raw),
+    }
+    (out / "parts.json").write_text(json.dumps(parts))
+    return parts
+
+
+def main() -> None:
+    _setup()
+    command, *args = sys.argv[1:]
+    result = {"pdf-cost": pdf_cost, "job-stats": job_stats, "export-mail": export_mail}[command](
+        *args
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
