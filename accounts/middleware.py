@@ -1,6 +1,8 @@
-"""Activates the language stored on the user card, after LocaleMiddleware's guess."""
+"""Request guards: the user card's language, and no NUL character in an address."""
 
+from django.http import HttpResponseBadRequest
 from django.utils import translation
+from django.utils.translation import gettext as _
 
 
 class UserLanguageMiddleware:
@@ -12,4 +14,27 @@ class UserLanguageMiddleware:
         if user is not None and user.is_authenticated and user.language:
             translation.activate(user.language)
             request.LANGUAGE_CODE = user.language
+        return self.get_response(request)
+
+
+class NullCharacterMiddleware:
+    """A NUL in the path or the query string is refused with 400 and a plain explanation.
+
+    Forms refuse it themselves (Django's CharField); this covers the path and query values
+    that views pass to the database directly (filters, user codes), where PostgreSQL would
+    raise "text fields cannot contain NUL" as a server error.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        query = request.GET
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in value for value in query.getlist(key)) for key in query
+        ):
+            return HttpResponseBadRequest(
+                _("The address contains a null character. Remove it and try again."),
+                content_type="text/plain; charset=utf-8",
+            )
         return self.get_response(request)

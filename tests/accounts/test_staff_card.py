@@ -65,3 +65,17 @@ def test_password_posts_are_hidden_from_error_reports(client, url, field, staff)
     client.force_login(factories.user(is_staff=staff))
     response = client.post(url, {field: "x"})
     assert list(response.wsgi_request.sensitive_post_parameters) == [field]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/accounts/card/AN%00NA/", "/invoices/?customer=a%00b", "/events/?user=%00", "/?x%00=1"],
+)
+def test_a_null_character_in_the_address_is_a_clear_400(client, url):
+    """PostgreSQL refuses NUL in a query: it must never get that far (a 500)."""
+    client.force_login(factories.user("ADMIN", is_staff=True))
+
+    response = client.get(url)
+
+    assert response.status_code == 400
+    assert "null character" in response.content.decode()

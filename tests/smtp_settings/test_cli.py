@@ -401,3 +401,9 @@ def test_command_line_exit_codes_and_no_password_echoed(tmp_path: Path):
     assert other_password not in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stderr
     assert stored() == [row]
+
+
+def test_a_user_code_with_a_nul_is_just_unknown():
+    """PostgreSQL refuses NUL in a query: the command says "no such user" instead."""
+    with pytest.raises(CommandError, match="There is no user with the code"):
+        call_command("sender", "show", "AN\x00NA", stdout=io.StringIO())

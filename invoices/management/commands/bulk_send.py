@@ -34,6 +34,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
+            if "\x00" in options["user"]:  # no code has one; PostgreSQL refuses it in a query
+                raise User.DoesNotExist
             user = User.objects.get(code=options["user"])
         except User.DoesNotExist:
             raise CommandError(

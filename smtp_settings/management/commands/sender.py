@@ -223,6 +223,8 @@ class Command(BaseCommand):
 
 def _user(code: str) -> User:
     try:
+        if "\x00" in code:  # no code has one, and PostgreSQL refuses it in a query
+            raise User.DoesNotExist
         return User.objects.get(code=code)
     except User.DoesNotExist:
         raise CommandError(
