@@ -57,17 +57,29 @@ def reserve(key: str, limit: int) -> float:
 
 
 def wait_for_turn(sender: SenderConfig) -> None:
-    """Block until the sender may send one more mail (at most a window or a pause at a time)."""
-    limit = limit_for(sender)
+    """Block until the sender may send one more mail (at most a window or a pause at a time).
+
+    A sender without a limit only honours a "slow down" pause; that is read at most once a
+    PAUSE_CHECK_SECONDS per sender and process, not for each of a bulk job's mails (a pause
+    this process sets itself is seen at once).
+    """
+    if sender.transport == TransportKind.RELAY:
+        return  # the platform's own MTA or ESP paces itself
     key = sender_key(sender)
-    if not limit:  # no window to keep, but a "slow down" pause holds for every sender
-        if sender.transport == TransportKind.RELAY:
-            return
-        while (delay := _paused_for(key)) > 0:
+    if limit := limit_for(sender):
+        while (delay := reserve(key, limit)) > 0:
             time.sleep(min(delay, 5.0))
         return
-    while (delay := reserve(key, limit)) > 0:
+    now = time.monotonic()
+    if now - _pause_checked.get(key, -PAUSE_CHECK_SECONDS) < PAUSE_CHECK_SECONDS:
+        return
+    _pause_checked[key] = now
+    while (delay := _paused_for(key)) > 0:
         time.sleep(min(delay, 5.0))
+
+
+PAUSE_CHECK_SECONDS = 1.0
+_pause_checked: dict[str, float] = {}  # sender key -> monotonic time of the last read
 
 
 def _paused_for(key: str) -> float:
@@ -84,6 +96,7 @@ def _paused_for(key: str) -> float:
 def pause(sender: SenderConfig, seconds: float) -> None:
     """The server asked to slow down: nothing goes to this sender for `seconds`."""
     until = timezone.now() + timedelta(seconds=seconds)
+    _pause_checked.pop(sender_key(sender), None)  # the next mail reads it
     SendingWindow.objects.update_or_create(
         key=sender_key(sender), defaults={"paused_until": until, "window_start": timezone.now()}
     )

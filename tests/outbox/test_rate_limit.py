@@ -123,3 +123,24 @@ def test_a_slow_down_reply_pauses_a_sender_without_a_limit_too(piotr, smtp_serve
 
     assert len(smtp_servers.plain.messages) == 2
     assert elapsed >= 0.5  # the other two waited out the pause
+
+
+def test_a_sender_without_a_limit_reads_its_pause_once_a_second_not_per_mail(
+    piotr, smtp_servers, settings
+):
+    """The hot path of a bulk job: no query per mail for a pause that is almost never set."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from outbox import ratelimit
+
+    settings.SEND_RATE_LIMITS = {}
+    ids = _mails(piotr, 12)
+    ratelimit._pause_checked.clear()
+
+    with CaptureQueriesContext(connection) as queries:
+        outbox_send_batch(message_ids=ids)
+
+    assert len(smtp_servers.plain.messages) == 12
+    reads = [q for q in queries.captured_queries if "sendingwindow" in q["sql"].lower()]
+    assert 1 <= len(reads) <= 2  # one read, a second one only if the batch took over 1 s
