@@ -88,24 +88,18 @@ def outbox_enqueue(
         raise ValidationError({"to": _("Give at least one recipient.")})
     if any(c in text for c in "\r\n" for text in (subject, _header_text(subject))):
         raise ValidationError({"subject": _("The subject may not contain line breaks.")})
-    message = OutgoingMessage.objects.create(
+    message = _new_message(
         user=user,
-        sender=sender.to_snapshot(),
+        sender=sender,
+        related=related,
+        job=job,
         to=recipients,
         cc=_clean_addresses(cc, "cc"),
         bcc=_clean_addresses(bcc, "bcc"),
         subject=subject,
         body_text=body_text,
         body_html=body_html,
-        message_id=new_message_id(sender.from_email.rpartition("@")[2]),
-        envelope_from=sender.envelope_sender,
-        related_type=ContentType.objects.get_for_model(related) if related is not None else None,
-        related_id=str(related.pk) if related is not None else "",
-        job=job,
     )
-    if sender.verp:  # the VERP address names the message: it needs the row's id first
-        message.envelope_from = verp_address(message.pk, settings.EVENT_MAIL_DOMAIN)
-        message.save(update_fields=["envelope_from"])
     for filename, content, content_type in attachments:
         attachment = Attachment(message=message, filename=filename, content_type=content_type)
         attachment.file.save(filename, ContentFile(content), save=True)
@@ -134,26 +128,37 @@ def outbox_record_unsendable(
     its counts stay whole."""
     sender = sender or sender_config_for(user=user)
     shown = ", ".join(addresses)[:200]
-    message = OutgoingMessage.objects.create(
+    message = _new_message(
         user=user,
-        sender=sender.to_snapshot(),
+        sender=sender,
+        related=related,
+        job=job,
         to=[],
         subject=subject.replace("\r", " ").replace("\n", " ")[:998],
         body_text="",
+    )
+    explanation = explanation or ("bad_recipient" if shown else "no_recipient")
+    _fail(message, PermanentSendError("", explanation=explanation, params={"address": shown}))
+    return message
+
+
+def _new_message(
+    *, user: User, sender: SenderConfig, related: models.Model | None, job: BulkJob | None, **fields
+) -> OutgoingMessage:
+    """The row of a message: its sender snapshot, Message-ID, envelope and what it is about."""
+    message = OutgoingMessage.objects.create(
+        user=user,
+        sender=sender.to_snapshot(),
         message_id=new_message_id(sender.from_email.rpartition("@")[2]),
         envelope_from=sender.envelope_sender,
         related_type=ContentType.objects.get_for_model(related) if related is not None else None,
         related_id=str(related.pk) if related is not None else "",
         job=job,
-        state=MessageState.QUEUED,
+        **fields,
     )
-    if explanation:
-        error = PermanentSendError("", explanation=explanation, params={"address": shown})
-    elif shown:
-        error = PermanentSendError("", explanation="bad_recipient", params={"address": shown})
-    else:
-        error = PermanentSendError("", explanation="no_recipient")
-    _fail(message, error)
+    if sender.verp:  # the VERP address names the message: it needs the row's id first
+        message.envelope_from = verp_address(message.pk, settings.EVENT_MAIL_DOMAIN)
+        message.save(update_fields=["envelope_from"])
     return message
 
 
@@ -276,13 +281,17 @@ def _flag_possibly_duplicated(message: OutgoingMessage) -> None:
     """Mark the message "possibly sent twice", with its Event, as the sweep does."""
     with transaction.atomic():
         OutgoingMessage.objects.filter(pk=message.pk).update(possibly_duplicated=True)
-        Event.objects.create(
-            user=message.user,
-            message=message,
-            kind=EventKind.SEND_DUPLICATE_RISK,
-            explanation="possibly_duplicated",
-            params={},
-        )
+        _duplicate_risk_event(message)
+
+
+def _duplicate_risk_event(message: OutgoingMessage) -> None:
+    Event.objects.create(
+        user=message.user,
+        message=message,
+        kind=EventKind.SEND_DUPLICATE_RISK,
+        explanation="possibly_duplicated",
+        params={},
+    )
 
 
 def _config_error(user: User, error: Exception) -> PermanentSendError:
@@ -363,13 +372,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
                 state=MessageState.QUEUED, possibly_duplicated=True, updated_at=timezone.now()
             ):
                 continue
-            Event.objects.create(
-                user=message.user,
-                message=message,
-                kind=EventKind.SEND_DUPLICATE_RISK,
-                explanation="possibly_duplicated",
-                params={},
-            )
+            _duplicate_risk_event(message)
         returned.append(message.pk)
     lost = returned + list(
         OutgoingMessage.objects.filter(state=MessageState.QUEUED, updated_at__lte=limit)
