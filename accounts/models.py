@@ -56,6 +56,13 @@ class UserManager(BaseUserManager["User"]):
         fields.setdefault("is_superuser", True)
         return self.create_user(code, password, **fields)
 
+    def get_by_natural_key(self, code: str) -> User:
+        """The user with this code (login, commands). No code holds a NUL, and PostgreSQL
+        refuses one in a query: such a code is simply unknown."""
+        if "\x00" in code:
+            raise self.model.DoesNotExist
+        return super().get_by_natural_key(code)
+
 
 class User(AbstractBaseUser, PermissionsMixin):
     """The user card ("Ustawienia własne → Użytkownik")."""

@@ -64,3 +64,11 @@ def test_refusals_change_nothing(args, message):
 
     assert not BulkJob.objects.exists()
     assert set(Invoice.objects.values_list("send_state", flat=True)) == {SendState.UNSENT}
+
+
+def test_a_user_code_with_a_nul_is_just_unknown(db):
+    """PostgreSQL refuses NUL in a query: the command says "no such user" instead."""
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="There is no user with the code"):
+        call_command("bulk_send", "--user", "AN\x00NA", "--unsent")

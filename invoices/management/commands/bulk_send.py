@@ -34,9 +34,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            if "\x00" in options["user"]:  # no code has one; PostgreSQL refuses it in a query
-                raise User.DoesNotExist
-            user = User.objects.get(code=options["user"])
+            user = User.objects.get_by_natural_key(options["user"])
         except User.DoesNotExist:
             raise CommandError(
                 _("There is no user with the code “%(code)s”.") % {"code": options["user"]}

@@ -223,9 +223,7 @@ class Command(BaseCommand):
 
 def _user(code: str) -> User:
     try:
-        if "\x00" in code:  # no code has one, and PostgreSQL refuses it in a query
-            raise User.DoesNotExist
-        return User.objects.get(code=code)
+        return User.objects.get_by_natural_key(code)
     except User.DoesNotExist:
         raise CommandError(
             _("There is no user with the code “%(code)s”.") % {"code": code}
