@@ -110,6 +110,7 @@ class BounceReport:
     # outbox.message.verp_message_pk accepts (it checks the local part, domain and signature).
     verp_candidates: tuple[str, ...] = ()
     subject: str = ""
+    report_id: str = ""  # the report's own Message-ID: the same report twice is one report
     error: str = ""  # why the message could not be read; kind is then "unknown"
 
     @property
@@ -161,6 +162,7 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str]) -> BounceReport:
         original_message_id=_original_message_id(message),
         verp_candidates=_addresses([*envelope_recipients, *_delivery_addresses(message)]),
         subject=subject,
+        report_id=_message_id(_header(message, "Message-ID")),
     )
 
 

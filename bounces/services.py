@@ -77,7 +77,7 @@ def bounce_ingest(
 
 
 def _record(mail: InboundMail, report: BounceReport) -> None:
-    mail.report_id = _report_id(mail.raw)
+    mail.report_id = _clean(report.report_id)[:998]
     if report.error and report.kind == "unknown":
         mail.state, mail.reason = IntakeState.UNREADABLE, "parse_error"
         mail.error = _clean(report.error)
@@ -94,12 +94,12 @@ def _record(mail: InboundMail, report: BounceReport) -> None:
         mail.state, mail.reason = state, reason
         mail.save()
         return
-    refused = _refusal(mail, message, report)
+    recipients = _their_recipients(message, report)
+    refused = _refusal(mail, message, recipients)
     if refused:
         mail.state, mail.reason = IntakeState.REFUSED, refused
         mail.save()
         return
-    recipients = _their_recipients(message, report)
     permanent = [r for r in recipients if r.permanent]
     mail.state = IntakeState.BOUNCED if permanent else IntakeState.DELAYED
     mail.save()
@@ -131,12 +131,13 @@ def _find_message(report: BounceReport) -> tuple[OutgoingMessage | None, str]:
     return None, "no_reference"
 
 
-def _refusal(mail: InboundMail, message: OutgoingMessage, report: BounceReport) -> str:
+def _refusal(mail: InboundMail, message: OutgoingMessage, recipients: list[BounceRecipient]) -> str:
+    """Why the bounce is not believed for `message` ("" when it is); `recipients` are the
+    report's addresses that the message was sent to."""
     if message.state != MessageState.SENT or message.sent_at is None:
         return "not_sent"
     if timezone.now() - message.sent_at > timedelta(days=settings.BOUNCE_MAX_AGE_DAYS):
         return "too_old"
-    recipients = _their_recipients(message, report)
     if not recipients:
         return "not_a_recipient"
     if (
@@ -198,13 +199,6 @@ def _explanation(recipient: BounceRecipient) -> str:
     if recipient.status.startswith("5.1."):
         return "recipient_unknown"
     return "bounced"
-
-
-def _report_id(raw: bytes) -> str:
-    """The bounce's own Message-ID, from its headers only."""
-    head = bytes(raw).split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    match = re.search(rb"^Message-ID:[ \t]*(<[^<>\s]{1,900}>)", head, re.IGNORECASE | re.MULTILINE)
-    return _clean(match[1].decode("ascii", "replace")) if match else ""
 
 
 def _report_json(report: BounceReport) -> dict:

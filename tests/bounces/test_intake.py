@@ -165,6 +165,23 @@ def test_the_same_report_twice_is_recorded_once(sent_invoice_mail):
     assert Event.objects.filter(kind=EventKind.BOUNCED).count() == 1
 
 
+def test_the_same_delay_report_twice_is_recorded_once(sent_invoice_mail):
+    """Only the report's own Message-ID tells a repeated delay notice from a new one."""
+    message = sent_invoice_mail
+    delayed = dsn(message, action="delayed", status="4.4.1", diagnostic="")
+    _ingest(delayed, message)
+
+    again = _ingest(delayed, message)
+    later = _ingest(
+        dsn(message, action="delayed", status="4.4.1", diagnostic="", report_id="<dsn-9@mx.test>"),
+        message,
+    )
+
+    assert (again.state, again.reason) == (IntakeState.REFUSED, "replayed")
+    assert later.state == IntakeState.DELAYED
+    assert Event.objects.filter(kind=EventKind.DELIVERY_DELAYED).count() == 2
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
