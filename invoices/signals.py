@@ -16,11 +16,17 @@ _STATES = {
 }
 
 
-def _related(message: OutgoingMessage):
-    """The invoice or customer the message is about, by id (see below), or None."""
+def _related_model(message: OutgoingMessage) -> type | None:
+    """The model of what the message is about. By the stored id, not get_for_model(): a
+    long-lived worker must not trust a content type id it cached once."""
     if message.related_type_id is None or not message.related_id:
         return None
-    model = ContentType.objects.get_for_id(message.related_type_id).model_class()
+    return ContentType.objects.get_for_id(message.related_type_id).model_class()
+
+
+def _related(message: OutgoingMessage) -> Invoice | Customer | None:
+    """The invoice or customer the message is about, or None."""
+    model = _related_model(message)
     if model not in (Invoice, Customer):
         return None
     return model.objects.filter(pk=message.related_id).first()
@@ -50,10 +56,7 @@ def bounce_marks_invoice_and_customer(
 
 @receiver(message_state_changed, sender=OutgoingMessage)
 def invoice_follows_its_message(sender, *, message: OutgoingMessage, state: str, **kwargs) -> None:
-    # By id, not get_for_model(): a long-lived worker must not trust an id it cached once.
-    if message.related_type_id is None:
-        return
-    if ContentType.objects.get_for_id(message.related_type_id).model_class() is not Invoice:
+    if _related_model(message) is not Invoice:
         return
     new_state = _STATES.get(state)
     if new_state is None:
