@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -27,7 +29,12 @@ def events(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     rows = [(event, explain(event.explanation, event.params)) for event in page]
-    return render(request, "outbox/events.html", {"page": page, "rows": rows, "owner": owner})
+    query = urlencode({"user": owner}) if owner else ""
+    return render(
+        request,
+        "outbox/events.html",
+        {"page": page, "rows": rows, "owner": owner, "query": query},
+    )
 
 
 @login_required

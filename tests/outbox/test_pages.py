@@ -102,6 +102,22 @@ def test_staff_see_all_events_and_filter_by_user_code(client, people):
     assert "anna-reply" not in nobody and "piotr-reply" not in nobody
 
 
+def test_the_events_pages_keep_the_user_filter(client, people):
+    anna, _piotr, staff = people
+    for n in range(50):  # 51 of ANNA's: two pages of 50
+        Event.objects.create(
+            user=anna, kind=EventKind.SEND_FAILED, explanation="generic", reply=f"r{n}"
+        )
+    client.force_login(staff)
+
+    first = _html(client.get("/events/", {"user": "ANNA"}))
+    second = _html(client.get("/events/", {"user": "ANNA", "page": "2"}))
+
+    assert 'href="?page=2&amp;user=ANNA"' in first
+    assert 'href="?page=1&amp;user=ANNA"' in second
+    assert "piotr-reply" not in first + second
+
+
 @pytest.mark.parametrize("url", ["/events/", "/outbox/1/", "/dev/mail/"])
 def test_anonymous_visitors_are_sent_to_log_in(client, db, url):
     response = client.get(url)
