@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sinks import HOST, PostfixTlsSink, SmtpSink, ThrowawayCA
+from sinks import HOST, PostfixTlsSink, SmtpSink, TestCA, throwaway_ca
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DIR = BASE_DIR / "bench"
@@ -322,7 +322,7 @@ class _NoDelaySMTP(smtplib.SMTP):
         return sock
 
 
-def ceiling(n: int, port: int, mail_dir: Path, ca: ThrowawayCA | None) -> dict:
+def ceiling(n: int, port: int, mail_dir: Path, ca: TestCA | None) -> dict:
     """N copies of the project's mail over one smtplib connection (StartTLS when `ca`)."""
     raw = (mail_dir / "message.eml").read_bytes()
     parts = json.loads((mail_dir / "parts.json").read_text())
@@ -405,7 +405,7 @@ def run(options) -> dict:
     databases = Databases(options.database_url, tmp)
     sink = worker = None
     try:
-        ca = ThrowawayCA(tmp / "tls") if options.tls else None
+        ca = throwaway_ca(tmp / "tls") if options.tls else None
         sink = PostfixTlsSink(ca) if options.tls else SmtpSink()
         sink.start()
         result["sink"] = sink.name

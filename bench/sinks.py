@@ -13,33 +13,22 @@ Both listen on 127.0.0.1 only, on a free port; `stop()` ends what was started, b
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# The tests' helpers, shared rather than copied: the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.smtp_fixtures import HOST, TestCA, free_port
 
-HOST = "127.0.0.1"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_banner(port: int, timeout: float = 15.0) -> str:
@@ -60,93 +49,15 @@ def wait_for_banner(port: int, timeout: float = 15.0) -> str:
         time.sleep(0.05)
 
 
-class ThrowawayCA:
-    """A CA and one leaf for 127.0.0.1/localhost (EC P-256), as PEM files in `directory`.
-
-    `bundle_file` is the system bundle plus this CA: put it in SSL_CERT_FILE so that
-    `ssl.create_default_context()` (the project's tls_context, Django's SMTP backend) trusts
-    the sink while still verifying it. The idea of tests/smtp_fixtures.py's TestCA.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "directo_mail bench CA")])
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        key = ec.generate_private_key(ec.SECP256R1())
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.ca_file = directory / "ca.pem"
-        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        self.cert_file = directory / "sink.pem"
-        self.cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-        self.key_file = directory / "sink.key"
-        self.key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        self.key_file.chmod(0o644)  # Postfix's smtpd reads it after dropping privileges
-        self.bundle_file = directory / "bundle.pem"
-        self.bundle_file.write_bytes(_system_bundle() + b"\n" + self.ca_file.read_bytes())
-
-    def client_context(self) -> ssl.SSLContext:
-        """A verifying client context trusting this CA."""
-        return ssl.create_default_context(cafile=str(self.ca_file))
-
-
-def _system_bundle() -> bytes:
-    paths = ssl.get_default_verify_paths()
-    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate).read_bytes()
-    return b""
+def throwaway_ca(directory: Path) -> TestCA:
+    """The tests' throwaway CA (tests/smtp_fixtures.py): its "valid" leaf, for 127.0.0.1 and
+    localhost, is the sink's certificate. `bundle_file` is the system bundle plus this CA: put
+    it in SSL_CERT_FILE so that `ssl.create_default_context()` (the project's TLS context,
+    Django's SMTP backend) trusts the sink while still verifying it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = TestCA(directory)
+    ca.leaf_files["valid"][1].chmod(0o644)  # Postfix's smtpd reads it after dropping privileges
+    return ca
 
 
 class SmtpSink:
@@ -258,7 +169,7 @@ class PostfixTlsSink:
     name = "Postfix 3.7 smtpd (StartTLS) → discard, queue on tmpfs"
     tls = True
 
-    def __init__(self, ca: ThrowawayCA) -> None:
+    def __init__(self, ca: TestCA) -> None:
         self.ca = ca
         self.port = free_port()
         base = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 (tmpfs, own dir)
@@ -288,8 +199,8 @@ class PostfixTlsSink:
             "port": self.port,
             "etc": self.etc,
             "root": self.root,
-            "cert": self.ca.cert_file,
-            "key": self.ca.key_file,
+            "cert": self.ca.leaf_files["valid"][0],
+            "key": self.ca.leaf_files["valid"][1],
         }
         (self.etc / "main.cf").write_text(_MAIN_CF.format(**values))
         (self.etc / "master.cf").write_text(_MASTER_CF.format(**values))
