@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.policy import default as email_policy
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.core.validators import RegexValidator
@@ -20,6 +22,20 @@ no_control_chars = RegexValidator(
     r"^[^\x00-\x1f\x7f]*\Z",
     _("This field may not contain line breaks or control characters."),
 )
+
+
+def header_text(value: str) -> str:
+    """What a mail header made of `value` shows: RFC 2047 encoded words decoded (the email
+    package decodes "=?utf-8?q?=0D=0A?=" when a header is set, and writes a decoded CR/LF
+    back raw: CVE-2024-6923). Raises ValueError when the email package cannot read it."""
+    if "=?" not in value:  # no encoded word: nothing to decode (the common case, cheaply)
+        return value
+    try:
+        return str(email_policy.header_factory("X-Check", value))
+    except Exception as error:
+        raise ValueError("unreadable header text") from error
+
+
 slug_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z",
     _("Use lowercase letters, digits and dashes; it becomes the local part of an address."),

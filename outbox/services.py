@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
-from email.policy import default as email_policy
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -16,7 +15,7 @@ from django.db import models, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import User, header_text
 from smtp_settings.crypto import SecretDecryptionError
 from smtp_settings.errors import PermanentSendError, SendError, TransientSendError
 from smtp_settings.resolve import SenderConfig, SenderConfigError
@@ -53,14 +52,6 @@ def _clean_addresses(addresses: Iterable[str], field: str) -> list[str]:
     return cleaned
 
 
-def _header_text(value: str) -> str:
-    """What a header shows: RFC 2047 encoded words ("=?utf-8?q?=0D=0A?=") decoded."""
-    try:
-        return str(email_policy.header_factory("Subject", value))
-    except Exception:
-        return "\n"  # unreadable for the email package: refused like a line break
-
-
 @transaction.atomic
 def outbox_enqueue(
     *,
@@ -86,7 +77,7 @@ def outbox_enqueue(
     recipients = _clean_addresses(to, "to")
     if not recipients:
         raise ValidationError({"to": _("Give at least one recipient.")})
-    if any(c in text for c in "\r\n" for text in (subject, _header_text(subject))):
+    if _has_line_break(subject):
         raise ValidationError({"subject": _("The subject may not contain line breaks.")})
     message = _new_message(
         user=user,
@@ -160,6 +151,15 @@ def _new_message(
         message.envelope_from = verp_address(message.pk, settings.EVENT_MAIL_DOMAIN)
         message.save(update_fields=["envelope_from"])
     return message
+
+
+def _has_line_break(subject: str) -> bool:
+    """A line break in the subject, also an RFC 2047-encoded one (CVE-2024-6923)."""
+    try:
+        shown = header_text(subject)
+    except ValueError:
+        return True  # unreadable for the email package: refused like a line break
+    return any(c in text for c in "\r\n" for text in (subject, shown))
 
 
 def _enqueue_on_commit(message_pk: int) -> None:
