@@ -89,6 +89,15 @@ def letter_errors(error: ValidationError) -> list[str]:
     return lines
 
 
+def letter_render_error(letter: Letter) -> ValidationError | None:
+    """Why `letter` does not render for the sample customer, or None when it does."""
+    try:
+        render_letter(letter, sample_customer())
+    except ValidationError as error:
+        return error
+    return None
+
+
 def sample_customer() -> Customer:
     """An unsaved customer to try a letter's templates on (with a multi-line address)."""
     return Customer(

@@ -18,7 +18,13 @@ from outbox.models import EventKind, JobState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
 
-from .letters import LetterForm, letter_editable_by, letter_errors, render_letter
+from .letters import (
+    LetterForm,
+    letter_editable_by,
+    letter_errors,
+    letter_render_error,
+    render_letter,
+)
 from .models import Customer, Letter, SendState
 from .selectors import (
     invoice_latest_messages,
@@ -260,7 +266,12 @@ def letter_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     letter = get_object_or_404(letters_all(), pk=pk) if pk is not None else None
     if letter is not None and not letter_editable_by(letter=letter, user=request.user):
         return _letter_forbidden(request, letter)
-    form = LetterForm(request.POST or None, instance=letter)
+    data = request.POST or None
+    if data is None and letter is not None and letter_render_error(letter):
+        # A letter stored before the placeholder language (or by the admin) that no longer
+        # renders: show its errors on the fields right away, not only after "Save".
+        data = {"subject": letter.subject, "body": letter.body}
+    form = LetterForm(data, instance=letter)
     if request.method == "POST" and form.is_valid():
         saved = form.save(commit=False)
         if letter is None:

@@ -279,6 +279,10 @@ def test_a_stored_letter_in_the_old_template_syntax_says_why_and_is_not_sent(cli
     page = _html(client.get(f"/letters/{old.pk}/"))
     assert "Body: “{% for c in customer.name %}” on line 2: tags and comments are not" in page
 
+    edit = _html(client.get(f"/letters/{old.pk}/edit/"))  # the error is on the field at once
+    assert "“{% for c in customer.name %}” on line 2: tags and comments are not" in edit
+    assert "Hi {{ customer.name }}!" in _html(client.get(f"/letters/{still_fine.pk}/edit/"))
+
     page = _html(client.post(f"/letters/{old.pk}/send/", {"customer": [customer.pk]}, follow=True))
 
     assert "The letter was not sent: Body: “{% for c in customer.name %}” on line 2" in page
