@@ -292,6 +292,25 @@ def test_a_stored_letter_in_the_old_template_syntax_says_why_and_is_not_sent(cli
 
 
 @pytest.mark.django_db
+def test_the_admin_checks_a_letter_as_the_letter_page_does(client):
+    admin_user = factories.user("ROOT", is_staff=True, is_superuser=True)
+    client.force_login(admin_user)
+    letter = _letter(admin_user, subject="Fine", body="Hi")
+    url = f"/admin/invoices/letter/{letter.pk}/change/"
+    data = {"subject": "Fine", "body": "{% debug %}", "created_by": admin_user.pk}
+
+    html = _html(client.post(url, data))
+
+    assert "“{% debug %}” on line 1: tags and comments are not supported here" in html
+    letter.refresh_from_db()
+    assert letter.body == "Hi"
+    response = client.post(url, {**data, "body": "Hello {{ customer.name|upper }}"})
+    assert response.status_code == 302
+    letter.refresh_from_db()
+    assert letter.body == "Hello {{ customer.name|upper }}"
+
+
+@pytest.mark.django_db
 def test_customer_data_past_the_output_bound_names_the_customer(client, settings):
     settings.TEMPLATE_MAX_OUTPUT_CHARS = 1000
     user = invoice_factories.smtp_user_without_server("ANNA")
