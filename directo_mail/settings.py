@@ -209,6 +209,10 @@ SEND_RATE_WINDOW_SECONDS = env.float("SEND_RATE_WINDOW_SECONDS", default=60.0)
 BULK_BATCH_SIZE = env.int("BULK_BATCH_SIZE", default=100)
 # How many connection tests a user may run in a minute (each opens a connection).
 CONNECTION_TESTS_PER_MINUTE = env.int("CONNECTION_TESTS_PER_MINUTE", default=5)
+# Templates users write (letters; directo_mail.placeholders): the longest template accepted and
+# the longest text one may render to, in characters, so no template can exhaust a process.
+TEMPLATE_MAX_CHARS = env.int("TEMPLATE_MAX_CHARS", default=50_000)
+TEMPLATE_MAX_OUTPUT_CHARS = env.int("TEMPLATE_MAX_OUTPUT_CHARS", default=200_000)
 
 # Microsoft 365 OAUTH (S5): Entra ID app registration; see README.
 M365_CLIENT_ID = env("M365_CLIENT_ID", default="")

@@ -1,74 +1,70 @@
-"""Letters to customers: rendering a letter's templates in a restricted context, and its form.
+"""Letters to customers: rendering a letter with the sandboxed placeholder language, who may
+change one, and its form.
 
-The template sees plain strings only — `customer.name`, `customer.address`, `customer.emails`
-(joined) — never a model instance, so no placeholder can walk to other data.
+A letter sees plain strings only — `customer.name`, `customer.address`, `customer.emails`
+(joined) — never a model instance, so no placeholder can walk to other data. The language
+(directo_mail.placeholders) has no tags: a letter stored for the old Django-template renderer
+that uses `{% … %}` or another name fails with a message naming it, on its page and when sent.
 """
 
 from __future__ import annotations
 
-import re
-
 from django import forms
 from django.core.exceptions import ValidationError
-from django.template import Context, Engine
 from django.utils import translation
 from django.utils.translation import gettext
-from django.utils.translation import gettext_lazy as _
+
+from directo_mail.placeholders import TemplateError, placeholders_list, template_render
 
 from .models import Customer, Letter
 
-# A bare engine: the built-in tags and filters, no loaders (an {% include %} finds nothing), no
-# installed tag libraries, no autoescape (the letter is plain text).
-_ENGINE = Engine(autoescape=False, libraries={}, loaders=[])
+PLACEHOLDERS = ("customer.name", "customer.address", "customer.emails")
 
 
-def letter_context(customer: Customer) -> dict:
+def letter_context(customer: Customer) -> dict[str, str]:
     """What a letter's placeholders may use: plain strings, no ORM object."""
     return {
-        "customer": {
-            "name": str(customer.name or ""),
-            "address": str(customer.address or ""),
-            "emails": ", ".join(str(email) for email in (customer.emails or [])),
-        }
+        "customer.name": str(customer.name or ""),
+        "customer.address": str(customer.address or ""),
+        "customer.emails": ", ".join(str(email) for email in (customer.emails or [])),
     }
 
 
-# {% debug %} would print the server's loaded modules into a customer's letter.
-_FORBIDDEN = re.compile(r"{%-?\s*debug\b")
+def letter_editable_by(*, letter: Letter, user) -> bool:
+    """Its author and staff may change, send (and in the admin delete) a letter; every user may
+    read it (letters are the company's)."""
+    return bool(user.is_staff or (letter.created_by_id and letter.created_by_id == user.pk))
 
 
-def _render(source: str, context: dict) -> str:
-    if _FORBIDDEN.search(source):
-        raise ValidationError(
-            gettext("The template has an error: %(error)s") % {"error": "{% debug %}"},
-            code="template",
-        )
+def _render(source: str, context: dict[str, str], customer: Customer) -> str:
     try:
-        return _ENGINE.from_string(source).render(Context(context, autoescape=False))
-    # A user's template: a syntax error, an {% include %}, a filter failing on its value…
-    except Exception as error:
-        raise ValidationError(
-            gettext("The template has an error: %(error)s") % {"error": error},
-            code="template",
+        return template_render(source, context)
+    except TemplateError as error:
+        if error.code != "output_too_long":
+            raise
+        # The same template fits for other customers: name the one whose data is too long.
+        raise TemplateError(
+            gettext("For the customer “%(customer)s”: %(error)s")
+            % {"customer": customer.name[:100], "error": error.message},
+            code=error.code,
         ) from None
 
 
 def render_letter(letter: Letter, customer: Customer) -> tuple[str, str]:
-    """(subject, body) of `letter` for `customer`, in the customer's language.
+    """(subject, body) of `letter` for `customer`: plain text, never HTML-escaped.
 
-    Raises ValidationError({"subject"|"body": message}) for a template error or a subject
-    with a line break.
+    Raises ValidationError({"subject"|"body": message}) for a template error, a text past the
+    output bound, or a subject with a line break.
     """
     context = letter_context(customer)
-    with translation.override(customer.language or None):
-        try:
-            subject = _render(letter.subject, context).strip()
-        except ValidationError as error:
-            raise ValidationError({"subject": error}) from None
-        try:
-            body = _render(letter.body, context)
-        except ValidationError as error:
-            raise ValidationError({"body": error}) from None
+    try:
+        subject = _render(letter.subject, context, customer).strip()
+    except ValidationError as error:
+        raise ValidationError({"subject": error}) from None
+    try:
+        body = _render(letter.body, context, customer)
+    except ValidationError as error:
+        raise ValidationError({"body": error}) from None
     if "\r" in subject or "\n" in subject:
         raise ValidationError(
             {
@@ -82,6 +78,24 @@ def render_letter(letter: Letter, customer: Customer) -> tuple[str, str]:
             }
         )
     return subject, body
+
+
+def letter_errors(error: ValidationError) -> list[str]:
+    """A render error as "Subject: …" / "Body: …" lines, for a page or a flash message."""
+    lines = []
+    for field, messages in error.message_dict.items():
+        label = Letter._meta.get_field(field).verbose_name if field in ("subject", "body") else ""
+        lines += [f"{str(label).capitalize()}: {m}" if label else m for m in messages]
+    return lines
+
+
+def letter_render_error(letter: Letter) -> ValidationError | None:
+    """Why `letter` does not render for the sample customer, or None when it does."""
+    try:
+        render_letter(letter, sample_customer())
+    except ValidationError as error:
+        return error
+    return None
 
 
 def sample_customer() -> Customer:
@@ -99,16 +113,14 @@ class LetterForm(forms.ModelForm):
         model = Letter
         fields = ["subject", "body"]
         widgets = {"body": forms.Textarea(attrs={"rows": 14})}
-        help_texts = {
-            "body": _(
-                "Plain text. Placeholders: {{ customer.name }}, {{ customer.address }}, "
-                "{{ customer.emails }}."
-            )
-        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["body"].strip = False  # plain text: its leading and trailing lines count
+        self.fields["body"].help_text = gettext(
+            "Plain text. Placeholders: %(placeholders)s. Filters: |upper, |lower, |title, "
+            '|capfirst, |default:"text".'
+        ) % {"placeholders": placeholders_list(PLACEHOLDERS)}
 
     def clean_body(self) -> str:
         return self.cleaned_data["body"].replace("\r\n", "\n")

@@ -18,7 +18,13 @@ from outbox.models import EventKind, JobState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
 
-from .letters import LetterForm, render_letter
+from .letters import (
+    LetterForm,
+    letter_editable_by,
+    letter_errors,
+    letter_render_error,
+    render_letter,
+)
 from .models import Customer, Letter, SendState
 from .selectors import (
     invoice_latest_messages,
@@ -247,13 +253,25 @@ def letter_list(request: HttpRequest) -> HttpResponse:
     return render(request, "invoices/letters.html", {"page": page})
 
 
+def _letter_forbidden(request: HttpRequest, letter: Letter) -> HttpResponse:
+    """403 with the reason: the letter is the company's to read, its author's to change."""
+    return render(request, "invoices/letters_forbidden.html", {"letter": letter}, status=403)
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 def letter_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
-    """A new letter (/letters/new/) or an existing one's subject and body; the templates are
-    tried on a sample customer before saving, so an error shows here, never at sending."""
-    letter = get_object_or_404(Letter, pk=pk) if pk is not None else None
-    form = LetterForm(request.POST or None, instance=letter)
+    """A new letter (/letters/new/) or an existing one's subject and body (its author and staff
+    only); the templates are tried on a sample customer before saving, so an error shows here."""
+    letter = get_object_or_404(letters_all(), pk=pk) if pk is not None else None
+    if letter is not None and not letter_editable_by(letter=letter, user=request.user):
+        return _letter_forbidden(request, letter)
+    data = request.POST or None
+    if data is None and letter is not None and letter_render_error(letter):
+        # A letter stored before the placeholder language (or by the admin) that no longer
+        # renders: show its errors on the fields right away, not only after "Save".
+        data = {"subject": letter.subject, "body": letter.body}
+    form = LetterForm(data, instance=letter)
     if request.method == "POST" and form.is_valid():
         saved = form.save(commit=False)
         if letter is None:
@@ -283,7 +301,7 @@ def letter_detail(request: HttpRequest, pk: int) -> HttpResponse:
             subject, body = render_letter(letter, preview_customer)
             preview = {"subject": subject, "body": body}
         except ValidationError as error:
-            preview_error = " ".join(error.messages)
+            preview_error = letter_errors(error)
     page = Paginator(customers, CUSTOMERS_PER_PAGE).get_page(request.GET.get("page"))
     delivered = letter_delivered_customer_ids(letter=letter)
     rows = [{"customer": c, "delivered": c.pk in delivered} for c in page]
@@ -299,6 +317,7 @@ def letter_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "page": page,
             "rows": rows,
             "locked": _locked_reason(request),
+            "editable": letter_editable_by(letter=letter, user=request.user),
         },
     )
 
@@ -307,7 +326,9 @@ def letter_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def letter_send(request: HttpRequest, pk: int) -> HttpResponse:
     """ "Send to selected" (customer=<pk>…): a job like the invoices', then its page."""
-    letter = get_object_or_404(Letter, pk=pk)
+    letter = get_object_or_404(letters_all(), pk=pk)
+    if not letter_editable_by(letter=letter, user=request.user):
+        return _letter_forbidden(request, letter)
     back = reverse("invoices:letter", args=[letter.pk])
     customer_ids = [int(c) for c in request.POST.getlist("customer") if c.isdigit()]
     if not customer_ids:
@@ -318,8 +339,11 @@ def letter_send(request: HttpRequest, pk: int) -> HttpResponse:
     except MassMailingLocked as locked:
         messages.error(request, locked.message)
         return redirect(back)
-    except ValidationError as error:
-        messages.error(request, " ".join(error.messages))
+    except ValidationError as error:  # a stored letter the language refuses: nothing is queued
+        messages.error(
+            request,
+            _("The letter was not sent: %(errors)s") % {"errors": " ".join(letter_errors(error))},
+        )
         return redirect(back)
     if not job.total:
         messages.info(

@@ -20,8 +20,10 @@ target) is compared with the table. Beyond the status:
 - OAuth state: Microsoft 365 callbacks completed in another session, by another user, with a
   flow moved between sessions, or with a forged state, must store nothing.
 
-Shared by design (single-company ERP, README "Mass mailing"): invoices, customers and letters are
-the company's, listed and edited by every user; they hold no marker and are not "A's rows".
+Shared by design (single-company ERP, README "Mass mailing"): invoices and customers are the
+company's, listed and edited by every user; they hold no marker and are not "A's rows". Letters
+are the company's to list and read, but only their author and staff may edit or send one
+(issue 11): A's letter and its deliveries are A's rows, and B's POSTs carry a valid letter form.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts import microsoft365
 from accounts.models import Microsoft365Connection, User
-from invoices.models import Invoice, Letter
+from invoices.models import Invoice, Letter, LetterDelivery
 from outbox.models import BulkJob, Event, EventKind, JobState, MessageState, OutgoingMessage
 from smtp_settings import crypto
 from smtp_settings.models import SenderMode, SenderProfile, SystemSettings
@@ -193,6 +195,10 @@ def a_rows(world: World) -> dict[str, list[dict]]:
         "invoices of A's jobs": list(
             Invoice.objects.filter(job_id__in=job_ids).order_by("pk").values()
         ),
+        "letters": list(Letter.objects.filter(created_by=a).order_by("pk").values()),
+        "letter deliveries": list(
+            LetterDelivery.objects.filter(letter__created_by=a).order_by("pk").values()
+        ),
     }
 
 
@@ -231,6 +237,8 @@ def _users(status: str, anonymous: str = "login") -> dict[str, str]:
 
 ALL_405 = _same(anonymous="405", A="405", B="405", staff="405", admin="405")
 OWN_OR_STAFF_200 = _same(anonymous="login", A="200", B="404", staff="200", admin="200")
+# Letters: every user reads them; only the author (A) and staff change or send one.
+AUTHOR_OR_STAFF = _same(anonymous="login", A="200", B="403", staff="200", admin="200")
 STAFF_ONLY_200 = _same(anonymous="login", A="403", B="403", staff="200", admin="200")
 
 
@@ -292,11 +300,14 @@ EXPECT: dict[str, Expect] = {
         get=_users("200"), post=ALL_405, kwargs=lambda w: {"pk": w.letter.pk}
     ),
     "invoices:letter_edit": Expect(
-        get=_users("200"), post=_users("200"), kwargs=lambda w: {"pk": w.letter.pk}
+        get=AUTHOR_OR_STAFF,
+        post=AUTHOR_OR_STAFF | {"A": "200|302", "staff": "200|302", "admin": "200|302"},
+        kwargs=lambda w: {"pk": w.letter.pk},
+        bodies=lambda w: [{}, {"subject": "Overwritten by someone else", "body": "<b>x</b>"}],
     ),
     "invoices:letter_send": Expect(
         get=ALL_405,
-        post=_users("302"),
+        post=_same(anonymous="login", A="302", B="403", staff="302", admin="302"),
         kwargs=lambda w: {"pk": w.letter.pk},
         bodies=lambda w: [{"customer": [w.invoice.customer_id]}],
     ),
