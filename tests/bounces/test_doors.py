@@ -389,8 +389,20 @@ def test_a_webhook_bounce_is_an_event_on_its_message_once(sent_message):
 
 
 @pytest.mark.django_db
-def test_a_webhook_rejection_without_a_reply_is_a_bounce_matched_by_message_id(sent_message):
-    # Without the VERP address, the Message-ID still finds the message.
+def test_a_webhook_rejection_without_a_reply_is_a_bounce(sent_message):
+    _tracking(sent_message, "rejected", event_id="evt-2", description="Suppressed")
+
+    mail = InboundMail.objects.get()
+    assert (mail.state, mail.message) == (IntakeState.BOUNCED, sent_message)
+    [bounced] = Event.objects.all()
+    assert (bounced.kind, bounced.params["status"]) == (EventKind.BOUNCED, "5.0.0")
+    assert bounced.reply == "Suppressed"
+
+
+@pytest.mark.django_db
+def test_a_webhook_event_without_the_verp_metadata_decides_nothing(sent_message):
+    """The Message-ID in the metadata alone (issue 11: it used to find the message) is kept,
+    unmatched: only the signed VERP names a message."""
     event = AnymailTrackingEvent(
         event_type="rejected",
         event_id="evt-2",
@@ -402,14 +414,14 @@ def test_a_webhook_rejection_without_a_reply_is_a_bounce_matched_by_message_id(s
     tracking.send(sender=object, event=event, esp_name="Postmark")
 
     mail = InboundMail.objects.get()
-    assert (mail.state, mail.message, mail.envelope_recipients) == (
-        IntakeState.BOUNCED,
-        sent_message,
+    assert (mail.state, mail.reason, mail.message, mail.envelope_recipients) == (
+        IntakeState.UNMATCHED,
+        "no_signed_address",
+        None,
         [],
     )
-    [bounced] = Event.objects.all()
-    assert (bounced.kind, bounced.params["status"]) == (EventKind.BOUNCED, "5.0.0")
-    assert bounced.reply == "Suppressed"
+    assert not Event.objects.exists()
+    assert Invoice.objects.get().send_state == SendState.SENT
 
 
 @pytest.mark.django_db
