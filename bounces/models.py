@@ -24,13 +24,18 @@ class InboundMail(models.Model):
     envelope_sender = models.CharField(_("envelope sender"), max_length=998, blank=True)
     envelope_recipients = models.JSONField(_("envelope recipients"), default=list, blank=True)
     raw = models.BinaryField(_("raw message"), blank=True)
-    truncated = models.BooleanField(default=False)
+    # Cut at BOUNCE_MAX_BYTES: only the kept part was read.
+    truncated = models.BooleanField(_("cut at the size limit"), default=False)
+    # Recipients past BOUNCE_MAX_RECIPIENTS in the report, ignored unread.
+    recipients_ignored = models.PositiveIntegerField(_("recipients ignored"), default=0)
     subject = models.CharField(_("subject"), max_length=998, blank=True)
     # The bounce's own Message-ID: the same report handed in twice is recorded once.
     report_id = models.CharField(max_length=998, blank=True, db_index=True)
     state = models.CharField(_("state"), max_length=12, choices=IntakeState.choices)
     # Why it was refused or not matched: "forged", "replayed", "not_sent", "too_old",
-    # "not_a_recipient", "no_reference", "parse_error".
+    # "not_a_recipient", "no_signed_address" (one of our Message-IDs, but no signed VERP),
+    # "no_reference", "message_deleted", "parse_error", "internal_error"; or, for a delay that
+    # added no Event, "delay_cap".
     reason = models.CharField(_("reason"), max_length=40, blank=True)
     error = models.TextField(blank=True)
     message = models.ForeignKey(

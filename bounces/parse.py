@@ -6,13 +6,18 @@ collects what finds the original message: the addresses the report was delivered
 keeps the one `outbox.message.verp_message_pk` accepts) and the original Message-ID.
 
 It never raises: a message it cannot read comes back as kind "unknown" with `error` set, so the
-intake keeps it raw for an admin and goes on with the next one.
+intake keeps it raw for an admin and goes on with the next one. Its cost is bounded by the
+mail's size, whatever the mail holds: at most `max_recipients` recipient blocks and `_MAX_PARTS`
+other MIME parts are kept while parsing (each one past that is parsed and dropped at once, and
+counted), so a report of 60,000 recipients costs what one of `max_recipients` does plus the
+reading of its bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import email
+import email.feedparser
 import logging
 import quopri
 import re
@@ -57,6 +62,14 @@ _RETURNED_HEADERS = (
 )
 # A Message-ID header line in the text of a non-MIME bounce that quotes the original.
 _QUOTED_MESSAGE_ID = re.compile(rb"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+>)", re.MULTILINE | re.I)
+# MIME parts kept in one mail besides the recipient blocks: a real bounce has a handful (text,
+# status, the returned message and its attachments); more only cost memory.
+_MAX_PARTS = 200
+# What flufl.bounce's detectors read of each body: a non-standard notice is a few KiB of text;
+# its regular expressions over a whole 10 MiB body cost seconds.
+_DETECTOR_TEXT = 256 * 1024
+# The parser is fed this much at a time, so the mail is never copied whole as text.
+_FEED_CHUNK = 64 * 1024
 # Where a receiving MTA records the address the report was delivered to.
 _DELIVERY_HEADERS = (
     "Delivered-To",
@@ -112,6 +125,10 @@ class BounceReport:
     subject: str = ""
     report_id: str = ""  # the report's own Message-ID: the same report twice is one report
     error: str = ""  # why the message could not be read; kind is then "unknown"
+    # Recipient blocks (or detector findings) past `max_recipients`, and MIME parts past
+    # _MAX_PARTS, that were dropped unread.
+    recipients_ignored: int = 0
+    parts_ignored: int = 0
 
     @property
     def permanent_failures(self) -> tuple[BounceRecipient, ...]:
@@ -122,10 +139,13 @@ class BounceReport:
         return tuple(recipient for recipient in self.recipients if not recipient.permanent)
 
 
-def parse_bounce(raw: bytes, *, envelope_recipients: Sequence[str] = ()) -> BounceReport:
-    """What `raw` reports. Never raises: an unreadable message is kind "unknown" with `error`."""
+def parse_bounce(
+    raw: bytes, *, envelope_recipients: Sequence[str] = (), max_recipients: int = 100
+) -> BounceReport:
+    """What `raw` reports, with at most `max_recipients` recipients. Never raises: an unreadable
+    message is kind "unknown" with `error`."""
     try:
-        return _parse(raw, envelope_recipients)
+        return _parse(raw, envelope_recipients, max(max_recipients, 1))
     except Exception as error:  # one bad message must never stop the intake (issue 6)
         log.warning("Unreadable bounce (%d bytes)", len(raw or b""), exc_info=True)
         try:
@@ -139,9 +159,8 @@ def parse_bounce(raw: bytes, *, envelope_recipients: Sequence[str] = ()) -> Boun
         )
 
 
-def _parse(raw: bytes, envelope_recipients: Sequence[str]) -> BounceReport:
-    # compat32, as flufl.bounce's detectors expect, and bytes in: a bounce's charset is a guess.
-    message = email.message_from_bytes(raw)
+def _parse(raw: bytes, envelope_recipients: Sequence[str], max_recipients: int) -> BounceReport:
+    message, dropped = _bounded_message(raw, max_recipients)
     subject = _decoded(_header(message, "Subject"))
     reporting_mta, recipients = _delivery_status(message)
     kind: Kind
@@ -149,6 +168,9 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str]) -> BounceReport:
     # "Auto-Submitted: auto-replied" (RFC 3834 §5) and are still bounces.
     if not recipients and not _is_strong_auto_reply(message, subject):
         recipients = _flufl_failures(message)
+    if len(recipients) > max_recipients:
+        dropped.blocks += len(recipients) - max_recipients
+        recipients = recipients[:max_recipients]
     if recipients:
         kind = "bounce" if any(r.permanent for r in recipients) else "delay"
     elif _is_auto_reply(message, subject):
@@ -163,7 +185,50 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str]) -> BounceReport:
         verp_candidates=_addresses([*envelope_recipients, *_delivery_addresses(message)]),
         subject=subject,
         report_id=_message_id(_header(message, "Message-ID")),
+        recipients_ignored=dropped.blocks,
+        parts_ignored=dropped.parts,
     )
+
+
+class _Dropped:
+    """What the bounded parse of one mail left out."""
+
+    def __init__(self) -> None:
+        self.blocks = 0
+        self.parts = 0
+
+
+def _bounded_message(raw: bytes, max_recipients: int) -> tuple[Message, _Dropped]:
+    """`raw` parsed by the email package (compat32, as flufl.bounce's detectors expect; bytes
+    in, as a bounce's charset is a guess), keeping at most `max_recipients` recipient blocks per
+    delivery-status part and _MAX_PARTS other parts.
+
+    The feed parser attaches each new part or status block to its parent before it reads it
+    (email.feedparser's _new_message); a parent that declines keeps no reference, so the part
+    is read and freed at once: memory stays that of the parts kept, not of the mail's count.
+    """
+    dropped = _Dropped()
+    kept = [0]
+
+    class BoundedMessage(Message):
+        def attach(self, payload: Message) -> None:
+            if self.get_content_type() in _DELIVERY_STATUS:
+                # The first block holds the per-message fields (RFC 3464 §2.2).
+                if len(self._payload or ()) > max_recipients:
+                    dropped.blocks += 1
+                    return
+            elif kept[0] >= _MAX_PARTS:
+                dropped.parts += 1
+                return
+            else:
+                kept[0] += 1
+            super().attach(payload)
+
+    parser = email.feedparser.BytesFeedParser(_factory=BoundedMessage)
+    view = memoryview(raw)
+    for start in range(0, len(view), _FEED_CHUNK):
+        parser.feed(bytes(view[start : start + _FEED_CHUNK]))
+    return parser.close(), dropped
 
 
 # --- RFC 3464 delivery status notifications ----------------------------------------------------
@@ -284,6 +349,7 @@ def _typed_value(text: str) -> str:
 
 
 def _flufl_failures(message: Message) -> list[BounceRecipient]:
+    _cut_bodies(message)
     temporary, permanent, detector = _run_detectors(message)
     recipients: dict[str, BounceRecipient] = {}
     for addresses, is_permanent in ((permanent, True), (temporary, False)):
@@ -299,6 +365,15 @@ def _flufl_failures(message: Message) -> list[BounceRecipient]:
                 ),
             )
     return list(recipients.values())
+
+
+def _cut_bodies(message: Message) -> None:
+    """Each body cut at _DETECTOR_TEXT: the detectors' regular expressions run over whole
+    bodies, and the failure notice a detector reads is at the top of its part."""
+    for part in message.walk():
+        payload = part.get_payload()
+        if isinstance(payload, str) and len(payload) > _DETECTOR_TEXT:
+            part.set_payload(payload[:_DETECTOR_TEXT])
 
 
 def _run_detectors(message: Message) -> tuple[Iterable[bytes], Iterable[bytes], str]:

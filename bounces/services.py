@@ -2,12 +2,20 @@
 `bounce_ingest`; it keeps the mail, matches it to its message and records what it means.
 
 A bounce is believed only for a message of ours that went out, to one of its recipients:
-- the VERP envelope (`bounces+<pk>-<hmac>@EVENT_MAIL_DOMAIN`) names the message and is signed,
-  so a bounce cannot be forged for someone else's mail ("forged");
+- only the signed VERP address names the message: `bounces+<pk>-<hmac>@EVENT_MAIL_DOMAIN` as
+  the envelope recipient the door hands in (the MTA's RCPT TO, or the VERP the ESP returns in
+  the message's metadata, which anymail authenticates). A wrong signature is "forged". The
+  report's own headers are the sender's to write: the original Message-ID they quote (which
+  every recipient of the mail has seen) may confirm the VERP's message, and one that names
+  another message is "forged", but it never finds a message by itself: a report with no signed
+  address is kept, unmatched ("no_signed_address" when it quotes one of our Message-IDs,
+  "no_reference" otherwise), and changes nothing;
 - the same report handed in twice, or a second hard bounce for the same message and address,
   is recorded once ("replayed"); so is one for a message that never went out ("not_sent"),
   or that comes back later than BOUNCE_MAX_AGE_DAYS after sending ("too_old");
-- the failed addresses must be the message's recipients ("not_a_recipient").
+- the failed addresses must be the message's recipients ("not_a_recipient");
+- delay Events are capped at BOUNCE_MAX_DELAY_EVENTS per message and address: later delay
+  reports are kept (reason "delay_cap") and add none.
 Auto-replies (out of office) are kept and are not bounces. Nothing here ever raises to the door:
 what cannot be read or matched stays raw for an administrator.
 """
@@ -37,6 +45,8 @@ logger = logging.getLogger(__name__)
 # Catalogue keys of smtp_settings.explain that say something true about a recipient's server
 # refusing a message; any other refusal is explained as a plain "bounced".
 _RECIPIENT_KEYS = frozenset({"recipient_unknown", "message_too_large", "spf_rejected"})
+# RFC 5321 §4.5.3.1.8: 100 recipients a transaction; more name no more of our messages.
+_MAX_ENVELOPE_RECIPIENTS = 100
 _REPLY = re.compile(r"^(?:smtp|x-\w+)?\s*;?\s*([245]\d\d)[ -](.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -49,15 +59,24 @@ def bounce_ingest(
 ) -> InboundMail:
     """Keep `raw`, then read and record it. Never raises for what the mail contains."""
     limit = settings.BOUNCE_MAX_BYTES
+    truncated = len(raw) > limit
+    if truncated:  # the doors hand in at most limit + 1 bytes; only the kept part is read
+        raw = raw[:limit]
+    envelope_recipients = list(envelope_recipients)[:_MAX_ENVELOPE_RECIPIENTS]
     mail = InboundMail(
         source=source[:20],
         envelope_sender=_clean(envelope_sender)[:998],
-        envelope_recipients=[_clean(r)[:998] for r in envelope_recipients][:100],
-        raw=raw[:limit],
-        truncated=len(raw) > limit,
+        envelope_recipients=[_clean(r)[:998] for r in envelope_recipients],
+        raw=raw,
+        truncated=truncated,
     )
-    report = parse_bounce(raw[:limit], envelope_recipients=envelope_recipients)
+    report = parse_bounce(
+        raw,
+        envelope_recipients=envelope_recipients,
+        max_recipients=settings.BOUNCE_MAX_RECIPIENTS,
+    )
     mail.subject = _clean(report.subject)[:998]
+    mail.recipients_ignored = report.recipients_ignored
     mail.report = _report_json(report)
     try:
         with transaction.atomic():
@@ -83,10 +102,11 @@ def _record(mail: InboundMail, report: BounceReport) -> None:
         mail.error = _clean(report.error)
         mail.save()
         return
-    message, reason = _find_message(report)
+    message, reason, why = _find_message(mail.envelope_recipients, report)
     mail.message = message
-    if report.kind == "auto_reply":
-        mail.state, mail.reason = IntakeState.AUTO_REPLY, ""
+    mail.error = why
+    if report.kind == "auto_reply" and reason != "forged":
+        mail.state, mail.reason = IntakeState.AUTO_REPLY, reason if message is None else ""
         mail.save()
         return
     if reason:
@@ -94,6 +114,9 @@ def _record(mail: InboundMail, report: BounceReport) -> None:
         mail.state, mail.reason = state, reason
         mail.save()
         return
+    # One intake at a time per message: the replay check and the delay cap count what the
+    # previous report recorded (PostgreSQL; SQLite writes one at a time anyway).
+    message = OutgoingMessage.objects.select_for_update().get(pk=message.pk)
     recipients = _their_recipients(message, report)
     refused = _refusal(mail, message, recipients)
     if refused:
@@ -101,9 +124,12 @@ def _record(mail: InboundMail, report: BounceReport) -> None:
         mail.save()
         return
     permanent = [r for r in recipients if r.permanent]
+    delays = [r for r in recipients if not r.permanent and _delays_below_cap(message, r)]
     mail.state = IntakeState.BOUNCED if permanent else IntakeState.DELAYED
+    if not permanent and not delays:
+        mail.reason = "delay_cap"
     mail.save()
-    for recipient in recipients:
+    for recipient in [*permanent, *delays]:
         _event(message, recipient)
     if permanent:
         OutgoingMessage.objects.filter(pk=message.pk).update(bounced_at=timezone.now())
@@ -112,23 +138,47 @@ def _record(mail: InboundMail, report: BounceReport) -> None:
         )
 
 
-def _find_message(report: BounceReport) -> tuple[OutgoingMessage | None, str]:
-    """The message the bounce is about, or the reason there is none."""
+def _find_message(
+    envelope_recipients: Sequence[str], report: BounceReport
+) -> tuple[OutgoingMessage | None, str, str]:
+    """The message the signed VERP envelope recipient names, or why there is none: (message,
+    reason, a sentence for an administrator)."""
     domain = settings.EVENT_MAIL_DOMAIN.lower()
-    for address in report.verp_candidates:
+    named: set[int] = set()
+    for address in envelope_recipients:
+        address = address.strip().strip("<>").lower()  # a VERP token is lower-case
         local, _, at = address.rpartition("@")
-        if at.lower() != domain or not local.lower().startswith(f"{VERP_LOCAL_PART}+"):
+        if at != domain or not local.startswith(f"{VERP_LOCAL_PART}+"):
             continue
         pk = verp_message_pk(address, settings.EVENT_MAIL_DOMAIN)
         if pk is None:
-            return None, "forged"
-        message = OutgoingMessage.objects.filter(pk=pk).first()
-        return (message, "") if message else (None, "message_deleted")
-    if report.original_message_id:
-        message = OutgoingMessage.objects.filter(message_id=report.original_message_id).first()
-        if message:
-            return message, ""
-    return None, "no_reference"
+            return None, "forged", f"{address}: the signature does not fit"
+        named.add(pk)
+    if not named:
+        if report.original_message_id and (
+            OutgoingMessage.objects.filter(message_id=report.original_message_id).exists()
+        ):
+            return None, "no_signed_address", "no signed bounce address; the Message-ID alone"
+        return None, "no_reference", ""
+    if len(named) > 1:  # one report is about one message: which would it be?
+        return None, "forged", "the envelope names more than one message"
+    message = OutgoingMessage.objects.filter(pk=named.pop()).first()
+    if message is None:
+        return None, "message_deleted", ""
+    original = report.original_message_id
+    if original and original.lower() != message.message_id.lower():
+        # A VERP from one mail on a report about another: someone who holds one of our mails
+        # (its Return-Path shows the VERP) is trying it on someone else's.
+        return None, "forged", "the original Message-ID is not the VERP's message"
+    return message, "", ""
+
+
+def _delays_below_cap(message: OutgoingMessage, recipient: BounceRecipient) -> bool:
+    """Whether another delay Event for this message and address is still kept."""
+    kept = Event.objects.filter(
+        message=message, kind=EventKind.DELIVERY_DELAYED, params__address=recipient.address
+    ).count()
+    return kept < settings.BOUNCE_MAX_DELAY_EVENTS
 
 
 def _refusal(mail: InboundMail, message: OutgoingMessage, recipients: list[BounceRecipient]) -> str:

@@ -9,9 +9,11 @@ like a bounce that came by mail (and a retried webhook is recorded once: "replay
 Contract with the sending side: the message's anymail `metadata` carries
     {"verp": <the message's envelope sender, its signed VERP address in Reply-To mode>,
      "message_id": <the message's Message-ID header, "<...@...>">}
-ESPs return metadata with every tracking event. The VERP address is the strong reference (it
-is signed); the Message-ID is the fallback, as for mail bounces. The ESP's own id
-(`event.message_id`) is not ours and is not used to match.
+ESPs return metadata with every tracking event, and anymail has authenticated the call (its
+WEBHOOK_SECRET) before the signal fires. The VERP address is the only reference that names a
+message (it is signed), handed to the intake as the envelope recipient; the Message-ID may
+confirm it, never replace it, as for mail bounces: an event without the VERP is kept,
+unmatched. The ESP's own id (`event.message_id`) is not ours and is not used to match.
 
 Event types: "bounced" and "rejected" are permanent failures, "deferred" a delay. "complained"
 (a recipient marked the mail as spam) is no bounce: it is kept raw for an administrator as

@@ -187,6 +187,14 @@ EVENT_MAIL_DOMAIN = env("EVENT_MAIL_DOMAIN", default="event.directo-mail.localho
 # message sent longer ago than this is refused as a replay.
 BOUNCE_MAX_BYTES = env.int("BOUNCE_MAX_BYTES", default=10 * 1024 * 1024)
 BOUNCE_MAX_AGE_DAYS = env.int("BOUNCE_MAX_AGE_DAYS", default=30)
+# Intake limits (issue 11): the failed or delayed recipients read from one report (more are
+# ignored, and the kept mail says how many); delay Events kept per message and recipient (more
+# delay reports are kept, with no Event); bounce_server's open connections from one peer (an
+# IPv6 peer counts by its /64) and in all, beyond which it answers 421 and closes.
+BOUNCE_MAX_RECIPIENTS = env.int("BOUNCE_MAX_RECIPIENTS", default=100)
+BOUNCE_MAX_DELAY_EVENTS = env.int("BOUNCE_MAX_DELAY_EVENTS", default=3)
+BOUNCE_MAX_CONNECTIONS_PER_PEER = env.int("BOUNCE_MAX_CONNECTIONS_PER_PEER", default=4)
+BOUNCE_MAX_CONNECTIONS = env.int("BOUNCE_MAX_CONNECTIONS", default=20)
 # Where the local mail catcher of `make run` keeps what the relay sent.
 MAIL_CATCHER_DIR = env.path("MAIL_CATCHER_DIR", default=VAR_DIR / "mail")
 # Seconds an SMTP connection may wait for the server at any step.

@@ -12,6 +12,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -244,8 +245,8 @@ def _smtp(listener: BounceController) -> smtplib.SMTP:
 def test_the_listener_takes_mail_only_for_the_event_domain(listener):
     with _smtp(listener) as smtp:
         smtp.ehlo()
-        assert smtp.has_extn("size")
-        assert int(smtp.esmtp_features["size"]) == django_settings.BOUNCE_MAX_BYTES
+        # No SIZE refusal at MAIL: a bounce refused there is lost, a long one is kept cut.
+        assert not smtp.has_extn("size")
         assert smtp.mail("")[0] == 250  # the null sender: every bounce comes from it
         code, reply = smtp.rcpt("someone@example.org")
         assert code == 550
@@ -295,6 +296,104 @@ def test_garbage_through_the_listener_is_taken_and_kept(listener):
     assert (second.state, second.reason) == (IntakeState.UNREADABLE, "parse_error")
     assert second.error.startswith("RecursionError")
     assert not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_listener_keeps_a_long_mail_cut_and_marked(listener, settings):
+    settings.BOUNCE_MAX_BYTES = 1000
+    # Dot-stuffed lines, a line far past aiosmtpd's 1001-byte line limit, and the end.
+    body = b"Subject: big\r\n\r\n..starts with a dot\r\n" + b"y" * 5000 + b"\r\n"
+
+    with _smtp(listener) as smtp:
+        smtp.ehlo()
+        smtp.mail("")
+        smtp.rcpt(f"bounces@{DOMAIN}")
+        smtp.send(b"DATA\r\n")
+        assert smtp.getreply()[0] == 354
+        smtp.send(body + b"z" * 100_000 + b"\r\n.\r\n")  # smtplib would refuse the long line
+        code, reply = smtp.getreply()
+        assert code == 250, reply
+        assert smtp.noop()[0] == 250
+
+    mail = InboundMail.objects.get()
+    assert (len(bytes(mail.raw)), mail.truncated) == (1000, True)
+    unstuffed = body.replace(b"\r\n..starts", b"\r\n.starts")
+    assert bytes(mail.raw) == (unstuffed + b"z" * 1000)[:1000]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_listener_keeps_a_mail_at_the_limit_whole(listener, settings):
+    settings.BOUNCE_MAX_BYTES = 1000
+    body = b"Subject: x\r\n\r\n" + b"w" * 98 + b"\r\n"
+    body = body * (1000 // len(body))
+    body += b"v" * (998 - len(body)) + b"\r\n"
+    assert len(body) == 1000
+
+    with _smtp(listener) as smtp:
+        smtp.sendmail("<>", [f"bounces@{DOMAIN}"], body)
+
+    mail = InboundMail.objects.get()
+    assert (bytes(mail.raw), mail.truncated) == (body, False)
+
+
+@pytest.mark.django_db
+def test_the_listener_takes_at_most_100_recipients_a_transaction(listener):
+    with _smtp(listener) as smtp:
+        smtp.ehlo()
+        smtp.mail("")
+        codes = [smtp.rcpt(f"bounces+{n}-x@{DOMAIN}")[0] for n in range(101)]
+
+    assert codes == [250] * 100 + [452]
+
+
+@pytest.mark.django_db
+def test_the_listener_refuses_connections_past_its_limits(settings):
+    """Per peer and in all: one more connection is answered 421 and closed; a closed one
+    frees its place."""
+    from bounces.listener import ConnectionLimiter
+
+    limiter = ConnectionLimiter(per_peer=2, total=3)
+    controller = BounceController(hostname=HOST, port=free_port(), limiter=limiter)
+    controller.start()
+    try:
+        first, second = _smtp(controller), _smtp(controller)
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            _smtp(controller)
+        assert refused.value.smtp_code == 421
+        assert b"Too many connections" in refused.value.smtp_error
+        first.quit()
+        for _ in range(50):  # the server sees the close a moment later
+            if limiter.open.total() < 2:
+                break
+            time.sleep(0.01)
+        third = _smtp(controller)
+        assert third.noop()[0] == 250
+        # In all: another peer key, but the total is reached.
+        limiter.per_peer = 10
+        fourth = _smtp(controller)
+        with pytest.raises(smtplib.SMTPConnectError):
+            _smtp(controller)
+        for smtp in (second, third, fourth):
+            smtp.quit()
+    finally:
+        controller.stop()
+    assert limiter.refused == 2
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        (("192.0.2.1", 25), "192.0.2.1"),
+        (("2001:db8:1:2:3:4:5:6", 25, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:ffff::1", 25, 0, 0), "2001:db8:1:2::/64"),
+        (("::ffff:192.0.2.7", 25, 0, 0), "192.0.2.7"),
+        (("fe80::1%eth0", 25, 0, 2), "fe80::/64"),
+    ],
+)
+def test_a_peer_is_its_ipv4_address_or_its_ipv6_64(peer, key):
+    from bounces.listener import peer_key
+
+    assert peer_key(peer) == key
 
 
 @pytest.mark.django_db
@@ -389,8 +488,20 @@ def test_a_webhook_bounce_is_an_event_on_its_message_once(sent_message):
 
 
 @pytest.mark.django_db
-def test_a_webhook_rejection_without_a_reply_is_a_bounce_matched_by_message_id(sent_message):
-    # Without the VERP address, the Message-ID still finds the message.
+def test_a_webhook_rejection_without_a_reply_is_a_bounce(sent_message):
+    _tracking(sent_message, "rejected", event_id="evt-2", description="Suppressed")
+
+    mail = InboundMail.objects.get()
+    assert (mail.state, mail.message) == (IntakeState.BOUNCED, sent_message)
+    [bounced] = Event.objects.all()
+    assert (bounced.kind, bounced.params["status"]) == (EventKind.BOUNCED, "5.0.0")
+    assert bounced.reply == "Suppressed"
+
+
+@pytest.mark.django_db
+def test_a_webhook_event_without_the_verp_metadata_decides_nothing(sent_message):
+    """The Message-ID in the metadata alone (issue 11: it used to find the message) is kept,
+    unmatched: only the signed VERP names a message."""
     event = AnymailTrackingEvent(
         event_type="rejected",
         event_id="evt-2",
@@ -402,14 +513,14 @@ def test_a_webhook_rejection_without_a_reply_is_a_bounce_matched_by_message_id(s
     tracking.send(sender=object, event=event, esp_name="Postmark")
 
     mail = InboundMail.objects.get()
-    assert (mail.state, mail.message, mail.envelope_recipients) == (
-        IntakeState.BOUNCED,
-        sent_message,
+    assert (mail.state, mail.reason, mail.message, mail.envelope_recipients) == (
+        IntakeState.UNMATCHED,
+        "no_signed_address",
+        None,
         [],
     )
-    [bounced] = Event.objects.all()
-    assert (bounced.kind, bounced.params["status"]) == (EventKind.BOUNCED, "5.0.0")
-    assert bounced.reply == "Suppressed"
+    assert not Event.objects.exists()
+    assert Invoice.objects.get().send_state == SendState.SENT
 
 
 @pytest.mark.django_db

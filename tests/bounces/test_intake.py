@@ -239,11 +239,151 @@ def test_what_cannot_be_matched_is_kept_raw(raw, state, reason):
     assert bytes(mail.raw) == raw
 
 
-def test_a_bounce_found_by_its_message_id_alone(sent_invoice_mail):
-    """Without the VERP envelope (a forwarded bounce), the original Message-ID finds it."""
-    mail = bounce_ingest(raw=dsn(sent_invoice_mail), source="test")
+def _nothing_changed(message: OutgoingMessage) -> None:
+    assert not Event.objects.exists()
+    message.refresh_from_db()
+    assert message.bounced_at is None
+    invoice = Invoice.objects.get()
+    assert invoice.send_state == SendState.SENT
+    assert invoice.customer.bounced_emails == {}
 
-    assert (mail.state, mail.message) == (IntakeState.BOUNCED, sent_invoice_mail)
+
+@pytest.mark.parametrize(
+    "envelope", [[], [f"bounces@{DOMAIN}"], ["someone@elsewhere.example"]], ids=str
+)
+def test_the_message_id_alone_decides_nothing(sent_invoice_mail, envelope):
+    """Every recipient of the invoice has seen its Message-ID: a report that carries only that
+    (issue 11: it used to mark the invoice bounced) is kept, unmatched, and changes nothing."""
+    mail = bounce_ingest(raw=dsn(sent_invoice_mail), source="test", envelope_recipients=envelope)
+
+    mail.refresh_from_db()
+    assert (mail.state, mail.reason, mail.message) == (
+        IntakeState.UNMATCHED,
+        "no_signed_address",
+        None,
+    )
+    assert "no signed bounce address" in mail.error
+    _nothing_changed(sent_invoice_mail)
+
+
+def test_a_verp_in_the_reports_headers_only_decides_nothing(sent_invoice_mail):
+    """The signed address counts as the envelope recipient the door hands in, not as text the
+    report's writer put in its To or Return-Path (dsn() writes the VERP in To:)."""
+    raw = dsn(sent_invoice_mail).replace(
+        b"Subject: Invoice\r\n",
+        f"Subject: Invoice\r\nReturn-Path: <{sent_invoice_mail.envelope_from}>\r\n".encode(),
+    )
+    assert sent_invoice_mail.envelope_from.encode() in raw
+
+    mail = bounce_ingest(raw=raw, source="test", envelope_recipients=[f"bounces@{DOMAIN}"])
+
+    assert (mail.state, mail.reason) == (IntakeState.UNMATCHED, "no_signed_address")
+    _nothing_changed(sent_invoice_mail)
+
+
+def test_a_message_id_of_another_message_is_refused_as_forged(sent_invoice_mail):
+    """The VERP of a mail the attacker received, on a report quoting another mail's
+    Message-ID: the Message-ID may confirm the VERP, never contradict it."""
+    other = outbox_enqueue(
+        user=sent_invoice_mail.user, to=["jan@kowalski.example"], subject="Other", body_text="x"
+    )
+    OutgoingMessage.objects.filter(pk=other.pk).update(
+        state=MessageState.SENT, sent_at=timezone.now()
+    )
+    raw = dsn(sent_invoice_mail).replace(
+        sent_invoice_mail.message_id.encode(), other.message_id.encode()
+    )
+
+    mail = _ingest(raw, sent_invoice_mail)
+
+    assert (mail.state, mail.reason, mail.message) == (IntakeState.REFUSED, "forged", None)
+    _nothing_changed(sent_invoice_mail)
+
+
+def test_the_message_id_confirms_whatever_its_case(sent_invoice_mail):
+    raw = dsn(sent_invoice_mail).replace(
+        sent_invoice_mail.message_id.encode(), sent_invoice_mail.message_id.upper().encode()
+    )
+
+    assert _ingest(raw, sent_invoice_mail).state == IntakeState.BOUNCED
+
+
+def test_two_messages_in_one_envelope_are_refused(sent_invoice_mail):
+    envelope = [sent_invoice_mail.envelope_from, verp_address(sent_invoice_mail.pk + 1, DOMAIN)]
+
+    mail = bounce_ingest(raw=dsn(sent_invoice_mail), source="test", envelope_recipients=envelope)
+
+    assert (mail.state, mail.reason) == (IntakeState.REFUSED, "forged")
+    _nothing_changed(sent_invoice_mail)
+
+
+def test_an_auto_reply_without_the_signed_address_names_no_message(sent_invoice_mail):
+    reply = EmailMessage()
+    reply["To"] = f"bounces@{DOMAIN}"
+    reply["Subject"] = "Out of office: Invoice"
+    reply["In-Reply-To"] = sent_invoice_mail.message_id
+    reply.set_content("Away.")
+
+    mail = bounce_ingest(raw=reply.as_bytes(), source="test")
+
+    assert (mail.state, mail.reason, mail.message) == (
+        IntakeState.AUTO_REPLY,
+        "no_signed_address",
+        None,
+    )
+
+
+def test_delay_events_are_capped_per_message_and_address(sent_invoice_mail, settings):
+    """Each delay notice has its own report Message-ID, so none is a replay; past the cap they
+    are kept and add no Event (issue 11: each one added an Event)."""
+    settings.BOUNCE_MAX_DELAY_EVENTS = 3
+    message = sent_invoice_mail
+
+    kept = [
+        _ingest(
+            dsn(
+                message,
+                action="delayed",
+                status="4.4.1",
+                diagnostic="",
+                report_id=f"<delay-{n}@mx.test>",
+            ),
+            message,
+        )
+        for n in range(10)
+    ]
+
+    assert [m.state for m in kept] == [IntakeState.DELAYED] * 10
+    assert [m.reason for m in kept] == [""] * 3 + ["delay_cap"] * 7
+    assert Event.objects.filter(kind=EventKind.DELIVERY_DELAYED).count() == 3
+    assert InboundMail.objects.count() == 10
+    # The cap is for delays only: the final bounce still counts.
+    assert _ingest(dsn(message, report_id="<final@mx.test>"), message).state == (
+        IntakeState.BOUNCED
+    )
+    assert Invoice.objects.get().send_state == SendState.BOUNCED
+
+
+def test_recipients_past_the_limit_are_ignored_and_counted(sent_invoice_mail, settings):
+    settings.BOUNCE_MAX_RECIPIENTS = 5
+    raw = dsn(sent_invoice_mail).replace(
+        b"Final-Recipient: rfc822; jan@kowalski.example",
+        b"".join(
+            b"Final-Recipient: rfc822; other%d@kowalski.example\r\nAction: failed\r\n"
+            b"Status: 5.1.1\r\n\r\n" % n
+            for n in range(50)
+        )
+        + b"Final-Recipient: rfc822; jan@kowalski.example",
+    )
+
+    mail = _ingest(raw, sent_invoice_mail)
+
+    mail.refresh_from_db()
+    assert mail.recipients_ignored == 46
+    assert len(mail.report["recipients"]) == 5
+    # jan@ came after the limit: not read, so not a bounce of this message's recipient.
+    assert (mail.state, mail.reason) == (IntakeState.REFUSED, "not_a_recipient")
+    assert not Event.objects.exists()
 
 
 def test_an_internal_error_keeps_the_mail_and_the_intake_goes_on(sent_invoice_mail, monkeypatch):
@@ -267,6 +407,21 @@ def test_a_mail_over_the_size_limit_is_kept_cut(settings):
 
     mail.refresh_from_db()
     assert (len(bytes(mail.raw)), mail.truncated) == (100, True)
+
+
+def test_a_cut_bounce_is_read_as_far_as_it_was_kept(sent_invoice_mail, settings):
+    """The report comes first and the returned message last: cut in the returned message, the
+    bounce still counts, and is marked cut."""
+    raw = dsn(sent_invoice_mail) + b"x" * 1000
+    settings.BOUNCE_MAX_BYTES = len(raw) - 500
+
+    mail = _ingest(raw, sent_invoice_mail)
+
+    assert (mail.state, mail.truncated, len(bytes(mail.raw))) == (
+        IntakeState.BOUNCED,
+        True,
+        len(raw) - 500,
+    )
 
 
 # -- later bulk jobs skip a bounced address ------------------------------------------------------

@@ -67,7 +67,7 @@ def test_no_nul_is_stored_from_the_envelope_or_the_report():
 def test_an_unreadable_mail_keeps_no_nul_in_its_error(monkeypatch):
     from bounces import parse
 
-    def explode(raw, envelope_recipients):
+    def explode(raw, envelope_recipients, max_recipients):
         raise ValueError("bad byte \x00 here")
 
     monkeypatch.setattr(parse, "_parse", explode)

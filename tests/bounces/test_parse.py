@@ -561,3 +561,64 @@ def test_verp_candidates_lead_to_the_message():
     report = parse_bounce(raw, envelope_recipients=[forged])
     pks = [verp_message_pk(address, domain) for address in report.verp_candidates]
     assert [pk for pk in pks if pk is not None] == [42]
+
+
+# --- bounded cost (issue 11): what a report holds does not decide what it costs ------------------
+
+
+def _report_of(count: int, *, block: bytes = b"") -> bytes:
+    head = (
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.test\r\n"
+    )
+    blocks = b"".join(
+        b"\r\nFinal-Recipient: rfc822; user%d@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        % n
+        + block
+        for n in range(count)
+    )
+    return head + blocks + b"\r\n--B--\r\n"
+
+
+def test_recipients_past_the_limit_are_counted_not_kept():
+    report = parse_bounce(_report_of(1000), max_recipients=10)
+
+    assert [r.address for r in report.recipients] == [f"user{n}@example.com" for n in range(10)]
+    assert (report.kind, report.recipients_ignored) == ("bounce", 990)
+
+
+def test_parts_past_the_limit_are_counted_not_kept():
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        + b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n" * 500
+        + b"--B--\r\n"
+    )
+
+    report = parse_bounce(raw)
+
+    assert report.parts_ignored == 500 - 200
+
+
+def _parse_peak(raw: bytes, max_recipients: int) -> tuple[BounceReport, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        report = parse_bounce(raw, max_recipients=max_recipients)
+        return report, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_report_of_many_recipients_costs_what_one_of_100_does():
+    """Issue 11: a 10 MB DSN of 60,000 recipient blocks held them all (about 100 MB a mail).
+    Here 6,000 (tracemalloc is slow), against the same report with every block kept."""
+    raw = _report_of(6_000, block=b"Diagnostic-Code: smtp; 550 5.1.1 " + b"x" * 90 + b"\r\n")
+
+    report, bounded = _parse_peak(raw, 100)
+    _everything, unbounded = _parse_peak(raw, 6_000)
+
+    assert (len(report.recipients), report.recipients_ignored) == (100, 5_900)
+    # Measured here: about 0.7 MB against 9.7 MB.
+    assert bounded < 1.5 * 1024 * 1024, bounded
+    assert unbounded > 5 * bounded, (bounded, unbounded)

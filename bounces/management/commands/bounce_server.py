@@ -12,10 +12,9 @@ import logging
 import signal
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
 from django.core.management.base import BaseCommand, CommandParser
 
-from bounces.listener import BounceHandler, smtp_options
+from bounces.listener import BounceHandler, BounceSMTP, ConnectionLimiter, smtp_options
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +34,15 @@ class Command(BaseCommand):
 
     async def _serve(self, host: str, port: int) -> None:
         handler = BounceHandler()
+        limiter = ConnectionLimiter.from_settings()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         server = await loop.create_server(
-            lambda: SMTP(handler, loop=loop, **smtp_options()), host=host, port=port
+            lambda: BounceSMTP(handler, limiter=limiter, loop=loop, **smtp_options()),
+            host=host,
+            port=port,
         )
         self.stdout.write(f"bounce_server: listening on {host}:{port}")
         try:
