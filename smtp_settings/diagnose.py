@@ -114,6 +114,10 @@ def connection_test(
     except SenderConfigError as error:
         result.config_error = str(error.message)
         return result
+    except SendError as error:  # e.g. the password was entered for another server
+        explained = explain(error.explanation, error.params)
+        result.config_error = f"{explained['title']} {explained['fix']}"
+        return result
     if not isinstance(transport, SmtpTransport):  # an ESP relay: an API, no SMTP conversation
         result.config_error = str(_("This mail sender cannot be tested here yet."))
         return result

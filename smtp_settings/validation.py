@@ -163,6 +163,14 @@ def address_is_public(address: str | ipaddress.IPv4Address | ipaddress.IPv6Addre
     """Whether the platform may connect to `address`: a global unicast address whose embedded
     IPv4 addresses, if any, are global too. A zone index ("fe80::1%eth0") is ignored."""
     ip = ipaddress.ip_address(str(address).split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Mapped and NAT64 addresses are how an IPv6 socket (or a DNS64 network) reaches an
+        # IPv4 host: that host decides, whatever Python thinks of the IPv6 form.
+        translated = ip.ipv4_mapped
+        if translated is None and ip in _NAT64:
+            translated = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if translated is not None:
+            return address_is_public(translated)
     if (
         not ip.is_global
         or ip.is_multicast
