@@ -27,16 +27,21 @@ shows the detector firing when the binding is bypassed.
 
 from __future__ import annotations
 
+import html
 import io
+import re
 import time
 
 import pytest
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from outbox.models import BulkJob, Event, EventKind, JobState, MessageState, OutgoingMessage
 from smtp_settings import crypto
+from smtp_settings.errors import PermanentSendError
 from smtp_settings.models import Security, SenderProfile
-from smtp_settings.transports import SmtpTransport
+from smtp_settings.transports import SmtpTransport, check_resolved
 from tests import factories
 from tests.invoices import factories as invoice_factories
 
@@ -335,3 +340,72 @@ def test_the_listener_sees_a_password_when_the_binding_is_absent(world, figures)
         "attacks", "detector check: password at the listener without the binding", seen, "= 1"
     )
     assert seen == 1
+
+
+# -- items 10 and 11: what the connection test tells, and the address guard --------------------
+
+PRIVATE_IN_IPV6 = [
+    "64:ff9b::a9fe:a9fe",  # NAT64 of the cloud metadata address
+    "::127.0.0.1",  # IPv4-compatible loopback
+    "::ffff:10.0.0.1",  # IPv4-mapped private
+    "64:ff9b:1::a9fe:a9fe",  # local-use NAT64
+    "2002:a9fe:a9fe::1",  # 6to4 of the metadata address
+    "2001:0:808:808:0:0:80ff:fffe",  # Teredo, client 127.0.0.1
+]
+
+
+def test_no_private_address_passes_the_guard_inside_ipv6(world, settings, figures):
+    """Typed on the card (a real POST) and resolved at connect time: none gets through; the
+    public control (NAT64 of 8.8.8.8) does, so the counter can see a pass."""
+    settings.SMTP_ALLOW_PRIVATE_HOSTS = False
+    client = Client()
+    client.force_login(world["anna"])
+
+    def passes(address: str) -> int:
+        card = client.post(
+            "/accounts/card/",
+            _card(world["anna"], server=f"[{address}]:587", security=Security.STARTTLS),
+        )
+        through = 0 if "is a private or local address" in card.content.decode() else 1
+        try:
+            check_resolved("smtp.attacker.example", [address])
+        except PermanentSendError:
+            return through
+        return through + 1
+
+    passed = sum(passes(address) for address in PRIVATE_IN_IPV6)
+    control = passes("64:ff9b::808:808")
+    figures.add("attacks", "private addresses inside IPv6 passing the guard", passed, "= 0")
+    assert passed == 0
+    assert control == 2  # card and connect time both let the public one through
+
+
+def test_the_connection_test_tells_an_ordinary_user_nothing_about_the_platform(
+    world, figures, settings
+):
+    cache.clear()
+    factories.mail_sending_user(None)  # Default mode then means the platform relay (S1.1)
+    ewa = factories.user("EWA", email="ewa@acme.example", language="en")
+    client = Client()
+    client.force_login(ewa)
+    page = client.post("/accounts/card/", {"action": "test_connection"}).content.decode()
+    # Only the connection test's own section: the rest of the card names "OAUTH" and so on.
+    page = html.unescape(
+        re.search(r'<section class="connection-test".*?</section>', page, re.S).group(0)
+    )
+    anna_client = Client()
+    anna_client.force_login(world["anna"])
+    legit = world["legit"]
+    before = len(legit.auth_attempts)
+    probe = anna_client.post(
+        "/accounts/card/", {"action": "test_connection", "to": "ceo@competitor.example"}
+    ).content.decode()
+
+    leaks = sum(
+        str(value) in page
+        for value in (settings.EMAIL_HOST, settings.EMAIL_PORT, "ESMTP", "AUTH", "EHLO", "250")
+    ) + int(len(legit.auth_attempts) > before)
+    figures.add("attacks", "relay details or RCPT probes given to an ordinary user", leaks, "= 0")
+    assert "The platform's mail server answers" in page  # the control: the test did run
+    assert "checks the recipient only for your own address" in probe
+    assert leaks == 0
