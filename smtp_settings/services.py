@@ -133,13 +133,13 @@ def inherited_server_changed(*, before: tuple[str, int, str] | None) -> int:
     from outbox.models import Event, EventKind
 
     after = global_server_get()
-    if after == before:
+    if after == before or after is None:  # no server at all: the card says so (S6.2)
         return 0
     waiting = users_waiting_for_password(server=after)
     if before is not None:
         host, port, security = before
         waiting = waiting.filter(password_host=host, password_port=port, password_security=security)
-    params = {"host": after[0], "port": after[1]} if after else {}
+    params = {"host": after[0], "port": after[1]}
     told = 0
     for profile in waiting:
         Event.objects.create(
