@@ -22,8 +22,11 @@ from django.views.decorators.debug import sensitive_variables
 
 from smtp_settings import crypto
 from smtp_settings.errors import PermanentSendError
-from smtp_settings.models import SenderMode
+from smtp_settings.models import Security, SenderMode
+from smtp_settings.selectors import microsoft365_server
 from smtp_settings.services import profile_update
+from smtp_settings.transports import secret_server_check
+from smtp_settings.validation import split_server
 
 from .models import Microsoft365Connection, User
 
@@ -118,6 +121,8 @@ def connect_finish(*, session, user: User, params: dict[str, str]) -> Microsoft3
         raise Microsoft365Error(
             "no_account", _("Microsoft 365 did not say which account signed in. Try again.")
         )
+    # The tokens are bound to the server they are connected for (issue 11, item 5).
+    smtp_host, smtp_port = split_server(settings.M365_SMTP_SERVER)
     with transaction.atomic():
         connection, _created = Microsoft365Connection.objects.update_or_create(
             user=user,
@@ -125,6 +130,8 @@ def connect_finish(*, session, user: User, params: dict[str, str]) -> Microsoft3
                 "address": address,
                 "home_account_id": accounts[0]["home_account_id"],
                 "token_cache_encrypted": crypto.encrypt(cache.serialize()),
+                "smtp_host": smtp_host,
+                "smtp_port": smtp_port,
                 "connected_at": timezone.now(),
                 "refreshed_at": timezone.now(),
                 "last_error": "",
@@ -161,8 +168,14 @@ def disconnect(*, user: User) -> None:
 
 
 @sensitive_variables()
-def access_token(*, user_id: int, force_refresh: bool = False) -> tuple[str, str]:
+def access_token(
+    *, user_id: int, server: tuple[str, int] | None = None, force_refresh: bool = False
+) -> tuple[str, str]:
     """(address, access token) for SMTP XOAUTH2, refreshed by msal when needed.
+
+    `server` is the SMTP server the token is about to be sent to: unless the account was
+    connected for exactly that one, the cache is not even decrypted (issue 11, item 5).
+    Without it (the periodic refresh) the token only goes to the Microsoft authority.
 
     The row stays locked while msal may use and rotate the refresh token, so two workers never
     lose one; the rotated cache is saved re-encrypted. A refusal (invalid_grant, revoked
@@ -175,6 +188,14 @@ def access_token(*, user_id: int, force_refresh: bool = False) -> tuple[str, str
         if connection is None:
             raise PermanentSendError(
                 "", explanation="m365_reconnect", params={"login": "", "error": "not connected"}
+            )
+        if server is not None:
+            host, port = server
+            secret_server_check(
+                bound=microsoft365_server(connection),
+                host=host,
+                port=port,
+                security=Security.STARTTLS,
             )
         cache = msal.SerializableTokenCache()
         cache.deserialize(crypto.decrypt(connection.token_cache_encrypted))

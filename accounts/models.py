@@ -139,6 +139,10 @@ class Microsoft365Connection(models.Model):
     address = models.EmailField(_("Microsoft 365 address"))
     home_account_id = models.CharField(max_length=255)
     token_cache_encrypted = models.TextField(editable=False)
+    # The SMTP server (M365_SMTP_SERVER) the account was connected for: its tokens go nowhere
+    # else, even if the setting changes (issue 11, item 5).
+    smtp_host = models.CharField(max_length=253, blank=True, editable=False)
+    smtp_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
     connected_at = models.DateTimeField(_("connected"), default=timezone.now)
     refreshed_at = models.DateTimeField(_("last refreshed"), null=True, blank=True)
     # Set when Microsoft refused a refresh: the user must authenticate again.

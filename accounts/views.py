@@ -20,7 +20,7 @@ from smtp_settings.diagnose import ConnectionTest, connection_test
 from smtp_settings.forms import SenderProfileForm
 from smtp_settings.resolve import SenderConfigError
 from smtp_settings.selectors import (
-    global_server_available,
+    global_server_get,
     sender_config_for,
     system_settings_get,
     user_profile_get,
@@ -59,7 +59,7 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
     profile_kwargs = {
         "profile": profile,
         "is_mail_sending_user": system.mail_sending_user_id == user.pk,
-        "global_has_server": global_server_available(),
+        "global_server": global_server_get(),
     }
     test = None
     if request.method == "POST" and request.POST.get("action") == "test_connection":
@@ -115,8 +115,10 @@ def _connection_test(request: HttpRequest, user: User) -> ConnectionTest | None:
     except SenderConfigError as error:
         messages.error(request, error.message)
         return None
-    to = request.POST.get("to", "").strip() or user.email or sender.from_email
-    return connection_test(sender, to=to)
+    own = user.email or sender.from_email
+    to = request.POST.get("to", "").strip() or own
+    # Only staff may ask whether a server accepts some other address (issue 11, item 10).
+    return connection_test(sender, to=to, own_address=None if request.user.is_staff else own)
 
 
 @require_POST

@@ -157,6 +157,7 @@ class EventKind(models.TextChoices):
     MICROSOFT365_RECONNECT = "m365_reconnect", _("Microsoft 365 must be authenticated again")
     BOUNCED = "bounced", _("Came back undelivered")
     DELIVERY_DELAYED = "delivery_delayed", _("Delivery delayed")
+    PASSWORD_REENTRY = "password_reentry", _("Password must be entered again")
 
 
 class Event(models.Model):

@@ -2,6 +2,11 @@
 
 Nothing is sent: the envelope is offered and then reset. Each step's outcome is reported with
 the server's words and, on failure, the explanation in the reader's language.
+
+What it may show is limited (issue 11, item 10): for the platform relay only whether it
+answers (its address, banner and replies are the platform's, not the user's business); RCPT
+only for the user's own address unless staff asks (no probing which addresses exist); never a
+private address a name resolved to.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from django.utils.translation import gettext_lazy as _
 from .errors import SendError
 from .explain import error_from_exception, explain
 from .models import Security
-from .resolve import SenderConfig, SenderConfigError
-from .transports import SmtpTransport, transport_for
+from .resolve import SenderConfig, SenderConfigError, TransportKind
+from .transports import SmtpTransport, relay_transport, transport_for
 
 STEPS = {
     "dns": _("Server name lookup (DNS)"),
@@ -28,6 +33,8 @@ STEPS = {
     "envelope": _("Sender and recipient check (MAIL FROM / RCPT TO)"),
     "quit": _("Closing without sending (RSET / QUIT)"),
 }
+RELAY_STEP = "relay"
+RELAY_LABEL = _("The platform's mail server answers")
 # Which step a transport stage belongs to.
 _STAGE_STEP = {"starttls": "tls", "mail": "envelope", "rcpt": "envelope"}
 
@@ -44,7 +51,7 @@ class Step:
 
     @property
     def label(self) -> str:
-        return str(STEPS[self.name])
+        return str(RELAY_LABEL if self.name == RELAY_STEP else STEPS[self.name])
 
 
 @dataclass
@@ -75,8 +82,15 @@ class ConnectionTest:
         }
 
 
-def connection_test(sender: SenderConfig, *, to: str) -> ConnectionTest:
-    """Run every step against the sender's server; stop at the first failure."""
+def connection_test(
+    sender: SenderConfig, *, to: str, own_address: str | None = None
+) -> ConnectionTest:
+    """Run every step against the sender's server; stop at the first failure.
+
+    With `own_address` (a user who is not staff), RCPT TO may only name that address.
+    """
+    if sender.transport == TransportKind.RELAY:
+        return _relay_test()
     steps = {name: Step(name) for name in STEPS}
     result = ConnectionTest(list(steps.values()))
     try:
@@ -86,10 +100,23 @@ def connection_test(sender: SenderConfig, *, to: str) -> ConnectionTest:
             _("“%(address)s” is not a valid e-mail address.") % {"address": to}
         )
         return result
+    if own_address is not None and to.strip().lower() != own_address.strip().lower():
+        result.config_error = str(
+            _(
+                "The connection test checks the recipient only for your own address "
+                "(%(address)s): which other addresses a server accepts is not shown."
+            )
+            % {"address": own_address}
+        )
+        return result
     try:
         transport = transport_for(sender)
     except SenderConfigError as error:
         result.config_error = str(error.message)
+        return result
+    except SendError as error:  # e.g. the password was entered for another server
+        explained = explain(error.explanation, error.params)
+        result.config_error = f"{explained['title']} {explained['fix']}"
         return result
     if not isinstance(transport, SmtpTransport):  # an ESP relay: an API, no SMTP conversation
         result.config_error = str(_("This mail sender cannot be tested here yet."))
@@ -123,6 +150,29 @@ def connection_test(sender: SenderConfig, *, to: str) -> ConnectionTest:
         steps["tls"].detail = str(_("not used: the connection is unencrypted"))
     if not sender.login:
         steps["auth"].detail = str(_("not used: no user name"))
+    return result
+
+
+def _relay_test() -> ConnectionTest:
+    """Whether the platform relay answers: connect, greet, sign in as the platform, quit.
+
+    Nothing else is shown, not even the explanation's details: the relay's address and
+    replies belong to the platform.
+    """
+    step = Step(RELAY_STEP)
+    result = ConnectionTest([step])
+    transport = relay_transport()
+    if not isinstance(transport, SmtpTransport):  # an ESP relay: an API, no SMTP conversation
+        result.config_error = str(_("This mail sender cannot be tested here yet."))
+        return result
+    try:
+        transport.open()
+        step.outcome = OK
+    except (SendError, OSError, smtplib.SMTPException):
+        step.outcome = FAILED
+        step.explanation = explain("relay_unavailable")
+    finally:
+        transport.close()
     return result
 
 

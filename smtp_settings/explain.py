@@ -363,10 +363,54 @@ _ENTRIES = [
         "private_host",
         _("The server name points to a private or local network address."),
         _(
-            "%(host)s leads to %(address)s, which the platform does not connect to. Enter the "
-            "public name of your mail server, as your mail provider gives it."
+            "%(host)s leads to a private or local network address, which the platform does not "
+            "connect to. Enter the public name of your mail server, as your mail provider gives "
+            "it."
         ),
         transient=False,
+    ),
+    # -- secrets bound to their server (issue 11, item 5) ---------------------------------------
+    Explanation(
+        "password_bound_elsewhere",
+        _(
+            "The message was not sent: the stored password (or Microsoft 365 sign-in) was "
+            "entered for another server."
+        ),
+        _(
+            "The mail would go to %(host)s:%(port)s, and the platform sends a password only to "
+            "the server, port and SSL/TLS it was entered for. Enter the password again on the "
+            "user card (or, for the global sender, in the system settings), then send again."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "password_reentry",
+        _("The server you inherit has changed: your password is not sent to it."),
+        _(
+            "The global mail server is now %(host)s:%(port)s. Your password was entered for "
+            "the previous server, so it waits for you: enter it again on your user card. Until "
+            "then your mail is not sent."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "unencrypted_auth_unconfirmed",
+        _("The message was not sent: the password would have crossed the network unencrypted."),
+        _(
+            "SSL/TLS is “No” for %(host)s:%(port)s. Choose StartTLS or SSL on the user card, "
+            "or, if whoever manages the server confirms it has no encryption, enter the "
+            "password again and tick the confirmation for this server."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "relay_unavailable",
+        _("The platform's mail server does not answer right now."),
+        _(
+            "Nothing to change on your card. Try again in a few minutes; if it keeps failing, "
+            "tell your administrator."
+        ),
+        transient=False,  # shown by the connection test only; nothing is retried for it
     ),
     Explanation(
         "sender_config",

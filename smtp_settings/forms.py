@@ -67,6 +67,16 @@ class SenderProfileForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
     clear_password = forms.BooleanField(label=_("Remove the stored password"), required=False)
+    unencrypted_auth = forms.BooleanField(
+        label=_("Send my user name and password to this server unencrypted"),
+        required=False,
+        help_text=_(
+            "With SSL/TLS “No” the user name and password cross the network as plain text: "
+            "anyone on the way can read them. Tick this only if whoever manages the server "
+            "confirms it offers no encryption. The confirmation holds for this server and port "
+            "only."
+        ),
+    )
     rate_limit = forms.IntegerField(
         label=_("Messages per minute"),
         required=False,
@@ -87,6 +97,7 @@ class SenderProfileForm(forms.Form):
         is_mail_sending_user: bool = False,
         card_email: str = "",
         global_has_server: bool = False,
+        global_server: tuple[str, int, str] | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault(
@@ -104,7 +115,9 @@ class SenderProfileForm(forms.Form):
         self.is_global = is_global
         self.is_mail_sending_user = is_mail_sending_user
         self.card_email = card_email
-        self.global_has_server = global_has_server
+        # The server a login-only profile (S6.2) inherits: where its password would go.
+        self.global_server = global_server
+        self.global_has_server = global_has_server or global_server is not None
         if is_global:
             self.fields["mode"].choices = [c for c in SenderMode.choices if c[0] in GLOBAL_MODES]
 
@@ -173,6 +186,10 @@ class SenderProfileForm(forms.Form):
             data["password"] = password
         keeps_password = self.profile.has_password and not data.get("clear_password")
         has_password = bool(password) or keeps_password
+        # Where the password would be sent: the profile's own server, or the inherited one.
+        target = (host, port, security) if host else self.global_server
+        data["password_server"] = target
+        data["unencrypted_ok"] = False
 
         if not host:
             if not login:
@@ -222,6 +239,44 @@ class SenderProfileForm(forms.Form):
                 check_not_microsoft_basic_auth(host)
             except ValidationError as error:
                 self.add_error("password" if password else "server", error)
+        if login and has_password and target is not None:
+            self._clean_binding(data, target, host=host, password=password)
+
+    def _clean_binding(
+        self, data: dict, target: tuple[str, int, str], *, host: str, password: str
+    ) -> None:
+        """A kept password goes only to the server it was entered for; AUTH in clear only
+        with a confirmation given for exactly that server (issue 11, item 5)."""
+        bound = self.profile.password_server
+        if not password and bound != target:
+            # A login-only profile whose inherited server moved and whose owner changed
+            # nothing here: the password waits (the card says so), the rest may be saved.
+            waiting = not host and not self.profile.host and self.profile.mode == SenderMode.SMTP
+            if not waiting:
+                self.add_error(
+                    "password",
+                    _(
+                        "The server, port or SSL/TLS has changed: enter the password again. "
+                        "A stored password is sent only to the server it was entered for."
+                    ),
+                )
+                return
+        if target[2] != Security.NONE:
+            return
+        confirmed = bool(data.get("unencrypted_auth")) or (
+            not password and bound == target and self.profile.password_unencrypted_ok
+        )
+        if not confirmed:
+            self.add_error(
+                "unencrypted_auth",
+                _(
+                    "With SSL/TLS “No” the password would cross the network unencrypted. "
+                    "Choose StartTLS or SSL, or tick the box to confirm that this server "
+                    "offers no encryption."
+                ),
+            )
+            return
+        data["unencrypted_ok"] = True
 
     @property
     def profile_fields(self) -> dict:
@@ -237,6 +292,8 @@ class SenderProfileForm(forms.Form):
             fields["password"] = data.get("password", "")
             fields["clear_password"] = bool(data.get("clear_password"))
             fields["rate_limit"] = data.get("rate_limit")
+            fields["password_server"] = data.get("password_server") if fields["password"] else None
+            fields["unencrypted_ok"] = data.get("unencrypted_ok", False)
         return fields
 
 

@@ -54,6 +54,15 @@ class SenderProfile(models.Model):
     )
     login = models.CharField(_("user name"), max_length=254, blank=True)
     password_encrypted = models.TextField(_("password (encrypted)"), blank=True, editable=False)
+    # The server the password was entered for (item 5 of issue 11): the only one it is ever
+    # sent to. For a login-only profile (S6.2) it is the inherited server of that moment.
+    password_host = models.CharField(max_length=253, blank=True, editable=False)
+    password_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    password_security = models.CharField(
+        max_length=10, choices=Security.choices, blank=True, editable=False
+    )
+    # Whoever entered the password confirmed it may travel unencrypted to that very server.
+    password_unencrypted_ok = models.BooleanField(default=False, editable=False)
     rate_limit = models.PositiveIntegerField(
         _("messages per minute"),
         null=True,
@@ -90,6 +99,13 @@ class SenderProfile(models.Model):
     @property
     def has_password(self) -> bool:
         return bool(self.password_encrypted)
+
+    @property
+    def password_server(self) -> tuple[str, int, str] | None:
+        """(host, port, security) the stored password was entered for; None when unbound."""
+        if not (self.password_encrypted and self.password_host and self.password_port):
+            return None
+        return (self.password_host, self.password_port, self.password_security)
 
     @property
     def server(self) -> str:

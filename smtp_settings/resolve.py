@@ -80,6 +80,8 @@ class ProfileData:
     has_token: bool = False  # a Microsoft 365 token cache is stored for the owner
     profile_id: int | None = None
     owner_id: int | None = None
+    # (host, port, security) the password or token was entered for; it goes nowhere else.
+    secret_server: tuple[str, int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,17 @@ class SenderConfig:
     signature: str
     source: Mapping[str, str] = field(default_factory=dict)
     rate_limit: int | None = None  # messages a minute, set on the card of the server's profile
+    secret_server: tuple[str, int, str] | None = None  # where the secret was entered for
+
+    @property
+    def secret_bound(self) -> bool:
+        """The secret (if any) was entered for this very server: it may be sent there.
+
+        Informs the card; the transport enforces it against the stored binding anyway.
+        """
+        if self.secret is None:
+            return True
+        return self.secret_server == (self.host, self.port, self.security)
 
     @property
     def mass_mailing_allowed(self) -> bool:
@@ -161,7 +174,15 @@ class SenderConfig:
     def from_snapshot(cls, data: dict) -> SenderConfig:
         secret = SecretRef(*data["secret"]) if data.get("secret") else None
         fields = {name: data.get(name) for name in cls.__dataclass_fields__}
-        return cls(**{**fields, "secret": secret, "source": MappingProxyType(data["source"])})
+        bound = tuple(data["secret_server"]) if data.get("secret_server") else None
+        return cls(
+            **{
+                **fields,
+                "secret": secret,
+                "secret_server": bound,
+                "source": MappingProxyType(data["source"]),
+            }
+        )
 
     def envelope_display(self) -> str:
         if self.verp:
@@ -242,6 +263,7 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     source["envelope"] = source["from"]
     host, port, security, login, secret = "", None, None, "", None
     rate_limit = None
+    secret_server = None
 
     if mode == SenderMode.DEFAULT:
         transport = TransportKind.RELAY
@@ -288,6 +310,7 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
         source["login"] = mode_source
         if effective.has_token:
             secret = SecretRef("m365_token_cache", effective.owner_id)
+            secret_server = effective.secret_server
             source["password"] = mode_source
     elif mode == SenderMode.SMTP:
         transport = TransportKind.SMTP
@@ -305,6 +328,7 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
                     _("A login is set but no password. Enter the password, or clear the login."),
                 )
             secret = SecretRef("profile_password", effective.profile_id)
+            secret_server = effective.secret_server
             source["password"] = mode_source
     else:
         raise SenderConfigError("unknown_mode", _("Unknown mail sender: %(mode)s") % {"mode": mode})
@@ -331,4 +355,5 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
         signature=card.signature,
         source=MappingProxyType(source),
         rate_limit=rate_limit,
+        secret_server=secret_server,
     )

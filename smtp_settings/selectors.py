@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from accounts.models import Company, Microsoft365Connection, User
 
-from .models import SenderMode, SenderProfile, SystemSettings
+from .models import Security, SenderMode, SenderProfile, SystemSettings
 from .resolve import (
     CardData,
     PlatformData,
@@ -39,6 +39,10 @@ def user_profile_get(*, user: User) -> SenderProfile:
 
 
 def profile_data(profile: SenderProfile) -> ProfileData:
+    secret_server = profile.password_server
+    if profile.mode == SenderMode.MICROSOFT365:
+        connection = Microsoft365Connection.objects.filter(user_id=profile.user_id).first()
+        secret_server = microsoft365_server(connection) if connection else None
     return ProfileData(
         mode=profile.mode,
         host=profile.host,
@@ -51,7 +55,15 @@ def profile_data(profile: SenderProfile) -> ProfileData:
         and Microsoft365Connection.objects.filter(user_id=profile.user_id).exists(),
         profile_id=profile.pk,
         owner_id=profile.user_id,
+        secret_server=secret_server,
     )
+
+
+def microsoft365_server(connection: Microsoft365Connection) -> tuple[str, int, str] | None:
+    """The server a Microsoft 365 token cache was connected for; None when unbound."""
+    if not (connection.smtp_host and connection.smtp_port):
+        return None
+    return (connection.smtp_host, connection.smtp_port, Security.STARTTLS)
 
 
 def card_data(user: User) -> CardData:
@@ -107,12 +119,35 @@ def users_needing_global_server() -> QuerySet[User]:
     ).order_by("code")
 
 
-def global_server_available() -> bool:
-    """Whether the global configuration has an SMTP server a login-only user can use (S6.2)."""
+def global_server_get() -> tuple[str, int, str] | None:
+    """(host, port, security) a login-only user (S6.2) inherits today; None when there is none."""
     system = system_settings_get()
     base = (
         user_profile_get(user=system.mail_sending_user)
         if system.mail_sending_user
         else global_profile_get()
     )
-    return base.mode == SenderMode.SMTP and bool(base.host)
+    if base.mode != SenderMode.SMTP or not base.host:
+        return None
+    return (base.host, base.port, base.security)
+
+
+def global_server_available() -> bool:
+    """Whether the global configuration has an SMTP server a login-only user can use (S6.2)."""
+    return global_server_get() is not None
+
+
+def users_waiting_for_password(*, server: tuple[str, int, str] | None) -> QuerySet[SenderProfile]:
+    """Login-only profiles (S6.2) whose password was entered for a server other than `server`,
+    the one they inherit now: their password waits for them to enter it again."""
+    waiting = SenderProfile.objects.filter(
+        user__isnull=False, mode=SenderMode.SMTP, host=""
+    ).exclude(password_encrypted="")
+    if server is None:
+        return waiting.select_related("user")
+    host, port, security = server
+    return (
+        waiting.exclude(password_host=host, password_port=port, password_security=security)
+        .select_related("user")
+        .order_by("user__code")
+    )

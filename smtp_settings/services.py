@@ -14,6 +14,7 @@ from accounts.models import Company, User
 
 from . import crypto
 from .models import SenderProfile, SystemSettings
+from .selectors import global_server_get, system_settings_get, users_waiting_for_password
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,20 @@ def profile_update(
     password: str = "",
     clear_password: bool = False,
     rate_limit: int | type[KEEP] | None = KEEP,
+    password_server: tuple[str, int, str] | None = None,
+    unencrypted_ok: bool | None = None,
 ) -> SenderProfile:
     """Write a user's profile (or, with user=None, the global one). None leaves a field as is.
 
-    A blank password keeps the stored one; `clear_password` removes it. `rate_limit` (messages
-    a minute, None for none) is left as is unless given.
+    A blank password keeps the stored one; `clear_password` removes it. A new password is
+    bound to `password_server` (host, port, security), the server it was entered for, or the
+    profile's own server: it is never sent anywhere else (issue 11, item 5). `unencrypted_ok`
+    records the confirmation that it may travel unencrypted to that server. `rate_limit`
+    (messages a minute, None for none) is left as is unless given.
+    When the profile is the one login-only users inherit (S6.2) and its server changes, those
+    whose password was entered for the old server get an Event: it waits for them.
     """
+    inherited_before = _inherited_server_if_base(user)
     if user is None:
         profile = SenderProfile.objects.select_for_update().filter(user__isnull=True).first()
     else:
@@ -57,10 +66,20 @@ def profile_update(
         profile.rate_limit = rate_limit
     if clear_password:
         profile.password_encrypted = ""
+        profile.password_host, profile.password_port, profile.password_security = "", None, ""
+        profile.password_unencrypted_ok = False
     if password:
+        bound = password_server or (profile.host, profile.port, profile.security)
+        if not bound[0]:
+            raise ValueError("a password needs the server it was entered for")
         profile.password_encrypted = crypto.encrypt(password)
+        profile.password_host, profile.password_port, profile.password_security = bound
+    if unencrypted_ok is not None:
+        profile.password_unencrypted_ok = unencrypted_ok
     profile.full_clean(exclude=["user"])
     profile.save()
+    if inherited_before is not _NOT_BASE:
+        inherited_server_changed(before=inherited_before)
     logger.info(
         "sender profile saved: owner=%s mode=%s server=%s password_set=%s",
         user.code if user else "global",
@@ -84,10 +103,55 @@ def company_update(*, name: str, slug: str) -> Company:
 @transaction.atomic
 def mail_sending_user_set(*, user: User | None) -> SystemSettings:
     system, _ = SystemSettings.objects.select_for_update().get_or_create(pk=1)
+    before = global_server_get()
     system.mail_sending_user = user
     system.save()
     logger.info("mail sending user: %s", user.code if user else "-")
+    inherited_server_changed(before=before)
     return system
+
+
+_NOT_BASE = object()  # the profile written is not the one login-only users inherit
+
+
+def _inherited_server_if_base(user: User | None) -> tuple[str, int, str] | object | None:
+    """The inherited server now, if the profile about to change is the one it comes from."""
+    system = system_settings_get()
+    is_base = (
+        user is None
+        if system.mail_sending_user_id is None
+        else (user is not None and user.pk == system.mail_sending_user_id)
+    )
+    return global_server_get() if is_base else _NOT_BASE
+
+
+def inherited_server_changed(*, before: tuple[str, int, str] | None) -> int:
+    """After a change that may move the inherited server (S6.2): an Event for each login-only
+    user whose password was entered for the server they used until now. Their password is not
+    sent to the new server (the transport refuses it); it waits for them to enter it again.
+    Returns how many users were told."""
+    from outbox.models import Event, EventKind
+
+    after = global_server_get()
+    if after == before or after is None:  # no server at all: the card says so (S6.2)
+        return 0
+    waiting = users_waiting_for_password(server=after)
+    if before is not None:
+        host, port, security = before
+        waiting = waiting.filter(password_host=host, password_port=port, password_security=security)
+    params = {"host": after[0], "port": after[1]}
+    told = 0
+    for profile in waiting:
+        Event.objects.create(
+            user=profile.user,
+            kind=EventKind.PASSWORD_REENTRY,
+            explanation="password_reentry",
+            params=params,
+        )
+        told += 1
+    if told:
+        logger.info("inherited server changed: %s users must enter their password again", told)
+    return told
 
 
 def encrypted_fields() -> list[tuple[type, str]]:

@@ -7,7 +7,6 @@ and an explanation key (smtp_settings.explain); nothing here retries.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import smtplib
 import socket
@@ -27,6 +26,7 @@ from .errors import PermanentSendError, SendError, TransientSendError
 from .explain import error_from_exception, error_from_reply
 from .models import Security, SenderProfile
 from .resolve import SenderConfig, SenderConfigError, TransportKind
+from .validation import address_is_public
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +100,19 @@ def resolve_host(host: str, port: int, *, allow_private: bool) -> str:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = [info[4][0] for info in infos]
     if not allow_private:
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global:
-                raise PermanentSendError(
-                    "",
-                    explanation="private_host",
-                    params={"host": host, "address": address},
-                )
+        check_resolved(host, addresses)
     return addresses[0]
+
+
+def check_resolved(host: str, addresses: list[str]) -> None:
+    """Refuse the connection when any address `host` resolved to is not public (IPv4 inside
+    IPv6 included: smtp_settings.validation.address_is_public).
+
+    The error names the host the user typed, never the address: a private address is the
+    platform's network, not the user's business (issue 11, item 10).
+    """
+    if not all(address_is_public(address) for address in addresses):
+        raise PermanentSendError("", explanation="private_host", params={"host": host})
 
 
 class SmtpTransport(Transport):
@@ -124,11 +128,14 @@ class SmtpTransport(Transport):
         password: str = "",
         timeout: float | None = None,
         check_private: bool = True,
+        unencrypted_auth_ok: bool = False,
     ) -> None:
         self.host, self.port, self.security = host, port, security
         self.login, self._password = login, password
         self.timeout = settings.SMTP_TIMEOUT if timeout is None else timeout
         self.check_private = check_private
+        # AUTH over a connection that is not encrypted, confirmed for exactly this server.
+        self.unencrypted_auth_ok = unencrypted_auth_ok
         self.smtp: smtplib.SMTP | None = None
         self.stage = "connect"
 
@@ -163,10 +170,12 @@ class SmtpTransport(Transport):
         self.stage = "dns"
         allow_private = settings.SMTP_ALLOW_PRIVATE_HOSTS or not self.check_private
         address = resolve_host(self.host, self.port, allow_private=allow_private)
-        self._done("dns", address)
+        # A private address is the platform's network: the report never names it.
+        shown = address if address_is_public(address) else str(_("a private address"))
+        self._done("dns", shown)
         self.stage = "connect"
         sock = _connect(address, self.port, self.timeout)
-        self._done("connect", f"{address}:{self.port}")
+        self._done("connect", f"{shown}:{self.port}" if shown == address else shown)
         if self.security == Security.SSL:
             self.stage = "tls"
             sock = tls_context().wrap_socket(sock, server_hostname=self.host)
@@ -189,6 +198,12 @@ class SmtpTransport(Transport):
         self._done("ehlo", " ".join(sorted(smtp.esmtp_features)).upper())
         if self.login:
             self.stage = "auth"
+            encrypted = isinstance(smtp.sock, ssl.SSLSocket)
+            if not encrypted and not self.unencrypted_auth_ok:
+                # Never the password in clear unless confirmed for this server (issue 11).
+                raise PermanentSendError(
+                    "", explanation="unencrypted_auth_unconfirmed", params=self.params
+                )
             if not smtp.has_extn("auth"):
                 raise PermanentSendError("", explanation="auth_not_offered", params=self.params)
             code, reply = self._authenticate(smtp)
@@ -264,7 +279,8 @@ class Microsoft365Transport(SmtpTransport):
     def _authenticate(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
         from accounts.microsoft365 import access_token
 
-        address, token = access_token(user_id=self.user_id)
+        # The token cache is decrypted only if it was connected for this very server.
+        address, token = access_token(user_id=self.user_id, server=(self.host, self.port))
         login = self.login or address
         xoauth2 = f"user={login}\x01auth=Bearer {token}\x01\x01"
         # With an initial response; an error challenge (334 + JSON) is answered empty.
@@ -367,6 +383,7 @@ def relay_transport() -> Transport:
         password=settings.EMAIL_HOST_PASSWORD or "",
         timeout=getattr(settings, "EMAIL_TIMEOUT", None) or settings.SMTP_TIMEOUT,
         check_private=False,
+        unencrypted_auth_ok=True,  # the platform's own choice (EMAIL_URL), not a user's
     )
 
 
@@ -376,12 +393,14 @@ def transport_for(sender: SenderConfig) -> Transport:
     if sender.transport == TransportKind.RELAY:
         return relay_transport()
     if sender.transport == TransportKind.SMTP:
+        password, unencrypted_ok = _password(sender)
         return SmtpTransport(
             host=sender.host,
             port=sender.port,
             security=sender.security,
             login=sender.login,
-            password=_password(sender),
+            password=password,
+            unencrypted_auth_ok=unencrypted_ok,
         )
     if sender.secret is None:
         raise SenderConfigError(
@@ -396,19 +415,37 @@ def transport_for(sender: SenderConfig) -> Transport:
     )
 
 
-@sensitive_variables("ciphertext")
-def _password(sender: SenderConfig) -> str:
-    if sender.secret is None:
-        return ""
-    ciphertext = (
-        SenderProfile.objects.filter(pk=sender.secret.id)
-        .values_list("password_encrypted", flat=True)
-        .first()
+def secret_server_check(
+    *, bound: tuple[str, int, str] | None, host: str, port: int | None, security: str | None
+) -> None:
+    """Refuse to hand a secret to any server but the one it was entered for (issue 11, item 5).
+
+    Called where the secret is decrypted, with the binding read from the database at that
+    moment: no snapshot, form or admin edit made since can send it elsewhere.
+    """
+    if bound is not None and tuple(bound) == (host, port, security):
+        return
+    raise PermanentSendError(
+        "",
+        explanation="password_bound_elsewhere",
+        params={"host": host, "port": port, "security": security},
     )
-    if not ciphertext:
+
+
+@sensitive_variables("ciphertext")
+def _password(sender: SenderConfig) -> tuple[str, bool]:
+    """The password for `sender`'s server, and whether it may go there unencrypted."""
+    if sender.secret is None:
+        return "", False
+    row = SenderProfile.objects.filter(pk=sender.secret.id).first()
+    if row is None or not row.password_encrypted:
         raise SenderConfigError(
             "password_missing",
             _("No password is stored for %(login)s any more. Enter it again on the card.")
             % {"login": sender.login},
         )
-    return crypto.decrypt(ciphertext)
+    secret_server_check(
+        bound=row.password_server, host=sender.host, port=sender.port, security=sender.security
+    )
+    ciphertext = row.password_encrypted
+    return crypto.decrypt(ciphertext), row.password_unencrypted_ok

@@ -124,16 +124,77 @@ def check_not_microsoft_basic_auth(host: str) -> None:
         )
 
 
+# IPv6 ranges that carry an IPv4 address; the IPv4 address decides (issue 11, item 11).
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291 2.5.5.1 (deprecated, still routed)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: local-use NAT64 prefixes
+_6TO4 = ipaddress.IPv6Network("2002::/16")  # RFC 3056: IPv4 in bits 16-47
+_TEREDO = ipaddress.IPv6Network("2001::/32")  # RFC 4380: server bits 32-63, client XOR'd last
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo).
+
+    Done here rather than trusting `ipaddress`' own properties: which of these Python's
+    `is_global` looks into changed between patch releases (3.11.7 calls 64:ff9b::a9fe:a9fe
+    and ::127.0.0.1 global).
+    """
+    value = int(ip)
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip in _IPV4_COMPATIBLE or ip in _NAT64:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if ip in _NAT64_LOCAL:
+        # RFC 6052 2.2: the IPv4 address sits after the prefix, skipping bits 64-71. A /48
+        # prefix puts it in bits 48-63 and 72-87; a /96 one in the last 32 bits. Check both.
+        high, low = (value >> 64) & 0xFFFF, (value >> 40) & 0xFFFF
+        found.append(ipaddress.IPv4Address((high << 16) | low))
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if ip in _6TO4:
+        found.append(ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF))
+    if ip in _TEREDO:
+        found.append(ipaddress.IPv4Address((value >> 64) & 0xFFFFFFFF))  # the server
+        found.append(ipaddress.IPv4Address((value & 0xFFFFFFFF) ^ 0xFFFFFFFF))  # the client
+    return found
+
+
+def address_is_public(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether the platform may connect to `address`: a global unicast address whose embedded
+    IPv4 addresses, if any, are global too. A zone index ("fe80::1%eth0") is ignored."""
+    ip = ipaddress.ip_address(str(address).split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Mapped and NAT64 addresses are how an IPv6 socket (or a DNS64 network) reaches an
+        # IPv4 host: that host decides, whatever Python thinks of the IPv6 form.
+        translated = ip.ipv4_mapped
+        if translated is None and ip in _NAT64:
+            translated = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if translated is not None:
+            return address_is_public(translated)
+    if (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_unspecified
+        or ip.is_reserved
+        or ip.is_loopback
+        or ip.is_link_local
+    ):
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        return all(address_is_public(v4) for v4 in embedded_ipv4(ip))
+    return True
+
+
 def check_public_address(host: str) -> None:
     """An IP address typed as the server must be a public one (SMTP_ALLOW_PRIVATE_HOSTS).
 
     Names are checked when a connection is made (smtp_settings.transports.resolve_host).
     """
     try:
-        ip = ipaddress.ip_address(host)
+        ipaddress.ip_address(host)
     except ValueError:
         return
-    if not ip.is_global and not settings.SMTP_ALLOW_PRIVATE_HOSTS:
+    if not address_is_public(host) and not settings.SMTP_ALLOW_PRIVATE_HOSTS:
         raise ValidationError(
             _(
                 "%(host)s is a private or local address that the platform's servers cannot "

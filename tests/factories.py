@@ -7,7 +7,8 @@ import secrets
 
 from accounts.models import Company, User
 from smtp_settings import crypto
-from smtp_settings.models import SenderMode, SenderProfile, SystemSettings
+from smtp_settings.models import Security, SenderMode, SenderProfile, SystemSettings
+from smtp_settings.selectors import global_server_get
 
 _seq = itertools.count(1)
 LOGIN_PASSWORD = "correct-horse-battery"
@@ -25,9 +26,22 @@ def user(code: str | None = None, **fields) -> User:
 
 
 def profile(owner: User | None, mode: str = SenderMode.SMTP, password: str = "", **fields):
+    """A profile as the forms would store it: a password is bound to the server it was entered
+    for (its own, or for a login-only profile the inherited one of this moment), and with
+    security "none" the unencrypted AUTH is confirmed. Pass the password_* fields to differ."""
     fields.setdefault("security", "ssl")
     if password:
         fields["password_encrypted"] = crypto.encrypt(password)
+        server = (
+            (fields["host"], fields.get("port"), fields["security"])
+            if fields.get("host")
+            else global_server_get()
+        )
+        if server is not None and "password_host" not in fields:
+            fields["password_host"], fields["password_port"], fields["password_security"] = server
+        fields.setdefault(
+            "password_unencrypted_ok", fields.get("password_security") == Security.NONE
+        )
     return SenderProfile.objects.create(user=owner, mode=mode, **fields)
 
 

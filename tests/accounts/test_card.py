@@ -366,13 +366,29 @@ def test_failed_post_does_not_render_the_typed_password(client, anna):
 def test_blank_password_keeps_the_stored_one(client, anna, stored_password):
     ciphertext = SenderProfile.objects.get(user=anna).password_encrypted
 
-    response = client.post(CARD_URL, _post_data(password="", server="SMTP.Acme.TEST:25"))
+    response = client.post(CARD_URL, _post_data(password="", server="SMTP.Acme.TEST:587"))
 
     assert response.status_code == 302
     profile = SenderProfile.objects.get(user=anna)
-    assert (profile.host, profile.port) == ("smtp.acme.test", 25)
+    assert (profile.host, profile.port) == ("smtp.acme.test", 587)
     assert profile.password_encrypted == ciphertext
     assert crypto.decrypt(profile.password_encrypted) == stored_password
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"server": "smtp.acme.test:25"}, {"server": "evil.example:587"}, {"security": "none"}],
+)
+def test_blank_password_with_another_server_asks_for_it_again(client, anna, change):
+    """Issue 11: the stored password goes only to the server it was entered for. (This test
+    used to assert the opposite: a blank password kept the stored one for a new port.)"""
+    before = factories.db_rows()
+
+    response = client.post(CARD_URL, _post_data(password="", **change))
+
+    assert response.status_code == 200
+    assert "The server, port or SSL/TLS has changed: enter the password again." in _html(response)
+    assert factories.db_rows() == before
 
 
 def test_clear_password_removes_it(client, anna):
@@ -416,6 +432,7 @@ def test_good_post_saves_card_and_sender(client, anna):
             reply_to="office@acme.test",
             server="[2a00:1450:4025:401::6c]:465",
             security=Security.SSL,
+            password=factories.secret(),  # a new server needs its password again
         ),
     )
 

@@ -140,13 +140,24 @@ def test_set_removes_the_spaces_of_an_app_password(anna, monkeypatch):
     assert crypto.decrypt(SenderProfile.objects.get(user=anna).password_encrypted) == letters
 
 
-def test_set_without_password_keeps_the_stored_one(anna, stored_password):
+def test_set_without_password_keeps_the_stored_one_for_the_same_server(anna, stored_password):
     ciphertext = anna.sender_profile.password_encrypted
 
-    _sender("set", "ANNA", "--server", "smtp.acme.test:25")
+    _sender("set", "ANNA", "--rate-limit", "30")
 
     profile = SenderProfile.objects.get(user=anna)
-    assert (profile.port, profile.password_encrypted) == (25, ciphertext)
+    assert (profile.rate_limit, profile.password_encrypted) == (30, ciphertext)
+
+
+def test_set_another_server_without_password_asks_for_it_and_changes_nothing(anna, stored_password):
+    """Issue 11: a stored password is sent only to the server it was entered for. (This test
+    used to assert the opposite: a blank password kept the stored one for the new server.)"""
+    before = factories.db_rows()
+
+    with pytest.raises(CommandError, match="enter the password again"):
+        _sender("set", "ANNA", "--server", "smtp.acme.test:25")
+
+    assert factories.db_rows() == before
 
 
 def test_set_clear_password_with_the_login(anna):
@@ -160,7 +171,7 @@ def test_set_a_rate_limit_and_clear_it(anna):
     _sender("set", "ANNA", "--rate-limit", "45")
     assert json.loads(_sender("show", "ANNA", "--json"))["rate_limit"] == 45
 
-    _sender("set", "ANNA", "--server", "smtp.acme.test:25")  # other changes keep it
+    _sender("set", "ANNA", "--login", "anna2@acme.test")  # other changes keep it
     assert SenderProfile.objects.get(user=anna).rate_limit == 45
 
     _sender("set", "ANNA", "--rate-limit", "")

@@ -197,7 +197,13 @@ def test_login_without_password_is_refused():
 
 
 def test_login_keeps_a_stored_password_when_the_field_is_blank():
-    form = _form(_smtp(login="anna@acme.test"), profile=SenderProfile(password_encrypted="x"))
+    stored = SenderProfile(
+        password_encrypted="x",
+        password_host="smtp.acme.test",
+        password_port=465,
+        password_security=Security.SSL,
+    )
+    form = _form(_smtp(login="anna@acme.test"), profile=stored)
 
     assert form.is_valid(), form.errors
     assert form.profile_fields["password"] == ""

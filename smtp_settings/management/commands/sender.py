@@ -21,7 +21,7 @@ from ...models import Security, SenderMode
 from ...resolve import SenderConfigError
 from ...selectors import (
     global_profile_get,
-    global_server_available,
+    global_server_get,
     sender_config_for,
     system_settings_get,
     user_profile_get,
@@ -57,6 +57,12 @@ class Command(BaseCommand):
             "--password-stdin", action="store_true", help="read the password from stdin"
         )
         set_.add_argument("--clear-password", action="store_true")
+        set_.add_argument(
+            "--allow-unencrypted-auth",
+            action="store_true",
+            help="with --security none: confirm the password may cross the network "
+            "unencrypted to this server",
+        )
         set_.add_argument(
             "--rate-limit",
             metavar="N",
@@ -180,6 +186,7 @@ class Command(BaseCommand):
             "login": profile.login if options["login"] is None else options["login"],
             "password": password,
             "clear_password": "on" if options["clear_password"] else "",
+            "unencrypted_auth": "on" if options["allow_unencrypted_auth"] else "",
             "rate_limit": profile.rate_limit
             if options["rate_limit"] is None
             else options["rate_limit"],
@@ -194,7 +201,7 @@ class Command(BaseCommand):
                 profile=profile,
                 is_mail_sending_user=system.mail_sending_user_id == user.pk,
                 card_email=user.email,
-                global_has_server=global_server_available(),
+                global_server=global_server_get(),
             )
             _raise_errors(form)
             profile_update(user=user, **form.profile_fields)
