@@ -8,6 +8,8 @@ platform relay pointed at the local mail catcher.
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -21,11 +23,30 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 # https://docs.djangoproject.com/en/5.2/ref/settings/
 # ------------------------------------------------------------------------------
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# The default key is flagged by `check --deploy` (security.W009): production must set one.
-SECRET_KEY = env(
+
+
+def _own_secret(value: str, name: str, how: str) -> str:
+    """A secret this installation must choose itself: no default, never derived from another.
+    Refused in DEBUG too: a per-run random key would leave the web process and the workers
+    (and each restart) unable to read each other's sessions, secrets and VERP signatures."""
+    value = value.strip()
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set: directo_mail needs its own. Make one with {how} and set it in "
+            "the environment or in .env (`make .env` writes a development .env with fresh keys)."
+        )
+    return value
+
+
+# Signs sessions, CSRF tokens and the VERP bounce addresses (outbox.message).
+SECRET_KEY = _own_secret(
+    env.str("DJANGO_SECRET_KEY", default=""),
     "DJANGO_SECRET_KEY",
-    default="django-insecure-directo-mail-development-key-not-for-production",
+    "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`",
 )
+if SECRET_KEY.startswith("django-insecure-"):
+    # Django's mark of a published key, like the default every earlier checkout ran on.
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY is a published (django-insecure-) key: make one.")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -153,13 +174,33 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # The Microsoft 365 popup talks to its opener: keep the opener reachable.
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin-allow-popups"
+# Error reports (and the DEBUG page) hide EMAIL_URL, ANYMAIL and every configured secret.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "directo_mail.reporting.SecretsHiddenFilter"
+DEFAULT_EXCEPTION_REPORTER = "directo_mail.reporting.SecretsHiddenReporter"
+
 
 # ------------------------------------------------------------------------------
-# Secrets at rest: MultiFernet, first key encrypts, all keys decrypt.
-# Without keys, one is derived from SECRET_KEY (development only; `check --deploy` warns).
+# Secrets at rest: MultiFernet, first key encrypts, all keys decrypt. Required, and never
+# derived from SECRET_KEY: a leaked SECRET_KEY must not open the stored passwords.
 # https://cryptography.io/en/latest/fernet/#cryptography.fernet.MultiFernet
 # ------------------------------------------------------------------------------
-FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+FIELD_ENCRYPTION_KEYS = [
+    key.strip()
+    for key in _own_secret(
+        env.str("FIELD_ENCRYPTION_KEYS", default=""),
+        "FIELD_ENCRYPTION_KEYS",
+        "`python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())'`",
+    ).split(",")
+    if key.strip()
+]
+for _index, _key in enumerate(FIELD_ENCRYPTION_KEYS, start=1):
+    try:
+        Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"FIELD_ENCRYPTION_KEYS entry {_index} is not a Fernet key (32 url-safe base64 bytes)."
+        ) from None
 
 # ------------------------------------------------------------------------------
 # Sending

@@ -281,7 +281,11 @@ EXPECT: dict[str, Expect] = {
         get=OWN_OR_STAFF_200, post=OWN_OR_STAFF_200, kwargs=lambda w: {"pk": w.message.pk}
     ),
     "outbox:test_email": Expect(get=ALL_405, post=_users("302")),
-    "outbox:catcher": Expect(get=_users("404"), post=_users("404")),  # DEBUG only
+    # Staff only (issue 11: it shows everyone's mail), and then only with DEBUG on.
+    "outbox:catcher": Expect(
+        get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
+        post=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
+    ),
     "invoices:list": Expect(get=_users("200"), post=ALL_405),
     "invoices:send": Expect(
         get=ALL_405, post=_users("302"), bodies=lambda w: [{"invoice": [w.invoice.pk]}]
