@@ -5,6 +5,7 @@ embedded ones `make run` uses: SQLite, Celery's filesystem broker under `var/`, 
 platform relay pointed at the local mail catcher.
 """
 
+import datetime
 from pathlib import Path
 
 import environ
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
     "outbox",
     "invoices",
     "bounces",
+    "axes",  # login throttling (accounts.throttle)
 ]
 
 MIDDLEWARE = [
@@ -78,6 +80,7 @@ MIDDLEWARE = [
     "accounts.middleware.NullCharacterMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # turns a lockout into the login page's explanation
 ]
 
 ROOT_URLCONF = "directo_mail.urls"
@@ -129,6 +132,11 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "accounts:card"
 LOGOUT_REDIRECT_URL = "login"
+# Axes first: it refuses a locked-out login before a password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -178,6 +186,24 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin-allow-popups"
 DEFAULT_EXCEPTION_REPORTER_FILTER = "directo_mail.reporting.SecretsHiddenFilter"
 DEFAULT_EXCEPTION_REPORTER = "directo_mail.reporting.SecretsHiddenReporter"
 
+# Login throttling (django-axes, counted in the database): failures within the lockout window
+# per user from one address, per address and per user; see accounts/throttle.py for why three.
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+LOGIN_FAILURES_PER_USER_AND_ADDRESS = env.int("LOGIN_FAILURES_PER_USER_AND_ADDRESS", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_FAILURES_PER_USER = env.int("LOGIN_FAILURES_PER_USER", default=20)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+AXES_HANDLER = "accounts.throttle.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address", "username"]
+AXES_FAILURE_LIMIT = LOGIN_FAILURES_PER_USER_AND_ADDRESS
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
+# The login form's field (and authenticate()'s keyword), not USERNAME_FIELD ("code"): with the
+# default, failures were filed under no user at all.
+AXES_USERNAME_FORM_FIELD = "username"
+# A success does not wipe the counters: it would reset a guess at this user from elsewhere.
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False  # no banner on every manage.py command; failures and lockouts still log
 
 # ------------------------------------------------------------------------------
 # Secrets at rest: MultiFernet, first key encrypts, all keys decrypt. Required, and never
@@ -299,4 +325,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # django-axes logs every login at INFO; failures and lockouts (WARNING) are what matter.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

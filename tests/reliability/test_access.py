@@ -166,8 +166,23 @@ def _build_world(smtp_servers) -> World:
         "invoices_letter": letter,
         "auth_group": _group(),
         "accounts_microsoft365connection": connection,
+        **_login_records(a),
     }
     return world
+
+
+def _login_records(user: User) -> dict[str, object]:
+    """django-axes's rows (login throttling) about A, for its admin pages."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    common = {"username": user.code, "ip_address": "192.0.2.1", "user_agent": "test"}
+    return {
+        "axes_accessattempt": AccessAttempt.objects.create(
+            **common, failures_since_start=2, get_data="", post_data=""
+        ),
+        "axes_accesslog": AccessLog.objects.create(**common),
+        "axes_accessfailurelog": AccessFailureLog.objects.create(**common),
+    }
 
 
 def _group():
