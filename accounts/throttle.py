@@ -15,6 +15,7 @@ https://django-axes.readthedocs.io/en/latest/4_configuration.html
 from __future__ import annotations
 
 import datetime
+import ipaddress
 
 from axes.handlers.database import AxesDatabaseHandler
 from django.conf import settings
@@ -46,6 +47,23 @@ class LoginThrottleHandler(AxesDatabaseHandler):
             failures = attempts.aggregate(total=Sum("failures_since_start"))["total"] or 0
             worst = max(worst, failures * common // own)
         return worst
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address a lockout counts: the connection's, or behind TRUSTED_PROXY_COUNT reverse
+    proxies the entry the outermost of them appended to X-Forwarded-For (entries to its left
+    come from the client and may be forged). Without this, every user behind a TLS proxy
+    would share the proxy's address and one guesser would lock them all out."""
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        forwarded = [entry.strip() for entry in forwarded if entry.strip()]
+        if len(forwarded) >= hops:
+            try:  # the column is an IP address (inet on PostgreSQL)
+                return str(ipaddress.ip_address(forwarded[-hops]))
+            except ValueError:
+                pass
+    return request.META.get("REMOTE_ADDR", "")
 
 
 def lockout_response(

@@ -66,3 +66,19 @@ def test_staff_unlock_in_the_admin(settings, client):
     assert listed.status_code == 200 and "EWA" in listed.content.decode()
     assert deleted.status_code == 200
     assert _attempt("EWA", factories.LOGIN_PASSWORD)[1]
+
+
+def test_behind_a_proxy_each_client_has_its_own_address(settings):
+    """Every request comes from the proxy (10.0.0.1); the proxy appends the client's address
+    to X-Forwarded-For, after whatever the client sent there."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    factories.user("EWA")
+    guesser = {"HTTP_X_FORWARDED_FOR": "203.0.113.5"}
+    for index in range(settings.LOGIN_FAILURES_PER_USER_AND_ADDRESS):
+        # A forged entry to the left changes nothing: the proxy's own entry counts.
+        forged = {"HTTP_X_FORWARDED_FOR": f"192.0.2.{index}, 203.0.113.5"}
+        _attempt("EWA", "wrong", "10.0.0.1", **(forged if index % 2 else guesser))
+    assert not _attempt("EWA", factories.LOGIN_PASSWORD, "10.0.0.1", **guesser)[1]
+    ewa = {"HTTP_X_FORWARDED_FOR": "198.51.100.7"}
+    assert _attempt("EWA", factories.LOGIN_PASSWORD, "10.0.0.1", **ewa)[1]
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"203.0.113.5"}
