@@ -23,9 +23,13 @@ WORKDIR /app
 COPY --chown=app:app . .
 USER app
 
-# Static files and catalogues are built into the image; the settings' defaults suffice here
-# (no database is touched). var/mail exists so its volume is mounted writable for `app`.
-RUN python manage.py collectstatic --noinput \
+# Static files and catalogues are built into the image (no database is touched). The settings
+# refuse to load without their own keys: these two steps get throwaway ones that live only in
+# this RUN and sign or encrypt nothing; the containers get theirs from .env.compose.
+# var/mail exists so its volume is mounted writable for `app`.
+RUN export DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+        FIELD_ENCRYPTION_KEYS="$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+    && python manage.py collectstatic --noinput \
     && python manage.py compilemessages \
     && mkdir -p var/mail
 

@@ -64,11 +64,11 @@ lint: install
 	$(BIN)/ruff format --check .
 
 ## messages: refresh and compile the translation catalogues
-messages: install
+messages: install .env
 	$(BIN)/python manage.py makemessages --all --no-obsolete --no-location --ignore='.venv/*' --ignore='tests/*'
 	$(BIN)/python manage.py compilemessages --ignore='.venv/*'
 
-check: install
+check: install .env
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python manage.py check
 

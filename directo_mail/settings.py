@@ -5,9 +5,12 @@ embedded ones `make run` uses: SQLite, Celery's filesystem broker under `var/`, 
 platform relay pointed at the local mail catcher.
 """
 
+import datetime
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -21,11 +24,30 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 # https://docs.djangoproject.com/en/5.2/ref/settings/
 # ------------------------------------------------------------------------------
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# The default key is flagged by `check --deploy` (security.W009): production must set one.
-SECRET_KEY = env(
+
+
+def _own_secret(value: str, name: str, how: str) -> str:
+    """A secret this installation must choose itself: no default, never derived from another.
+    Refused in DEBUG too: a per-run random key would leave the web process and the workers
+    (and each restart) unable to read each other's sessions, secrets and VERP signatures."""
+    value = value.strip()
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set: directo_mail needs its own. Make one with {how} and set it in "
+            "the environment or in .env (`make .env` writes a development .env with fresh keys)."
+        )
+    return value
+
+
+# Signs sessions, CSRF tokens and the VERP bounce addresses (outbox.message).
+SECRET_KEY = _own_secret(
+    env.str("DJANGO_SECRET_KEY", default=""),
     "DJANGO_SECRET_KEY",
-    default="django-insecure-directo-mail-development-key-not-for-production",
+    "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`",
 )
+if SECRET_KEY.startswith("django-insecure-"):
+    # Django's mark of a published key, like the default every earlier checkout ran on.
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY is a published (django-insecure-) key: make one.")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -43,6 +65,7 @@ INSTALLED_APPS = [
     "outbox",
     "invoices",
     "bounces",
+    "axes",  # login throttling (accounts.throttle)
 ]
 
 MIDDLEWARE = [
@@ -57,6 +80,7 @@ MIDDLEWARE = [
     "accounts.middleware.NullCharacterMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # turns a lockout into the login page's explanation
 ]
 
 ROOT_URLCONF = "directo_mail.urls"
@@ -108,6 +132,11 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "accounts:card"
 LOGOUT_REDIRECT_URL = "login"
+# Axes first: it refuses a locked-out login before a password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -153,13 +182,55 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # The Microsoft 365 popup talks to its opener: keep the opener reachable.
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin-allow-popups"
+# Error reports (and the DEBUG page) hide EMAIL_URL, ANYMAIL and every configured secret.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "directo_mail.reporting.SecretsHiddenFilter"
+DEFAULT_EXCEPTION_REPORTER = "directo_mail.reporting.SecretsHiddenReporter"
+
+# Login throttling (django-axes, counted in the database): failures within the lockout window
+# per user from one address, per address and per user; see accounts/throttle.py for why three.
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+LOGIN_FAILURES_PER_USER_AND_ADDRESS = env.int("LOGIN_FAILURES_PER_USER_AND_ADDRESS", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_FAILURES_PER_USER = env.int("LOGIN_FAILURES_PER_USER", default=20)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+# Reverse proxies in front of the app that append to X-Forwarded-For (0: none, the connection's
+# address counts); behind one, every user would otherwise share the proxy's address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "accounts.throttle.client_address"
+AXES_HANDLER = "accounts.throttle.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address", "username"]
+AXES_FAILURE_LIMIT = LOGIN_FAILURES_PER_USER_AND_ADDRESS
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
+# The login form's field (and authenticate()'s keyword), not USERNAME_FIELD ("code"): with the
+# default, failures were filed under no user at all.
+AXES_USERNAME_FORM_FIELD = "username"
+# A success does not wipe the counters: it would reset a guess at this user from elsewhere.
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False  # no banner on every manage.py command; failures and lockouts still log
 
 # ------------------------------------------------------------------------------
-# Secrets at rest: MultiFernet, first key encrypts, all keys decrypt.
-# Without keys, one is derived from SECRET_KEY (development only; `check --deploy` warns).
+# Secrets at rest: MultiFernet, first key encrypts, all keys decrypt. Required, and never
+# derived from SECRET_KEY: a leaked SECRET_KEY must not open the stored passwords.
 # https://cryptography.io/en/latest/fernet/#cryptography.fernet.MultiFernet
 # ------------------------------------------------------------------------------
-FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+FIELD_ENCRYPTION_KEYS = [
+    key.strip()
+    for key in _own_secret(
+        env.str("FIELD_ENCRYPTION_KEYS", default=""),
+        "FIELD_ENCRYPTION_KEYS",
+        "`python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())'`",
+    ).split(",")
+    if key.strip()
+]
+for _index, _key in enumerate(FIELD_ENCRYPTION_KEYS, start=1):
+    try:
+        Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"FIELD_ENCRYPTION_KEYS entry {_index} is not a Fernet key (32 url-safe base64 bytes)."
+        ) from None
 
 # ------------------------------------------------------------------------------
 # Sending
@@ -270,4 +341,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # django-axes logs every login at INFO; failures and lockouts (WARNING) are what matter.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

@@ -18,6 +18,7 @@ from outbox.models import EventKind, JobState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
 
+from .forms import CustomerSelectionForm, InvoiceSelectionForm, LetterPreviewForm
 from .letters import (
     LetterForm,
     letter_editable_by,
@@ -115,7 +116,11 @@ def invoice_send(request: HttpRequest) -> HttpResponse:
     unsent = request.POST.get("action") == "unsent"
     invoice_ids = None
     if not unsent:
-        invoice_ids = [int(pk) for pk in request.POST.getlist("invoice") if pk.isdigit()]
+        selection = InvoiceSelectionForm(request.POST)
+        if not selection.is_valid():
+            messages.error(request, _("Nothing was sent: the selection is not a list of invoices."))
+            return redirect(back)
+        invoice_ids = selection.cleaned_data["invoice"]
         if not invoice_ids:
             messages.error(request, _("Select the invoices to send first."))
             return redirect(back)
@@ -289,11 +294,10 @@ def letter_detail(request: HttpRequest, pk: int) -> HttpResponse:
     send it to."""
     letter = get_object_or_404(letters_all(), pk=pk)
     customers = Customer.objects.order_by("name", "pk")
-    chosen = request.GET.get("customer", "").strip()
-    preview_customer = None
-    if chosen.isdigit():
-        preview_customer = customers.filter(pk=int(chosen)).first()
-    if preview_customer is None:
+    choice = LetterPreviewForm(request.GET)
+    chosen = choice.cleaned_data["customer"] if choice.is_valid() else None
+    preview_customer = customers.filter(pk=chosen).first() if chosen else None
+    if preview_customer is None:  # none chosen, or not a customer: the first one
         preview_customer = customers.first()
     preview = preview_error = None
     if preview_customer is not None:
@@ -330,7 +334,11 @@ def letter_send(request: HttpRequest, pk: int) -> HttpResponse:
     if not letter_editable_by(letter=letter, user=request.user):
         return _letter_forbidden(request, letter)
     back = reverse("invoices:letter", args=[letter.pk])
-    customer_ids = [int(c) for c in request.POST.getlist("customer") if c.isdigit()]
+    selection = CustomerSelectionForm(request.POST)
+    if not selection.is_valid():
+        messages.error(request, _("Nothing was sent: the selection is not a list of customers."))
+        return redirect(back)
+    customer_ids = selection.cleaned_data["customer"]
     if not customer_ids:
         messages.error(request, _("Select the customers to send the letter to first."))
         return redirect(back)

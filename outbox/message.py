@@ -49,7 +49,10 @@ def verp_message_pk(address: str, domain: str) -> int | None:
     if at.lower() != domain.lower() or not local.startswith(prefix):
         return None
     pk, _, signature = local[len(prefix) :].partition("-")
-    if not pk.isdigit() or not constant_time_compare(signature, _verp_signature(int(pk))):
+    # isdigit() alone admits "²", which int() refuses: ASCII digits only.
+    if not (pk.isascii() and pk.isdigit()):
+        return None
+    if not constant_time_compare(signature, _verp_signature(int(pk))):
         return None
     return int(pk)
 

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import staff_required
 from smtp_settings.explain import explain
 from smtp_settings.resolve import SenderConfigError
 
@@ -71,9 +72,10 @@ def test_email(request: HttpRequest) -> HttpResponse:
     return redirect("outbox:message", pk=message.pk)
 
 
-@login_required
+@staff_required
 def mail_catcher(request: HttpRequest) -> HttpResponse:
-    """What the local mail catcher received (development only): see a mail arrive."""
+    """What the local mail catcher received (development only): see a mail arrive. Staff only:
+    it shows everyone's mail (issue 11, item 8)."""
     if not settings.DEBUG:
         raise Http404
     return render(request, "outbox/catcher.html", {"caught": caught_messages(limit=100)})

@@ -1,20 +1,18 @@
 """Secrets at rest: MultiFernet over FIELD_ENCRYPTION_KEYS (first key encrypts, all decrypt).
 
 Ciphertext lives in model fields named `*_encrypted`; plaintext exists only where a
-connection is opened. Without configured keys a key is derived from SECRET_KEY, which is
-fine for development and flagged by `check --deploy` (smtp_settings.checks).
+connection is opened. The keys are the installation's own (settings refuse to start without
+them); none is ever derived from SECRET_KEY, so a leaked SECRET_KEY opens no stored secret.
 https://cryptography.io/en/latest/fernet/#cryptography.fernet.MultiFernet
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.views.decorators.debug import sensitive_variables
 
 
@@ -28,15 +26,11 @@ class SecretDecryptionError(Exception):
         )
 
 
-def _derived_key() -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"directo_mail", info=b"fields")
-    return base64.urlsafe_b64encode(hkdf.derive(settings.SECRET_KEY.encode()))
-
-
 @functools.cache
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
-    raw = [k.encode() for k in keys] or [_derived_key()]
-    return MultiFernet([Fernet(k) for k in raw])
+    if not keys:  # settings refuse this at start; a test or a shell may still empty the list
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS is empty: no secret can be stored.")
+    return MultiFernet([Fernet(k.encode()) for k in keys])
 
 
 def fernet() -> MultiFernet:

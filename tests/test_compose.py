@@ -60,8 +60,29 @@ def test_app_services_share_image_build_and_environment(compose: dict, services:
         service = services[name]
         assert service["build"] == app["build"], name
         assert service["image"] == app["image"], name
-        assert service["env_file"] == app["env_file"] == ".env", name
+        assert service["env_file"] == app["env_file"] == ".env.compose", name
         assert service["environment"] == app["environment"], name
+
+
+def test_compose_runs_with_debug_off_on_its_own_env_file(compose: dict) -> None:
+    """Issue 11, item 8: not the development .env (DEBUG on, private hosts allowed), and no
+    secret committed: the example leaves both keys empty, and the real file is never
+    committed nor copied into the image."""
+    environment = compose["x-app"]["environment"]
+    assert environment["DJANGO_DEBUG"] == "false"
+    assert "SMTP_ALLOW_PRIVATE_HOSTS" not in environment
+    example = ROOT / ".env.compose.example"
+    values = dict(
+        line.split("=", 1)
+        for line in example.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert values["DJANGO_SECRET_KEY"] == "" and values["FIELD_ENCRYPTION_KEYS"] == ""
+    assert "DJANGO_DEBUG" not in values and "SMTP_ALLOW_PRIVATE_HOSTS" not in values
+    assert set(values) <= example_variables(), "document them in .env.example"
+    assert ".env.compose" in (ROOT / ".gitignore").read_text().split()
+    assert ".env.compose" in (ROOT / ".dockerignore").read_text().split()
+    assert ".env.compose.example" in COMPOSE.read_text()  # the file says how to make it
 
 
 def test_commands(services: dict) -> None:
@@ -115,5 +136,8 @@ def test_dockerfile() -> None:
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
     assert "collectstatic --noinput" in text
+    # The build's throwaway keys are made in the RUN, never written into the image's ENV.
+    assert not re.search(r"^ENV .*(SECRET_KEY|FIELD_ENCRYPTION_KEYS)", text, re.MULTILINE)
+    assert "Fernet.generate_key()" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored and ".venv" in ignored, "keep secrets and the venv out of the image"

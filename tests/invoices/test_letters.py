@@ -192,6 +192,12 @@ def test_the_preview_for_a_chosen_customer(client):
     assert 'type="checkbox" name="customer"' in html
     # No choice: the first customer by name.
     assert "News for Adams" in _html(client.get(f"/letters/{letter.pk}/"))
+    # Not a customer number (issue 11, item 12: `customer=²` gave a 500): the first one too.
+    for number in ("²", "Ⅻ", "1e3", "9" * 25):
+        assert "News for Adams" in _html(client.get(f"/letters/{letter.pk}/?customer={number}"))
+    # And sending to such a selection says so, sending nothing.
+    sent = client.post(f"/letters/{letter.pk}/send/", {"customer": [chosen.pk, "²"]}, follow=True)
+    assert "Nothing was sent: the selection is not a list of customers." in _html(sent)
 
 
 @pytest.mark.django_db

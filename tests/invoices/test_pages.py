@@ -199,6 +199,21 @@ def test_nothing_selected_says_so(client):
     assert not BulkJob.objects.exists()
 
 
+@pytest.mark.parametrize("number", ["²", "Ⅻ", "1e3", "-1", "9" * 25, "abc"])
+def test_a_selection_that_is_not_invoice_numbers_says_so(client, number):
+    """Issue 11, item 12: `invoice=²` gave a 500 (str.isdigit() accepts it, int() does not)."""
+    user = invoice_factories.smtp_user_without_server("ANNA")
+    invoice = invoice_factories.invoice()
+    client.force_login(user)
+
+    response = client.post(
+        "/invoices/send/", {"action": "selected", "invoice": [invoice.pk, number]}, follow=True
+    )
+
+    assert "Nothing was sent: the selection is not a list of invoices." in _html(response)
+    assert not BulkJob.objects.exists()
+
+
 def test_nothing_unsent_says_so_and_keeps_the_filters(client):
     user = invoice_factories.smtp_user_without_server("ANNA")
     invoice_factories.invoice(send_state=SendState.SENT)

@@ -306,7 +306,7 @@ def test_the_catcher_page_shows_what_was_caught(client, settings, catcher):
     _catch(catcher)
     [kept] = list(settings.MAIL_CATCHER_DIR.glob("*.eml"))
     assert kept.read_bytes().startswith(b"X-Envelope-From: bounces@acme.example\r\n")
-    client.force_login(factories.user("ANNA"))
+    client.force_login(factories.user("ANNA", is_staff=True))
 
     response = client.get("/dev/mail/")
 
@@ -320,11 +320,27 @@ def test_the_catcher_page_shows_what_was_caught(client, settings, catcher):
 
 
 @pytest.mark.django_db
+def test_the_catcher_page_is_for_staff_only(client, settings, catcher):
+    """It shows everyone's mail (issue 11, item 8): a user gets 403 and no link to it."""
+    settings.DEBUG = True
+    _catch(catcher, Subject="Someone else's invoice")
+    client.force_login(factories.user("BOB"))
+
+    response = client.get("/dev/mail/")
+
+    assert response.status_code == 403
+    assert "Someone else" not in response.content.decode()
+    assert "/dev/mail/" not in _html(client.get("/events/"))
+    client.force_login(factories.user("ADA", is_staff=True))
+    assert "/dev/mail/" in _html(client.get("/events/"))
+
+
+@pytest.mark.django_db
 def test_the_catcher_page_lists_the_newest_first(client, settings, catcher):
     settings.DEBUG = True
     _catch(catcher, Subject="First of two")
     _catch(catcher, Subject="Second of two")
-    client.force_login(factories.user("ANNA"))
+    client.force_login(factories.user("ANNA", is_staff=True))
 
     html = _html(client.get("/dev/mail/"))
 
@@ -335,7 +351,7 @@ def test_the_catcher_page_lists_the_newest_first(client, settings, catcher):
 def test_the_catcher_page_is_empty_without_mail(client, settings, tmp_path):
     settings.DEBUG = True
     settings.MAIL_CATCHER_DIR = tmp_path / "missing"
-    client.force_login(factories.user("ANNA"))
+    client.force_login(factories.user("ANNA", is_staff=True))
 
     assert "Nothing has arrived yet." in _html(client.get("/dev/mail/"))
 
@@ -344,7 +360,7 @@ def test_the_catcher_page_is_empty_without_mail(client, settings, tmp_path):
 def test_the_catcher_page_is_404_outside_debug(client, settings, catcher):
     settings.DEBUG = False
     _catch(catcher)
-    client.force_login(factories.user("ANNA"))
+    client.force_login(factories.user("ANNA", is_staff=True))  # even staff
 
     response = client.get("/dev/mail/")
 
@@ -356,7 +372,7 @@ def test_the_catcher_page_is_404_outside_debug(client, settings, catcher):
 @pytest.mark.parametrize("debug", [True, False])
 def test_the_catcher_link_is_in_the_menu_only_in_debug(client, settings, debug):
     settings.DEBUG = debug
-    client.force_login(factories.user("ANNA"))
+    client.force_login(factories.user("ANNA", is_staff=True))  # staff only: see above
 
     html = _html(client.get("/events/"))
 

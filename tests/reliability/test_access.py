@@ -168,8 +168,23 @@ def _build_world(smtp_servers) -> World:
         "invoices_letter": letter,
         "auth_group": _group(),
         "accounts_microsoft365connection": connection,
+        **_login_records(a),
     }
     return world
+
+
+def _login_records(user: User) -> dict[str, object]:
+    """django-axes's rows (login throttling) about A, for its admin pages."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    common = {"username": user.code, "ip_address": "192.0.2.1", "user_agent": "test"}
+    return {
+        "axes_accessattempt": AccessAttempt.objects.create(
+            **common, failures_since_start=2, get_data="", post_data=""
+        ),
+        "axes_accesslog": AccessLog.objects.create(**common),
+        "axes_accessfailurelog": AccessFailureLog.objects.create(**common),
+    }
 
 
 def _group():
@@ -289,7 +304,11 @@ EXPECT: dict[str, Expect] = {
         get=OWN_OR_STAFF_200, post=OWN_OR_STAFF_200, kwargs=lambda w: {"pk": w.message.pk}
     ),
     "outbox:test_email": Expect(get=ALL_405, post=_users("302")),
-    "outbox:catcher": Expect(get=_users("404"), post=_users("404")),  # DEBUG only
+    # Staff only (issue 11: it shows everyone's mail), and then only with DEBUG on.
+    "outbox:catcher": Expect(
+        get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
+        post=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
+    ),
     "invoices:list": Expect(get=_users("200"), post=ALL_405),
     "invoices:send": Expect(
         get=ALL_405, post=_users("302"), bodies=lambda w: [{"invoice": [w.invoice.pk]}]

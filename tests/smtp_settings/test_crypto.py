@@ -6,6 +6,7 @@ import io
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from smtp_settings import crypto
@@ -28,17 +29,12 @@ def test_round_trip(settings):
     assert crypto.decrypt(ciphertext) == plaintext
 
 
-def test_without_keys_a_key_is_derived_from_the_secret_key(settings):
+def test_without_keys_nothing_is_encrypted_and_no_key_is_derived(settings):
+    """Issue 11, item 8: no key comes from SECRET_KEY (which once had a public default)."""
     settings.FIELD_ENCRYPTION_KEYS = []
-    plaintext = factories.secret()
-
-    ciphertext = crypto.encrypt(plaintext)
-
-    assert plaintext not in ciphertext
-    assert crypto.decrypt(ciphertext) == plaintext
-    settings.FIELD_ENCRYPTION_KEYS = [_key()]
-    with pytest.raises(crypto.SecretDecryptionError):
-        crypto.decrypt(ciphertext)
+    with pytest.raises(ImproperlyConfigured, match="FIELD_ENCRYPTION_KEYS"):
+        crypto.encrypt(factories.secret())
+    assert not hasattr(crypto, "_derived_key")
 
 
 def test_first_key_encrypts_and_every_key_decrypts(settings):
