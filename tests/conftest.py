@@ -7,7 +7,12 @@ import pytest
 
 from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 
-pytest_plugins = ["tests.smtp_fixtures", "tests.m365_fixtures", "tests.postfix_fixtures"]
+pytest_plugins = [
+    "tests.smtp_fixtures",
+    "tests.m365_fixtures",
+    "tests.postfix_fixtures",
+    "tests.processes",
+]
 
 # aiosmtpd warns at every AUTH; keep test output readable.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
