@@ -97,7 +97,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DATABASES["default"]["ATOMIC_REQUESTS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Cache: rate limits (connection tests). Per process by default; Redis in production.
+# Cache: per process by default; Redis in production. No limit relies on it: limits are
+# counted in the database (outbox.limits), which every process shares.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
