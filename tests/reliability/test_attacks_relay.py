@@ -261,6 +261,12 @@ def test_the_verification_link_never_reaches_anyone_but_the_card_address(
         HAMMER - len(links)
     )
     assert not User.objects.get(pk=eve.pk).email_verified
+    # Control: a test e-mail of Eve does go to her BCC too, and the detector sees it.
+    eve_web = app_processes.web[0].client(eve)
+    eve_web.post("/outbox/test-email/", allow_redirects=False)
+    _settle(eve)
+    tests = [m for m in _received_by(relay, eve) if m.message["Subject"] != VERIFICATION_SUBJECT]
+    assert sum(set(m.rcpt_tos) != {"security@paypal.com"} for m in tests) == len(tests) == 1
 
 
 # -- 2. limits across processes (item 4) ---------------------------------------------------------
