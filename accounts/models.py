@@ -93,6 +93,13 @@ class User(AbstractBaseUser, PermissionsMixin):
     )
     phone = models.CharField(_("phone"), max_length=40, blank=True, validators=[no_control_chars])
     email = models.EmailField(_("e-mail"), blank=True)
+    # The card e-mail as proven by its verification link (accounts.verification). The platform
+    # relay sends From the card e-mail only while it is this very address: a changed e-mail is
+    # unverified again, on every path that changes it (card, admin, commands), with no hook.
+    email_verified_address = models.EmailField(_("verified e-mail"), blank=True, editable=False)
+    email_verified_at = models.DateTimeField(
+        _("e-mail verified at"), null=True, blank=True, editable=False
+    )
     bcc = models.EmailField(_("BCC"), blank=True)
     reply_to = models.EmailField(_("Reply-To"), blank=True)
     signature = models.TextField(_("signature"), blank=True, max_length=5000)
@@ -115,6 +122,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return f"{self.code} ({self.name})" if self.name else self.code
+
+    @property
+    def email_verified(self) -> bool:
+        """The card e-mail is the address its owner proved to receive mail at."""
+        return bool(self.email) and self.email == self.email_verified_address
 
     def get_full_name(self) -> str:
         return self.name or self.code

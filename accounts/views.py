@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from outbox.limits import LimitReached
 from smtp_settings.diagnose import ConnectionTest, connection_test
 from smtp_settings.forms import SenderProfileForm
 from smtp_settings.resolve import SenderConfigError
@@ -27,7 +28,7 @@ from smtp_settings.selectors import (
 )
 from smtp_settings.services import connection_test_allowed, profile_update
 
-from . import microsoft365
+from . import microsoft365, verification
 from .forms import CardForm
 from .models import Microsoft365Connection, User
 
@@ -145,6 +146,50 @@ def set_language(request: HttpRequest) -> HttpResponse:
         secure=settings.SESSION_COOKIE_SECURE,
     )
     return response
+
+
+# -- the card e-mail's verification link (issue 11) -------------------------------------------
+@require_POST
+@login_required
+def email_verification_send(request: HttpRequest) -> HttpResponse:
+    """Mail the verification link to the saved card e-mail (own card only)."""
+    user = User.objects.get(pk=request.user.pk)
+    try:
+        verification.email_verification_send(
+            user=user,
+            link_for=lambda token: request.build_absolute_uri(
+                reverse("accounts:email_verify", args=[token])
+            ),
+        )
+    except (LimitReached, ValidationError) as error:
+        messages.error(request, "; ".join(error.messages))
+    else:
+        messages.success(
+            request,
+            _(
+                "A verification link has been sent to %(email)s. Open it (also on another "
+                "device) and confirm; until then your mail is sent as described on this card."
+            )
+            % {"email": user.email},
+        )
+    return redirect("accounts:card")
+
+
+@transaction.non_atomic_requests  # email_verification_confirm holds its own transaction
+def email_verify(request: HttpRequest, token: str) -> HttpResponse:
+    """The link from the mail: no login needed (the token is the proof); GET shows what would be
+    verified, only the page's POST confirms it (a mail scanner's GET verifies nothing)."""
+    context: dict = {"token": token}
+    try:
+        if request.method == "POST":
+            context["done"] = verification.email_verification_confirm(token=token)
+        else:
+            context["pending"] = verification.verification_check(token)
+    except verification.VerificationError as error:
+        context["error"] = error.message
+    return render(
+        request, "accounts/email_verify.html", context, status=400 if "error" in context else 200
+    )
 
 
 # -- Microsoft 365 OAUTH (S5.4) ----------------------------------------------------------------

@@ -121,7 +121,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DATABASES["default"]["ATOMIC_REQUESTS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Cache: rate limits (connection tests). Per process by default; Redis in production.
+# Cache: per process by default; Redis in production. No limit relies on it: limits are
+# counted in the database (outbox.limits), which every process shares.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
@@ -292,6 +293,22 @@ CONNECTION_TESTS_PER_MINUTE = env.int("CONNECTION_TESTS_PER_MINUTE", default=5)
 # the longest text one may render to, in characters, so no template can exhaust a process.
 TEMPLATE_MAX_CHARS = env.int("TEMPLATE_MAX_CHARS", default=50_000)
 TEMPLATE_MAX_OUTPUT_CHARS = env.int("TEMPLATE_MAX_OUTPUT_CHARS", default=200_000)
+# Limits on the platform relay (outbox.limits), counted in the database so every web process
+# and worker sees them: recipients (To + CC + BCC + the card's BCC) of relay mail per user and
+# per company, in fixed clock hours and days. Own servers and Microsoft 365 are not counted.
+RELAY_LIMIT_USER_HOUR = env.int("RELAY_LIMIT_USER_HOUR", default=100)
+RELAY_LIMIT_USER_DAY = env.int("RELAY_LIMIT_USER_DAY", default=500)
+RELAY_LIMIT_COMPANY_HOUR = env.int("RELAY_LIMIT_COMPANY_HOUR", default=1000)
+RELAY_LIMIT_COMPANY_DAY = env.int("RELAY_LIMIT_COMPANY_DAY", default=5000)
+# Test e-mails ("Send test e-mail") a user may send in an hour, whatever the mail sender.
+TEST_EMAILS_PER_HOUR = env.int("TEST_EMAILS_PER_HOUR", default=10)
+# Recipients (To + CC + BCC + the card's BCC) of one message, on every path and transport.
+MAX_RECIPIENTS_PER_MESSAGE = env.int("MAX_RECIPIENTS_PER_MESSAGE", default=50)
+# The link that verifies a card e-mail (accounts.verification): valid this many seconds, and
+# at most so many links a user may have mailed an hour and a day.
+EMAIL_VERIFICATION_MAX_AGE = env.int("EMAIL_VERIFICATION_MAX_AGE", default=2 * 24 * 3600)
+EMAIL_VERIFICATION_MAILS_PER_HOUR = env.int("EMAIL_VERIFICATION_MAILS_PER_HOUR", default=3)
+EMAIL_VERIFICATION_MAILS_PER_DAY = env.int("EMAIL_VERIFICATION_MAILS_PER_DAY", default=10)
 
 # Microsoft 365 OAUTH (S5): Entra ID app registration; see README.
 M365_CLIENT_ID = env("M365_CLIENT_ID", default="")

@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from accounts.models import User
+from outbox.limits import TOO_MANY_RECIPIENTS, TooManyRecipients
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import (
     batches_dispatch,
@@ -231,6 +232,8 @@ def _enqueue_draft(draft: _Draft, *, sender: SenderConfig, job: BulkJob) -> int:
                     job=job,
                     sender=sender,
                 ).pk
+        except TooManyRecipients:
+            draft.unsendable = TOO_MANY_RECIPIENTS
         except ValidationError:
             pass
     return outbox_record_unsendable(

@@ -201,3 +201,21 @@ class SendingWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.count}"
+
+
+class LimitCounter(models.Model):
+    """How much of one limit was used in one fixed window (outbox.limits), shared by every web
+    process and worker: a conditional UPDATE takes a slot, so two processes cannot both take
+    the last one."""
+
+    key = models.CharField(max_length=200)  # e.g. "relay:user:12:hour"
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="limit_counter_window")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window_start:%Y-%m-%d %H:%M}: {self.count}"

@@ -18,11 +18,11 @@ from django.utils.translation import gettext as _
 from accounts.models import User, header_text
 from smtp_settings.crypto import SecretDecryptionError
 from smtp_settings.errors import PermanentSendError, SendError, TransientSendError
-from smtp_settings.resolve import SenderConfig, SenderConfigError
+from smtp_settings.resolve import SenderConfig, SenderConfigError, TransportKind
 from smtp_settings.selectors import sender_config_for
 from smtp_settings.transports import Transport, transport_for
 
-from . import ratelimit
+from . import limits, ratelimit
 from .message import build_message, envelope_for, new_message_id, verp_address
 from .models import (
     Attachment,
@@ -67,11 +67,18 @@ def outbox_enqueue(
     related: models.Model | None = None,
     job: BulkJob | None = None,
     sender: SenderConfig | None = None,
+    purpose: str = "",
 ) -> OutgoingMessage:
     """Record a mail from `user` and hand its id to the worker once the row is committed.
 
-    Raises SenderConfigError when the user's configuration cannot send, and ValidationError
-    for bad addresses or a subject with line breaks.
+    Every path that sends mail comes through here, so the limits are enforced here (issue 11,
+    item 4): at most MAX_RECIPIENTS_PER_MESSAGE recipients, the relay's limits per user and
+    company when the sender is the platform relay, and the limits of the `purpose` ("test_email"
+    or "verification"). A refused mail leaves nothing behind and takes no slot.
+
+    Raises SenderConfigError when the user's configuration cannot send, ValidationError for bad
+    addresses or a subject with line breaks, and its subclasses limits.TooManyRecipients and
+    limits.LimitReached (each with a message in the active language).
     """
     sender = sender or sender_config_for(user=user)
     recipients = _clean_addresses(to, "to")
@@ -79,14 +86,16 @@ def outbox_enqueue(
         raise ValidationError({"to": _("Give at least one recipient.")})
     if _has_line_break(subject):
         raise ValidationError({"subject": _("The subject may not contain line breaks.")})
+    cc, bcc = _clean_addresses(cc, "cc"), _clean_addresses(bcc, "bcc")
+    _limits_take(user=user, sender=sender, addresses=[*recipients, *cc, *bcc], purpose=purpose)
     message = _new_message(
         user=user,
         sender=sender,
         related=related,
         job=job,
         to=recipients,
-        cc=_clean_addresses(cc, "cc"),
-        bcc=_clean_addresses(bcc, "bcc"),
+        cc=cc,
+        bcc=bcc,
         subject=subject,
         body_text=body_text,
         body_html=body_html,
@@ -102,6 +111,25 @@ def outbox_enqueue(
     if job is None:  # a job's messages go out in batches (bulk_job_dispatch)
         _enqueue_on_commit(message.pk)
     return message
+
+
+PURPOSE_LIMITS = {
+    "test_email": limits.limits_of_test_emails,
+    "verification": limits.verification_limits,
+}
+
+
+def _limits_take(*, user: User, sender: SenderConfig, addresses: list[str], purpose: str) -> None:
+    """Check the recipient cap and take the mail's slots (in the enqueue's transaction: a
+    later failure gives them back). The card's BCC counts: the relay delivers to it too."""
+    unique = {address.lower() for address in [*addresses, sender.bcc] if address}
+    limits.recipients_check(len(unique))
+    takes: list[tuple[limits.Limit, int]] = []
+    if sender.transport == TransportKind.RELAY:  # each recipient is a delivery for the relay
+        takes += [(limit, len(unique)) for limit in limits.relay_limits(user_id=user.pk)]
+    if purpose:  # a test or verification mail counts once
+        takes += [(limit, 1) for limit in PURPOSE_LIMITS[purpose](user_id=user.pk)]
+    limits.limits_take_amounts(takes)
 
 
 def outbox_record_unsendable(
@@ -356,6 +384,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
       one claim per message can succeed.
     - Jobs whose messages are still being built, untouched as long: the building task died;
       it is started again and goes on where it stopped.
+    - Limit counters (outbox.limits) of windows long past are deleted.
     """
     stuck_after = (
         stuck_after if stuck_after is not None else timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
@@ -383,6 +412,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     stalled = list(BulkJob.objects.filter(prepared=False, updated_at__lte=limit))
     for job in stalled:
         bulk_job_prepare_dispatch(job=job)
+    limits.limits_forget_old()
     return {"returned": len(returned), "redispatched": len(lost), "restarted_jobs": len(stalled)}
 
 

@@ -65,6 +65,7 @@ def test_email(request: HttpRequest) -> HttpResponse:
             to=[user.email],
             subject=_("Test e-mail: your mail sender works"),
             body_text=_("This is a test e-mail. If you can read it, your mail sender works.\n"),
+            purpose="test_email",
         )
     except (SenderConfigError, ValidationError) as error:
         messages.error(request, getattr(error, "message", None) or "; ".join(error.messages))

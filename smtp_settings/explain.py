@@ -463,6 +463,16 @@ _ENTRIES = [
         transient=False,
     ),
     Explanation(
+        "too_many_recipients",
+        _("The message was not sent: it has more recipients than one message may have."),
+        _(
+            "The platform limits the recipients of one message (To, CC, BCC and the card's "
+            "BCC together; an administrator sets the number). Keep fewer addresses on the "
+            "customer's record, or send several messages."
+        ),
+        transient=False,
+    ),
+    Explanation(
         "bad_recipient",
         _("The message was not sent: the recipient's e-mail address is missing or not valid."),
         _(

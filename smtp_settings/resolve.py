@@ -2,7 +2,11 @@
 
 The rules (DESIGN.md, SEED.md S1, S6, S7):
 - A user whose mail sender is Default inherits the global configuration; a global
-  configuration that is Default means the platform relay with From = the card e-mail (S1.1).
+  configuration that is Default means the platform relay with From = the card e-mail (S1.1),
+  but only once that e-mail is verified (issue 11): until then the relay sends as Reply-To
+  mode does (platform From, the user in Reply-To, VERP envelope), so nobody sends From an
+  address they do not own through the platform's IPs. It is always the sending user's own
+  card that is checked: the mail sending user only lends a server, never the relay's From.
 - The global configuration is either the global profile, or the profile of the "mail sending
   user" (S6.1), who must not inherit in turn.
 - SMTP with a server of its own uses that server; SMTP with only login and password takes
@@ -64,6 +68,9 @@ class CardData:
     bcc: str = ""
     reply_to: str = ""
     signature: str = ""
+    # The card e-mail was verified by its link (User.email_verified). Unverified by default:
+    # a caller that forgets it gets the safe sender, never a spoofable From.
+    email_verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,48 @@ def _server_for_smtp(
     )
 
 
+def _platform_sender_for_card(card: CardData, platform: PlatformData) -> tuple[str, str, str, str]:
+    """From, display name, Reply-To and envelope of an unverified Default user's relay mail:
+    as in Reply-To mode, with DEFAULT_FROM_EMAIL when no company is set (never an error: the
+    user could always send before)."""
+    if platform.company_slug:
+        from_email = f"{platform.company_slug}@{platform.event_domain}"
+    else:
+        from_email = platform.default_from
+    return (
+        from_email,
+        card.name or platform.company_name,
+        card.reply_to or card.email,
+        f"{VERP_LOCAL_PART}@{platform.event_domain}",
+    )
+
+
+def platform_sender(platform: PlatformData) -> SenderConfig:
+    """The platform's own sender, for mail about the account itself (the card e-mail's
+    verification link): the relay, From DEFAULT_FROM_EMAIL, and nothing from the card: no BCC
+    (it would hand the link to someone else), no signature, no Reply-To. The envelope is that
+    address too, without VERP, so a bounce quoting the link never reaches the user's Events."""
+    return SenderConfig(
+        mode=SenderMode.DEFAULT,
+        transport=TransportKind.RELAY,
+        host="",
+        port=None,
+        security=None,
+        login="",
+        secret=None,
+        from_email=platform.default_from,
+        from_name=platform.company_name,
+        reply_to="",
+        envelope_sender=platform.default_from,
+        verp=False,
+        bcc="",
+        signature="",
+        source=MappingProxyType(
+            {"mode": Source.PLATFORM, "from": Source.PLATFORM, "server": Source.PLATFORM}
+        ),
+    )
+
+
 def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     card, platform = inputs.card, inputs.platform
     source: dict[str, str] = {}
@@ -249,7 +298,9 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     mode = effective.mode
 
     # From, Reply-To and envelope for the modes where the user's own address is the sender.
-    if card.email:
+    # The platform relay (Default) uses the card e-mail only once it is verified.
+    relay_as_reply_to = mode == SenderMode.DEFAULT and card.email and not card.email_verified
+    if card.email and not relay_as_reply_to:
         from_email, source["from"] = card.email, Source.CARD
     elif _EMAIL_LIKE.match(effective.login or "") and mode != SenderMode.DEFAULT:
         from_email, source["from"] = effective.login, Source.LOGIN
@@ -268,6 +319,10 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     if mode == SenderMode.DEFAULT:
         transport = TransportKind.RELAY
         source["server"] = Source.PLATFORM
+        if relay_as_reply_to:
+            from_email, from_name, reply_to, envelope = _platform_sender_for_card(card, platform)
+            source["from"] = Source.COMPANY if platform.company_slug else Source.PLATFORM
+            source["reply_to"], source["envelope"], verp = Source.CARD, Source.PLATFORM, True
     elif mode == SenderMode.REPLY_TO:
         transport = TransportKind.RELAY
         source["server"] = Source.PLATFORM

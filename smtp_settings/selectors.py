@@ -75,6 +75,7 @@ def card_data(user: User) -> CardData:
         bcc=user.bcc,
         reply_to=user.reply_to,
         signature=user.signature,
+        email_verified=user.email_verified,
     )
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 
 from django.apps import apps
-from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Company, User
+from outbox.limits import LimitReached, connection_test_limits, limits_take
 
 from . import crypto
 from .models import SenderProfile, SystemSettings
@@ -180,15 +179,12 @@ def secrets_rotate() -> dict[str, int]:
 
 
 def connection_test_allowed(*, user: User) -> bool:
-    """Count one connection test for `user`; False once over the per-minute limit.
+    """Count one connection test for `user`; False once over CONNECTION_TESTS_PER_MINUTE.
 
-    The count lives in the cache (CACHE_URL): shared by all web processes with Redis.
+    Counted in the database (outbox.limits), where every web process sees the same count.
     """
-    key = f"connection-test:{user.pk}"
-    cache.add(key, 0, timeout=60)
     try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=60)
-        count = 1
-    return count <= settings.CONNECTION_TESTS_PER_MINUTE
+        limits_take(connection_test_limits(user_id=user.pk))
+    except LimitReached:
+        return False
+    return True

@@ -18,10 +18,13 @@ def company(name: str = "Acme Sp. z o.o.", slug: str = "acme") -> Company:
     return Company.objects.create(name=name, slug=slug)
 
 
-def user(code: str | None = None, **fields) -> User:
+def user(code: str | None = None, *, verified: bool = True, **fields) -> User:
+    """A user; the card e-mail is verified (as after its link was opened) unless told not."""
     code = code or f"U{next(_seq)}"
     fields.setdefault("email", f"{code.lower()}@acme.example")
     fields.setdefault("name", f"User {code}")
+    if verified:
+        fields.setdefault("email_verified_address", fields["email"])
     return User.objects.create_user(code, LOGIN_PASSWORD, **fields)
 
 

@@ -95,6 +95,8 @@ class WebProcess:
             "--timeout=60",
             "--access-logfile=-",
             "--error-logfile=-",
+            # gunicorn's control socket is one path per machine: two servers would share it.
+            "--no-control-socket",
         ]
 
     def start(self, timeout: float = 30.0) -> None:

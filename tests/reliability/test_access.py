@@ -298,6 +298,12 @@ EXPECT: dict[str, Expect] = {
     "accounts:microsoft365_connect": Expect(get=_users("302"), post=_users("302")),
     "accounts:microsoft365_callback": Expect(get=_users("302"), post=_users("302")),
     "accounts:microsoft365_disconnect": Expect(get=ALL_405, post=_users("302")),
+    "accounts:email_verification_send": Expect(get=ALL_405, post=_users("302")),
+    # The verification link needs no login (the token is the proof, accounts.verification):
+    # a token that is not one is refused, explained, to everyone alike.
+    "accounts:email_verify": Expect(
+        get=_users("400", "400"), post=_users("400", "400"), kwargs=lambda w: {"token": "x.y:z"}
+    ),
     "smtp_settings:system": Expect(get=STAFF_ONLY_200, post=STAFF_ONLY_200),
     "outbox:events": Expect(get=_users("200"), post=_users("200")),
     "outbox:message": Expect(

@@ -50,6 +50,7 @@ from django.utils.log import AdminEmailHandler
 from django.views.debug import ExceptionReporter
 
 from accounts.models import Microsoft365Connection, User
+from accounts.verification import verification_token
 from directo_mail.celery import app as celery_app
 from outbox.models import BulkJob, Event, EventKind, MessageState, OutgoingMessage
 from smtp_settings import crypto
@@ -323,6 +324,9 @@ def _every_page_url() -> list[str]:
             continue
         if "<code>" in route.replace("<str:code>", "<code>"):
             urls += [reverse(name, kwargs={"code": code}) for code in params["code"]]
+        elif "<str:token>" in route:  # the card e-mail's verification link, for each user
+            users = User.objects.all()
+            urls += [reverse(name, kwargs={"token": verification_token(u)}) for u in users]
         elif "<int:pk>" in route:
             for pk in params[route.split("/")[0]]:
                 urls.append(reverse(name, kwargs={"pk": pk}))

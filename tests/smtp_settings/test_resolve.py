@@ -16,6 +16,7 @@ from smtp_settings.resolve import (
     SenderInputs,
     Source,
     TransportKind,
+    platform_sender,
     resolve_sender,
 )
 
@@ -27,7 +28,11 @@ PLATFORM = PlatformData(
     m365_host="smtp.office365.com",
     m365_port=587,
 )
-CARD = CardData(user_id=1, code="ANNA", name="Anna Kowalska", email="anna@acme.test")
+CARD = CardData(
+    user_id=1, code="ANNA", name="Anna Kowalska", email="anna@acme.test", email_verified=True
+)
+# Issue 11: a card e-mail nobody proved to own (typed in: it could be security@paypal.com).
+UNVERIFIED = replace(CARD, email_verified=False)
 MSU_CARD = CardData(user_id=2, code="MAIL", name="Mail Sender", email="mail@acme.test")
 
 DEFAULT = ProfileData(mode=SenderMode.DEFAULT, owner_id=1)
@@ -84,7 +89,7 @@ def inputs(profile, global_profile=GLOBAL_DEFAULT, msu=None, card=CARD, platform
 # Each row: rule, inputs, expected fields of the SenderConfig (and of its `source`).
 TABLE = [
     (
-        "S1.1 Default + global Default: the platform relay, From = the card e-mail",
+        "S1.1 Default + global Default: the platform relay, From = the verified card e-mail",
         inputs(DEFAULT),
         {
             "transport": TransportKind.RELAY,
@@ -258,6 +263,92 @@ TABLE = [
         {"from_email": "noreply@platform.test"},
         {"from": Source.PLATFORM},
     ),
+    # -- issue 11: the relay sends From the card e-mail only once it is verified -----------------
+    (
+        "Default + global Default, card e-mail unverified: the relay sends as Reply-To mode does",
+        inputs(DEFAULT, card=UNVERIFIED),
+        {
+            "transport": TransportKind.RELAY,
+            "mode": SenderMode.DEFAULT,
+            "from_email": "acme@event.test",
+            "from_name": "Anna Kowalska",
+            "reply_to": "anna@acme.test",
+            "envelope_sender": "bounces@event.test",
+            "verp": True,
+            "mass_mailing_allowed": False,
+        },
+        {
+            "mode": Source.GLOBAL,
+            "from": Source.COMPANY,
+            "reply_to": Source.CARD,
+            "envelope": Source.PLATFORM,
+        },
+    ),
+    (
+        "Unverified on the relay keeps an explicit Reply-To of the card",
+        inputs(DEFAULT, card=replace(UNVERIFIED, reply_to="office@acme.test")),
+        {"from_email": "acme@event.test", "reply_to": "office@acme.test"},
+        {"reply_to": Source.CARD},
+    ),
+    (
+        "Unverified on the relay without a card name: the company name is shown in From",
+        inputs(DEFAULT, card=replace(UNVERIFIED, name="")),
+        {"from_email": "acme@event.test", "from_name": "Acme Sp. z o.o."},
+        {},
+    ),
+    (
+        "Unverified on the relay without a company: the platform's address, never an error",
+        inputs(DEFAULT, card=UNVERIFIED, platform=replace(PLATFORM, company_slug="")),
+        {
+            "from_email": "noreply@platform.test",
+            "reply_to": "anna@acme.test",
+            "envelope_sender": "bounces@event.test",
+            "verp": True,
+        },
+        {"from": Source.PLATFORM},
+    ),
+    (
+        "Unverified, the card's BCC and signature still apply (they are counted, not trusted)",
+        inputs(DEFAULT, card=replace(UNVERIFIED, bcc="archive@acme.test", signature="-- A")),
+        {"from_email": "acme@event.test", "bcc": "archive@acme.test", "signature": "-- A"},
+        {"bcc": Source.CARD},
+    ),
+    (
+        "Unverified with an own server (S3.5, the user's responsibility): From = the card e-mail",
+        inputs(OWN_SMTP, card=UNVERIFIED),
+        {"transport": TransportKind.SMTP, "from_email": "anna@acme.test", "verp": False},
+        {"from": Source.CARD},
+    ),
+    (
+        "Unverified, Default + global SMTP (the company's server): From = the card e-mail",
+        inputs(DEFAULT, GLOBAL_SMTP, card=UNVERIFIED),
+        {"transport": TransportKind.SMTP, "from_email": "anna@acme.test"},
+        {"from": Source.CARD},
+    ),
+    (
+        "Unverified, Default + mail sending user on Microsoft 365: From = the card e-mail",
+        inputs(DEFAULT, msu=MSU_M365, card=UNVERIFIED),
+        {"transport": TransportKind.MICROSOFT365, "from_email": "anna@acme.test"},
+        {"from": Source.CARD},
+    ),
+    (
+        "Unverified with own Microsoft 365: From = the card e-mail",
+        inputs(replace(MSU_M365, owner_id=1, profile_id=11), card=UNVERIFIED),
+        {"transport": TransportKind.MICROSOFT365, "from_email": "anna@acme.test"},
+        {"from": Source.CARD},
+    ),
+    (
+        "Unverified in Reply-To mode: unchanged, the platform From as always",
+        inputs(DEFAULT, GLOBAL_REPLY_TO, card=UNVERIFIED),
+        {"mode": SenderMode.REPLY_TO, "from_email": "acme@event.test"},
+        {"from": Source.COMPANY},
+    ),
+    (
+        "A card without the verified flag counts as unverified (the safe default)",
+        inputs(DEFAULT, card=CardData(user_id=1, code="ANNA", email="security@paypal.com")),
+        {"from_email": "acme@event.test", "reply_to": "security@paypal.com"},
+        {"from": Source.COMPANY},
+    ),
 ]
 
 
@@ -354,3 +445,11 @@ def test_result_is_frozen():
         config.host = "evil.test"
     with pytest.raises(TypeError):
         config.source["server"] = "x"
+
+
+def test_the_platform_sender_takes_nothing_from_any_card():
+    """The verification link's sender: a card's BCC would hand the link to someone else."""
+    config = platform_sender(PLATFORM)
+    assert config.transport == TransportKind.RELAY
+    assert (config.from_email, config.envelope_sender) == ("noreply@platform.test",) * 2
+    assert (config.bcc, config.signature, config.reply_to, config.verp) == ("", "", "", False)
