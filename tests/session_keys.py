@@ -3,7 +3,9 @@
 The settings refuse to start without DJANGO_SECRET_KEY and FIELD_ENCRYPTION_KEYS. This runs
 before pytest-django loads the settings (a conftest.py would be too late), and puts fresh
 random keys into os.environ, so every subprocess a test starts (the Celery worker, manage.py
-commands) inherits the same ones. Keys already in the environment (or .env) are kept.
+commands) inherits the same ones. Keys already in the environment are kept. A developer's
+.env (written by `make run`: DEBUG on, the catcher's port allowed) is not read by the settings
+of the test session or its subprocesses: the tests see the same settings on every machine.
 """
 
 import os
@@ -11,5 +13,6 @@ import secrets
 
 from cryptography.fernet import Fernet
 
+os.environ["DJANGO_READ_DOT_ENV"] = "false"
 os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", Fernet.generate_key().decode())

@@ -175,12 +175,13 @@ def test_create_a_letter_then_list_it_with_the_nav_link(client):
 
 @pytest.mark.django_db
 def test_the_preview_for_a_chosen_customer(client):
-    client.force_login(invoice_factories.smtp_user_without_server("ANNA"))
+    anna = invoice_factories.smtp_user_without_server("ANNA")
+    client.force_login(anna)
     invoice_factories.customer("Adams", emails=["a@adams.example"], language="en")
     chosen = invoice_factories.customer(
         "Kowalski", emails=["k@kowalski.example"], language="pl", address="Długa 1"
     )
-    letter = _letter()
+    letter = _letter(anna)  # her own: only its author (or staff) may send it
 
     html = _html(client.get(f"/letters/{letter.pk}/?customer={chosen.pk}"))
 
