@@ -631,7 +631,12 @@ def test_every_page_of_the_access_matrix_has_the_policy_and_breaks_none_of_it(
         clients[actor] = client = Client(raise_request_exception=False)
         if actor != "anonymous":
             client.force_login(world.users[actor])
-    extra = ["/no-such-page/", "/admin/no-such-page/", "/system/", "/accounts/card/NOBODY/"]
+    extra = [
+        "/no-such-page/",
+        "/admin/no-such-page/",
+        "/settings/system/",
+        "/accounts/card/NOBODY/",
+    ]
     for actor, client in clients.items():
         for route in routes:
             url = url_of(route, expectation(route, world), world)
@@ -658,7 +663,7 @@ def test_every_page_of_the_access_matrix_has_the_policy_and_breaks_none_of_it(
         if (actor := _first_allowed(route, expect)) is None:
             continue
         visits.append((actor, url_of(route, expect, world)))
-    visits += [("anonymous", "/no-such-page/"), ("A", "/no-such-page/"), ("A", "/system/")]
+    visits += [("anonymous", "/no-such-page/"), ("A", "/no-such-page/"), ("A", "/settings/system/")]
     visits += [("B", f"/jobs/{world.running_job.pk}/"), ("admin", "/admin/no-such-page/")]
 
     statuses: dict[int, int] = {}
