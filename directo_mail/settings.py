@@ -158,10 +158,13 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin-allow-popups"
 
 # ------------------------------------------------------------------------------
-# Content-Security-Policy (django-csp): only this site's own files run, load and are framed.
+# Content-Security-Policy (django-csp): only this site's own files run and load; no site frames it.
 # No inline script, event handler attribute or javascript: URL runs, so text a user wrote
-# can never become a script even if a page forgot to escape it; no inline style either
-# (nothing here or in Django's admin needs one). The browser tests fail on any violation.
+# can never become a script even if a page forgot to escape it. No inline style either: none
+# of our pages has one, and Django's admin only adds one to a change list without actions
+# (every list here has them); CSS set from a script file (element.style) is not affected.
+# Django's CSRF failure page has one, so templates/403_csrf.html replaces it.
+# The browser tests fail on any violation (tests/chromium.py).
 # https://django-csp.readthedocs.io/en/latest/configuration.html
 # https://www.w3.org/TR/CSP3/
 # ------------------------------------------------------------------------------
