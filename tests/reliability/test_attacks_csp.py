@@ -19,8 +19,10 @@ the same payloads served raw by the listener's own page (no policy) do run and a
 the exploit run in a staff page with the policy bypassed does make its author a superuser.
 
 What this asserts is the outcome only (nothing runs), not how a page renders the text: the
-letter engine and its escaping change on their own (issue 11, item 1); the policy alone must
-already stop a script that a page forgot to escape.
+letter engine and its escaping change on their own (issue 11, item 1). The policy alone must
+already stop a script that a page forgot to escape: a test-only page (`UNESCAPED`) prints every
+planted text raw in the site's layout, so the policy stays under test however well the real
+pages escape.
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ from urllib.parse import unquote
 import pytest
 from aiosmtpd.controller import Controller
 from django.contrib.auth import SESSION_KEY
+from django.http import HttpRequest, HttpResponse
+from django.template import engines
 from django.test import Client
+from django.urls import include, path
 from playwright.sync_api import Error as PlaywrightError
 
 from accounts.models import User
 from bounces.services import bounce_ingest
-from invoices.models import Letter
+from invoices.models import Customer, Letter
 from outbox.catcher import CatcherHandler
 from outbox.models import Event, MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue
@@ -455,6 +460,26 @@ REACHES_A_PAGE = [
 ]
 
 
+# A page that forgets to escape, as the letter preview did before issue 11: every planted text
+# printed raw in the site's own layout, under its policy. Whatever the pages' escaping becomes,
+# this one keeps the policy itself under test. The test points ROOT_URLCONF at this module.
+def _unescaped(request: HttpRequest) -> HttpResponse:
+    texts = [f"{u.name}{u.signature}{u.email}{u.bcc}{u.reply_to}" for u in User.objects.all()]
+    texts += [f"{x.subject}{x.body}" for x in Letter.objects.all()]
+    texts += [f"{c.name}{c.address}{' '.join(c.emails)}" for c in Customer.objects.all()]
+    texts += [f"{m.subject}{m.last_reply}" for m in OutgoingMessage.objects.all()]
+    texts += [e.reply for e in Event.objects.all()]
+    page = engines["django"].from_string(
+        '{% extends "base.html" %}{% block content %}'
+        "{% for text in texts %}<div>{{ text|safe }}</div>{% endfor %}{% endblock %}"
+    )
+    return HttpResponse(page.render({"texts": texts}, request))
+
+
+UNESCAPED = "/test-unescaped/"
+urlpatterns = [path(UNESCAPED.strip("/") + "/", _unescaped), path("", include("directo_mail.urls"))]
+
+
 def _privileged(users: list[User]) -> list[str]:
     return [
         u.code
@@ -470,7 +495,8 @@ def test_no_script_from_user_written_text_runs_in_a_staff_browser(
 ):
     planted = _plant(listener, smtp_servers, tmp_path)
     staff = factories.user("ROOT", is_staff=True, is_superuser=True)
-    pages = _staff_pages(planted)
+    settings.ROOT_URLCONF = __name__  # the app's URLs and the page that forgets to escape
+    pages = [UNESCAPED, *_staff_pages(planted)]
 
     executed: dict[str, list[str]] = {}
     statuses: dict[str, int] = {}
@@ -520,7 +546,8 @@ def test_no_script_from_user_written_text_runs_in_a_staff_browser(
     figures.add("attacks", "planted scripts the browser refused under the CSP", blocked)
     assert not runs, f"scripts ran: {runs} on {executed}; listener hits {hits}"
     assert not promoted, f"attackers became staff: {promoted}"
-    assert blocked > 0, "no payload reached a page as markup: nothing was put to the test"
+    # The page that forgets to escape did put them in as markup: the policy refused them.
+    assert blocked > 0, "no payload reached a page as markup: the policy was not put to the test"
 
 
 @pytest.mark.usefixtures("transactional_db")
