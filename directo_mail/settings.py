@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from cryptography.fernet import Fernet
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "anymail",
+    "csp",
     "accounts",
     "smtp_settings",
     "outbox",
@@ -73,6 +75,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -212,6 +215,33 @@ AXES_USERNAME_FORM_FIELD = "username"
 # A success does not wipe the counters: it would reset a guess at this user from elsewhere.
 AXES_RESET_ON_SUCCESS = False
 AXES_VERBOSE = False  # no banner on every manage.py command; failures and lockouts still log
+
+# ------------------------------------------------------------------------------
+# Content-Security-Policy (django-csp): only this site's own files run and load; no site frames it.
+# No inline script, event handler attribute or javascript: URL runs, so text a user wrote
+# can never become a script even if a page forgot to escape it. No inline style either: none
+# of our pages has one, and Django's admin only adds one to a change list without actions
+# (every list here has them); CSS set from a script file (element.style) is not affected.
+# Django's CSRF failure page has one, so templates/403_csrf.html replaces it.
+# The browser tests fail on any violation (tests/chromium.py).
+# https://django-csp.readthedocs.io/en/latest/configuration.html
+# https://www.w3.org/TR/CSP3/
+# ------------------------------------------------------------------------------
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        # Forms post only here; the Microsoft 365 sign-in is a link, not a form.
+        "form-action": [SELF],
+        # Like X_FRAME_OPTIONS = "DENY", for browsers that read only CSP.
+        "frame-ancestors": [NONE],
+    },
+}
 
 # ------------------------------------------------------------------------------
 # Secrets at rest: MultiFernet, first key encrypts, all keys decrypt. Required, and never

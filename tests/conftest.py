@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, WatchedBrowser
 
 pytest_plugins = [
     "tests.smtp_fixtures",
@@ -35,7 +35,8 @@ def _fast_hashing(settings) -> None:
 
 @pytest.fixture(scope="module")
 def chromium():
-    """One Chromium for the module. Missing Chromium is a failure, never a skip."""
+    """One Chromium for the module, its contexts watched for CSP violations
+    (tests/chromium.py). Missing Chromium is a failure, never a skip."""
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. "
@@ -53,6 +54,23 @@ def chromium():
                 executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
             )
             try:
-                yield browser
+                yield WatchedBrowser(browser)
             finally:
                 browser.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A browser test fails on any Content-Security-Policy violation in its pages: a page that
+    needs an inline script or style is broken under the policy, whatever else it shows."""
+    browser = getattr(item, "funcargs", {}).get("chromium")
+    if not isinstance(browser, WatchedBrowser):
+        return (yield)
+    browser.csp.clear()
+    result = yield
+    if not item.get_closest_marker("csp_violations_expected") and browser.csp.violations():
+        pytest.fail(
+            "Content-Security-Policy violations in the browser:\n" + browser.csp.report(),
+            pytrace=False,
+        )
+    return result
