@@ -334,6 +334,34 @@ class Microsoft365Transport(SmtpTransport):
         return smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2)
 
 
+class RelaySmtpTransport(SmtpTransport):
+    """The platform relay over SMTP (EMAIL_URL).
+
+    Not reaching it, or not being let in, is the platform's trouble, not the sender's: the
+    sender's message and Events say only that the relay does not answer (issue 11, item 10:
+    its address, banner and replies are the platform's, and "check the server name" would send
+    a Default user looking for a setting they do not have). The operator's log has the details.
+    A "slow down" (421) keeps its own explanation: the worker backs off on it.
+    """
+
+    def open(self) -> None:
+        try:
+            super().open()
+        except SendError as error:
+            logger.warning(
+                "platform relay %s:%s at %s: %s %s",
+                self.host,
+                self.port,
+                self.stage,
+                error.explanation,
+                error.reply,
+            )
+            explanation = "throttled" if error.explanation == "throttled" else "relay_unavailable"
+            hidden = type(error)("", explanation=explanation)
+            hidden.maybe_delivered = error.maybe_delivered
+            raise hidden from None
+
+
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
@@ -422,7 +450,7 @@ def relay_transport() -> Transport:
         if settings.EMAIL_USE_TLS
         else Security.NONE
     )
-    return SmtpTransport(
+    return RelaySmtpTransport(
         host=settings.EMAIL_HOST,
         port=int(settings.EMAIL_PORT),
         security=security,
