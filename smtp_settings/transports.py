@@ -135,24 +135,28 @@ def check_not_relay(host: str, address: str, port: int) -> None:
     platform's addresses relay without a login): through it as an "own" SMTP server, a user
     would send From an unverified card e-mail (issue 11, item 3) past the relay's limits
     (item 4). It is the relay when the address connected to is one the relay's name resolves
-    to, on the relay's port; any loopback address counts as a loopback relay. A relay
-    reachable under another address too (a public one beside EMAIL_URL's private one) must not
-    let the platform relay without a login: this check cannot know that address.
+    to: on any port (an MTA listens on 25 and 587 alike), except on a loopback address, where
+    other services share the machine and only the relay's port counts, for any loopback
+    address. A relay reachable under another address too (a public one beside EMAIL_URL's
+    private one) must not let the platform relay without a login: this cannot know that one.
     """
     if settings.EMAIL_BACKEND != SMTP_BACKEND or not settings.EMAIL_HOST:
         return  # an ESP's API: no SMTP server of the platform's to reach
-    if port != int(settings.EMAIL_PORT):
-        return
+    relay_port = int(settings.EMAIL_PORT)
     target = _same_host(address)
     try:
-        infos = socket.getaddrinfo(settings.EMAIL_HOST, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(settings.EMAIL_HOST, relay_port, type=socket.SOCK_STREAM)
         relay = {_same_host(info[4][0]) for info in infos}
     except (OSError, ValueError):  # the relay does not resolve now: compare the name at least
         relay = set()
+    local = _reaches_this_machine(target)
     is_relay = (
-        target in relay
-        or (_reaches_this_machine(target) and any(map(_reaches_this_machine, relay)))
-        or host.rstrip(".").lower() == settings.EMAIL_HOST.rstrip(".").lower()
+        (target in relay and (port == relay_port or not local))
+        or (local and port == relay_port and any(map(_reaches_this_machine, relay)))
+        or (
+            port == relay_port
+            and host.rstrip(".").lower() == settings.EMAIL_HOST.rstrip(".").lower()
+        )
     )
     if is_relay:
         raise PermanentSendError(

@@ -87,3 +87,32 @@ def test_the_connection_test_does_not_reach_the_relay_either(db, smtp_servers):
         "The server named is the platform's own mail server, not yours."
     )
     assert all(step.outcome != "ok" for step in result.steps)  # no banner, no EHLO shown
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "refused"),
+    [
+        ("203.0.113.25", 587, True),  # the relay's machine, its submission port
+        ("203.0.113.25", 25, True),
+        ("::ffff:203.0.113.25", 2525, True),
+        ("203.0.113.26", 25, False),  # a neighbour: someone's own server
+        ("127.0.0.1", 25, False),  # a loopback relay elsewhere: only its own port counts
+    ],
+)
+def test_a_public_relay_is_refused_on_every_port(settings, monkeypatch, address, port, refused):
+    from smtp_settings import transports
+    from smtp_settings.errors import PermanentSendError
+
+    settings.EMAIL_BACKEND = transports.SMTP_BACKEND
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "relay.platform.example", 25
+    monkeypatch.setattr(
+        transports.socket,
+        "getaddrinfo",
+        lambda host, port, **kw: [(2, 1, 6, "", ("203.0.113.25", port))],
+    )
+    if refused:
+        with pytest.raises(PermanentSendError) as error:
+            transports.check_not_relay("mail.mallory.example", address, port)
+        assert error.value.explanation == "relay_as_own_server"
+    else:
+        transports.check_not_relay("mail.mallory.example", address, port)
