@@ -118,3 +118,36 @@ def test_a_failed_relay_mail_names_no_relay_address(
         assert leaked == 0
     else:
         assert leaked == 1
+
+
+# -- an address as the display name (review of issue 11, item 3) ---------------------------------
+NAMES = ["security@paypal.com", "PayPal <security@paypal.com>", "security\uff20paypal.com"]
+
+
+def _names_showing_an_address(server) -> int:
+    import unicodedata
+
+    return sum(
+        "@" in unicodedata.normalize("NFKC", email.utils.parseaddr(str(m.message["From"]))[0])
+        for m in server.messages
+    )
+
+
+@pytest.mark.parametrize("through", ["relay", "control: own server"])
+def test_an_address_as_the_name_never_shows_through_the_relay(smtp_servers, figures, through):
+    factories.company()
+    own = smtp_servers.starttls_optional
+    server = smtp_servers.plain if through == "relay" else own
+    for i, name in enumerate(NAMES):
+        user = factories.user(f"M{i}", name=name, email=f"m{i}@evil.test", verified=i % 2 == 0)
+        if through != "relay":
+            factories.profile(user, host=own.host, port=own.port, security=Security.NONE)
+        message = outbox_enqueue(user=user, to=["victim@example.com"], subject="x", body_text="x")
+        outbox_send(message_id=message.pk)
+
+    shown = _names_showing_an_address(server)
+    if through == "relay":
+        figures.add(AREA, "relay mails whose display name shows an address", shown, "= 0")
+        assert shown == 0
+    else:
+        assert shown == len(NAMES)  # the detector fires (own servers are the user's, S3.5)
