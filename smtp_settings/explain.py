@@ -369,6 +369,17 @@ _ENTRIES = [
         ),
         transient=False,
     ),
+    Explanation(
+        "relay_as_own_server",
+        _("The server named is the platform's own mail server, not yours."),
+        _(
+            "%(host)s:%(port)s is the platform's mail server. To send through it, choose the "
+            "mail sender Default or Directo-Reply-to on the user card: it then sends within the "
+            "platform's limits. As SMTP, enter your company's own mail server, as your mail "
+            "provider gives it."
+        ),
+        transient=False,
+    ),
     # -- secrets bound to their server (issue 11, item 5) ---------------------------------------
     Explanation(
         "password_bound_elsewhere",

@@ -29,6 +29,11 @@ from .validation import (
 GLOBAL_MODES = (SenderMode.DEFAULT, SenderMode.SMTP, SenderMode.REPLY_TO)
 
 
+def _server_key(server: tuple[str, int, str] | None) -> str:
+    """A server as the card's hidden field carries it."""
+    return "" if server is None else f"{server[0]}|{server[1]}|{server[2]}"
+
+
 class SenderProfileForm(forms.Form):
     """The mail sender and, for SMTP, server, security, login and password (S3)."""
 
@@ -77,6 +82,10 @@ class SenderProfileForm(forms.Form):
             "only."
         ),
     )
+    # The inherited server (S6.2) as the card showed it when opened: a password typed for that
+    # one is never bound to the server it became meanwhile (issue 11, item 5). Disabled: it
+    # always renders the server of now; the value posted is read from the raw data.
+    inherited_server = forms.CharField(required=False, disabled=True, widget=forms.HiddenInput)
     rate_limit = forms.IntegerField(
         label=_("Messages per minute"),
         required=False,
@@ -118,6 +127,7 @@ class SenderProfileForm(forms.Form):
         # The server a login-only profile (S6.2) inherits: where its password would go.
         self.global_server = global_server
         self.global_has_server = global_has_server or global_server is not None
+        self.fields["inherited_server"].initial = _server_key(global_server)
         if is_global:
             self.fields["mode"].choices = [c for c in SenderMode.choices if c[0] in GLOBAL_MODES]
 
@@ -247,6 +257,17 @@ class SenderProfileForm(forms.Form):
     ) -> None:
         """A kept password goes only to the server it was entered for; AUTH in clear only
         with a confirmation given for exactly that server (issue 11, item 5)."""
+        shown = self.data.get(self.add_prefix("inherited_server"))
+        if password and not host and shown is not None and shown != _server_key(target):
+            self.add_error(
+                "password",
+                _(
+                    "The server you inherit changed while this page was open: it is now "
+                    "%(server)s. Check it, then enter the password again."
+                )
+                % {"server": f"{target[0]}:{target[1]}"},
+            )
+            return
         bound = self.profile.password_server
         if not password and bound != target:
             # A login-only profile whose inherited server moved and whose owner changed

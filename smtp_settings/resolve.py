@@ -20,8 +20,10 @@ The rules (DESIGN.md, SEED.md S1, S6, S7):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email import policy as email_policy
 from types import MappingProxyType
 
 from django.db import models
@@ -286,6 +288,18 @@ def platform_sender(platform: PlatformData) -> SenderConfig:
     )
 
 
+def _shows_an_address(name: str) -> bool:
+    """Whether a display name shows an at sign as a mail client renders it: RFC 2047 encoded
+    words decoded, full-width and small at signs folded (NFKC)."""
+    shown = name
+    if "=?" in name:
+        try:
+            shown = str(email_policy.default.header_factory("X-Name", name))
+        except Exception:  # unreadable for the email package: treated as the worst case
+            return True
+    return "@" in unicodedata.normalize("NFKC", shown)
+
+
 def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     card, platform = inputs.card, inputs.platform
     source: dict[str, str] = {}
@@ -388,6 +402,10 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     else:
         raise SenderConfigError("unknown_mode", _("Unknown mail sender: %(mode)s") % {"mode": mode})
 
+    if transport == TransportKind.RELAY and _shows_an_address(from_name):
+        # "security@paypal.com" <acme@…> is spoofing by display name (most phones show only
+        # the name): through the platform's IPs the name is never an address (issue 11).
+        from_name = platform.company_name
     if card.bcc:
         source["bcc"] = Source.CARD
     if card.signature:

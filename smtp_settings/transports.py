@@ -7,6 +7,7 @@ and an explanation key (smtp_settings.explain); nothing here retries.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import smtplib
 import socket
@@ -115,6 +116,54 @@ def check_resolved(host: str, addresses: list[str]) -> None:
         raise PermanentSendError("", explanation="private_host", params={"host": host})
 
 
+def _same_host(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """`address` as the host it reaches: IPv4-mapped IPv6 as its IPv4 address, no zone index."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _reaches_this_machine(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_loopback or ip.is_unspecified
+
+
+def check_not_relay(host: str, address: str, port: int) -> None:
+    """Refuse a user's "own" server that is the platform relay itself.
+
+    The relay trusts the platform's connections (the local MTA, or one that lets the
+    platform's addresses relay without a login): through it as an "own" SMTP server, a user
+    would send From an unverified card e-mail (issue 11, item 3) past the relay's limits
+    (item 4). It is the relay when the address connected to is one the relay's name resolves
+    to: on any port (an MTA listens on 25 and 587 alike), except on a loopback address, where
+    other services share the machine and only the relay's port counts, for any loopback
+    address. A relay reachable under another address too (a public one beside EMAIL_URL's
+    private one) must not let the platform relay without a login: this cannot know that one.
+    """
+    if settings.EMAIL_BACKEND != SMTP_BACKEND or not settings.EMAIL_HOST:
+        return  # an ESP's API: no SMTP server of the platform's to reach
+    relay_port = int(settings.EMAIL_PORT)
+    target = _same_host(address)
+    try:
+        infos = socket.getaddrinfo(settings.EMAIL_HOST, relay_port, type=socket.SOCK_STREAM)
+        relay = {_same_host(info[4][0]) for info in infos}
+    except (OSError, ValueError):  # the relay does not resolve now: compare the name at least
+        relay = set()
+    local = _reaches_this_machine(target)
+    is_relay = (
+        (target in relay and (port == relay_port or not local))
+        or (local and port == relay_port and any(map(_reaches_this_machine, relay)))
+        or (
+            port == relay_port
+            and host.rstrip(".").lower() == settings.EMAIL_HOST.rstrip(".").lower()
+        )
+    )
+    if is_relay:
+        raise PermanentSendError(
+            "", explanation="relay_as_own_server", params={"host": host, "port": port}
+        )
+
+
 class SmtpTransport(Transport):
     """An SMTP server: implicit TLS ("SSL"), StartTLS or none; AUTH only with a login."""
 
@@ -170,6 +219,8 @@ class SmtpTransport(Transport):
         self.stage = "dns"
         allow_private = settings.SMTP_ALLOW_PRIVATE_HOSTS or not self.check_private
         address = resolve_host(self.host, self.port, allow_private=allow_private)
+        if self.check_private:  # a user's server: never the platform relay in disguise
+            check_not_relay(self.host, address, self.port)
         # A private address is the platform's network: the report never names it.
         shown = address if address_is_public(address) else str(_("a private address"))
         self._done("dns", shown)
@@ -287,6 +338,34 @@ class Microsoft365Transport(SmtpTransport):
         return smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2)
 
 
+class RelaySmtpTransport(SmtpTransport):
+    """The platform relay over SMTP (EMAIL_URL).
+
+    Not reaching it, or not being let in, is the platform's trouble, not the sender's: the
+    sender's message and Events say only that the relay does not answer (issue 11, item 10:
+    its address, banner and replies are the platform's, and "check the server name" would send
+    a Default user looking for a setting they do not have). The operator's log has the details.
+    A "slow down" (421) keeps its own explanation: the worker backs off on it.
+    """
+
+    def open(self) -> None:
+        try:
+            super().open()
+        except SendError as error:
+            logger.warning(
+                "platform relay %s:%s at %s: %s %s",
+                self.host,
+                self.port,
+                self.stage,
+                error.explanation,
+                error.reply,
+            )
+            explanation = "throttled" if error.explanation == "throttled" else "relay_unavailable"
+            hidden = type(error)("", explanation=explanation)
+            hidden.maybe_delivered = error.maybe_delivered
+            raise hidden from None
+
+
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
@@ -375,7 +454,7 @@ def relay_transport() -> Transport:
         if settings.EMAIL_USE_TLS
         else Security.NONE
     )
-    return SmtpTransport(
+    return RelaySmtpTransport(
         host=settings.EMAIL_HOST,
         port=int(settings.EMAIL_PORT),
         security=security,

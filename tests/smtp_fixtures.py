@@ -270,6 +270,10 @@ class SMTPTestServer:
     users: dict[str, str] = field(default_factory=dict)
     auth_attempts: list[AuthAttempt] = field(default_factory=list)
     accepted: collections.Counter = field(default_factory=collections.Counter)
+    # A second port of the same server (same replies, same inbox), for the platform relay: a
+    # user's own server is never the relay (smtp_settings.transports.check_not_relay), so a
+    # test pointing a user at `port` and the relay at `relay_port` reaches one inbox by both.
+    relay_port: int | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -501,6 +505,13 @@ def _start_server(name: str, ca: TestCA, **options: Any) -> SMTPTestServer:
         kwargs["require_starttls"] = options.get("require_starttls", False)
     server.controller = _Controller(_Handler(server), **kwargs)
     server.controller.start()
+    server.relay_controller = None
+    if options.get("relay_port"):
+        server.relay_port = free_port()
+        server.relay_controller = _Controller(
+            _Handler(server), **{**kwargs, "port": server.relay_port}
+        )
+        server.relay_controller.start()
     _started_servers.append(server)
     return server
 
@@ -519,7 +530,7 @@ def smtp_servers(test_ca: TestCA) -> Iterator[SMTPServers]:
         starttls=_start_server(
             "starttls", test_ca, starttls=True, require_starttls=True, auth_require_tls=True
         ),
-        plain=_start_server("plain", test_ca),
+        plain=_start_server("plain", test_ca, relay_port=True),  # also the platform relay
         expired_cert=_start_server("expired_cert", test_ca, implicit_tls=True, leaf="expired"),
         wrong_host_cert=_start_server(
             "wrong_host_cert", test_ca, implicit_tls=True, leaf="wrong_host"
@@ -529,6 +540,8 @@ def smtp_servers(test_ca: TestCA) -> Iterator[SMTPServers]:
     yield servers
     for server in servers:
         server.controller.stop()
+        if server.relay_controller is not None:
+            server.relay_controller.stop()
         _started_servers.remove(server)
 
 
@@ -590,7 +603,8 @@ def test_server_ports(
     smtp_servers: SMTPServers, refused_port: int, silent_server: SilentServer
 ) -> list[int]:
     """Every port a test may point the app at."""
-    return [*smtp_servers.ports, refused_port, silent_server.port]
+    relay_ports = [server.relay_port for server in smtp_servers if server.relay_port]
+    return [*smtp_servers.ports, *relay_ports, refused_port, silent_server.port]
 
 
 _SERVER_FIXTURES = {"smtp_servers", "refused_port", "silent_server", "celery_worker"}
@@ -611,7 +625,7 @@ def smtp_settings_for_tests(request: pytest.FixtureRequest) -> None:
     settings.SMTP_TIMEOUT = 3
     settings.SMTP_ALLOWED_PORTS = [25, 465, 587, *request.getfixturevalue("test_server_ports")]
     relay = request.getfixturevalue("smtp_servers").plain
-    settings.EMAIL_HOST, settings.EMAIL_PORT = relay.host, relay.port
+    settings.EMAIL_HOST, settings.EMAIL_PORT = relay.host, relay.relay_port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
     # pytest-django swaps in the locmem backend; the relay here is the real plain server.
@@ -865,7 +879,7 @@ def celery_worker(
         "SEND_RETRY_BASE_SECONDS": "0.2",
         "SMTP_TIMEOUT": "3",
         # The platform relay is the plain test server, as in-process (smtp_settings_for_tests).
-        "EMAIL_URL": f"smtp://{smtp_servers.plain.host}:{smtp_servers.plain.port}",
+        "EMAIL_URL": f"smtp://{smtp_servers.plain.host}:{smtp_servers.plain.relay_port}",
         "CELERY_BROKER_POLLING_INTERVAL": "0.05",
         "PYTHONUNBUFFERED": "1",
     }

@@ -360,9 +360,13 @@ def test_settings_let_app_code_reach_every_test_server(smtp_servers, refused_por
         465,
         587,
         *smtp_servers.ports,
+        smtp_servers.plain.relay_port,
         refused_port,
         silent_server.port,
     }
+    # The platform relay is the plain server's second port: never a user's own server.
+    assert settings.EMAIL_HOST == "127.0.0.1"
+    assert smtp_servers.plain.relay_port == settings.EMAIL_PORT
 
 
 # ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 import pytest
 from django.core.cache import cache
 from django.test import Client
+from django.urls import reverse
 
 from smtp_settings.diagnose import connection_test
 from smtp_settings.models import Security
@@ -50,7 +51,7 @@ def test_a_default_user_learns_only_that_the_relay_answers(db, smtp_servers):
 
     assert "Connection test passed" in section
     assert "The platform's mail server answers" in section
-    for leak in [str(relay.port), relay.host, "localhost", "ESMTP", "EHLO", "250", "AUTH"]:
+    for leak in [str(relay.relay_port), relay.host, "localhost", "ESMTP", "EHLO", "250", "AUTH"]:
         assert leak not in section, leak
     assert relay.messages == []
 
@@ -143,3 +144,42 @@ def test_an_allowed_private_server_is_not_named_either(db, smtp_servers):
     assert result.passed
     assert "127.0.0.1" not in str(result.as_dict())
     assert [s.detail for s in result.steps[:2]] == ["a private address"] * 2
+
+
+# -- the same, when a mail through the relay fails (review of issue 11, item 10) ---------------
+@pytest.mark.parametrize("failure", ["refused", "silent", "stalls after the message"])
+def test_a_relay_failure_tells_a_default_user_no_address(
+    db, smtp_servers, refused_port, silent_server, settings, failure
+):
+    """The connection test hides the relay's address; its Events and message page must too."""
+    from outbox.models import Event, OutgoingMessage
+    from outbox.services import outbox_enqueue, outbox_send
+
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = {
+        "refused": refused_port,
+        "silent": silent_server.port,
+        "stalls after the message": smtp_servers.plain.relay_port,
+    }[failure]
+    smtp_servers.plain.stall_at("AFTER_DATA", 2)
+    settings.SMTP_TIMEOUT = settings.EMAIL_TIMEOUT = 0.5
+    settings.SEND_MAX_ATTEMPTS = 1
+    ewa = factories.user("EWA", email="ewa@acme.example")
+    message = outbox_enqueue(user=ewa, to=["client@example.com"], subject="x", body_text="x")
+    outbox_send(message_id=message.pk)
+    message.refresh_from_db()
+    client = Client()
+    client.force_login(ewa)
+
+    shown = _page(client.get(reverse("outbox:message", args=[message.pk]))) + _page(
+        client.get(reverse("outbox:events"))
+    )
+
+    assert message.state == "failed"
+    assert Event.objects.filter(message=message).exists()
+    for leak in [str(settings.EMAIL_PORT), "127.0.0.1"]:
+        assert leak not in shown.lower(), leak
+    if failure != "stalls after the message":  # reaching the relay at all: not the user's
+        assert "The platform's mail server does not answer right now." in shown
+        assert "refused" not in shown.lower() and "timed out" not in shown.lower()
+        assert OutgoingMessage.objects.get(pk=message.pk).explanation_params == {}
