@@ -26,7 +26,7 @@ from smtp_settings.selectors import (
     system_settings_get,
     user_profile_get,
 )
-from smtp_settings.services import connection_test_allowed, profile_update
+from smtp_settings.services import connection_test_refusal, profile_update
 
 from . import microsoft365, verification
 from .forms import CardForm
@@ -104,12 +104,10 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
 
 
 def _connection_test(request: HttpRequest, user: User) -> ConnectionTest | None:
-    """Test the saved configuration of `user`, at most CONNECTION_TESTS_PER_MINUTE a minute."""
-    if not connection_test_allowed(user=request.user):
-        messages.error(
-            request,
-            _("You have tested the connection several times in a row: wait a minute and retry."),
-        )
+    """Test the saved configuration of `user`, within the connection-test limits."""
+    refusal = connection_test_refusal(user=request.user)
+    if refusal:
+        messages.error(request, refusal)
         return None
     try:
         sender = sender_config_for(user=user)

@@ -320,8 +320,11 @@ SEND_RATE_LIMITS = {
 SEND_RATE_WINDOW_SECONDS = env.float("SEND_RATE_WINDOW_SECONDS", default=60.0)
 # Messages per worker task in a mass mailing: one SMTP connection serves a whole batch.
 BULK_BATCH_SIZE = env.int("BULK_BATCH_SIZE", default=100)
-# How many connection tests a user may run in a minute (each opens a connection).
+# How many connection tests a user may run in a minute and in an hour (each opens a connection
+# from the platform's IPs to a host the user chose: without the hourly cap, 5 a minute would be
+# 7,200 connections a day).
 CONNECTION_TESTS_PER_MINUTE = env.int("CONNECTION_TESTS_PER_MINUTE", default=5)
+CONNECTION_TESTS_PER_HOUR = env.int("CONNECTION_TESTS_PER_HOUR", default=30)
 # Templates users write (letters; directo_mail.placeholders): the longest template accepted and
 # the longest text one may render to, in characters, so no template can exhaust a process.
 TEMPLATE_MAX_CHARS = env.int("TEMPLATE_MAX_CHARS", default=50_000)

@@ -120,6 +120,10 @@ def _refusal(limit: Limit, retry_at: datetime.datetime) -> str:
         (CONNECTION_TESTS, "minute"): _(
             "You have tested the connection several times in a row: wait a minute and retry."
         ),
+        (CONNECTION_TESTS, "hour"): _(
+            "You have tested the connection %(limit)s times this hour, the most allowed. Try "
+            "again in %(wait)s."
+        ),
     }
     return texts[(limit.kind, limit.window)] % params
 
@@ -196,7 +200,10 @@ def verification_limits(*, user_id: int) -> list[Limit]:
 
 def connection_test_limits(*, user_id: int) -> list[Limit]:
     key = f"connection-test:user:{user_id}"
-    return [Limit(CONNECTION_TESTS, key, "minute", settings.CONNECTION_TESTS_PER_MINUTE)]
+    return [
+        Limit(CONNECTION_TESTS, key, "minute", settings.CONNECTION_TESTS_PER_MINUTE),
+        Limit(CONNECTION_TESTS, key, "hour", settings.CONNECTION_TESTS_PER_HOUR),
+    ]
 
 
 def recipients_check(count: int) -> None:

@@ -178,13 +178,14 @@ def secrets_rotate() -> dict[str, int]:
     return counts
 
 
-def connection_test_allowed(*, user: User) -> bool:
-    """Count one connection test for `user`; False once over CONNECTION_TESTS_PER_MINUTE.
+def connection_test_refusal(*, user: User) -> str | None:
+    """Count one connection test for `user`: None, or (over CONNECTION_TESTS_PER_MINUTE or
+    CONNECTION_TESTS_PER_HOUR) the refusal, explained in the active language.
 
     Counted in the database (outbox.limits), where every web process sees the same count.
     """
     try:
         limits_take(connection_test_limits(user_id=user.pk))
-    except LimitReached:
-        return False
-    return True
+    except LimitReached as refused:
+        return refused.message
+    return None

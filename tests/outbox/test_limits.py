@@ -162,12 +162,26 @@ def test_a_refused_test_email_takes_no_slot_of_the_test_limit(client, settings):
 
 
 def test_connection_tests_are_counted_in_the_database(settings):
-    from smtp_settings.services import connection_test_allowed
+    from smtp_settings.services import connection_test_refusal
 
     settings.CONNECTION_TESTS_PER_MINUTE = 2
     user = factories.user("ANNA")
-    assert [connection_test_allowed(user=user) for _ in range(3)] == [True, True, False]
+    assert [connection_test_refusal(user=user) is None for _ in range(3)] == [True, True, False]
     assert LimitCounter.objects.get(key=f"connection-test:user:{user.pk}:minute").count == 2
+
+
+def test_connection_tests_have_an_hourly_cap_too(settings):
+    """5 a minute alone would let one user open 7,200 connections a day from the platform."""
+    from smtp_settings.services import connection_test_refusal
+
+    settings.CONNECTION_TESTS_PER_MINUTE = 100
+    settings.CONNECTION_TESTS_PER_HOUR = 3
+    user = factories.user("ANNA")
+    assert [connection_test_refusal(user=user) is None for _ in range(3)] == [True, True, True]
+    assert "3 times this hour" in connection_test_refusal(user=user)
+    assert LimitCounter.objects.get(key=f"connection-test:user:{user.pk}:hour").count == 3
+    # A refusal takes nothing from the other window.
+    assert LimitCounter.objects.get(key=f"connection-test:user:{user.pk}:minute").count == 3
 
 
 def test_an_invoice_to_too_many_addresses_is_recorded_with_its_reason(settings, smtp_servers):
