@@ -1,0 +1,110 @@
+"""Attacks found reviewing issue 11 (a second attacker's pass over the merged change).
+
+- **Take the intake's memory with short lines.** The intake's bound was shown for one shape,
+  a DSN of 60,000 recipient blocks. The email package holds every line of a header block or a
+  body as its own object until the block ends, so a 10 MB mail of short lines costs 25-30 times
+  its size whatever the recipient limit: a body of empty lines, 1.3 million headers, one
+  X-Failed-Recipients header folded over 400,000 addresses (which flufl.bounce's Exim detector
+  and the VERP candidates also read whole). Each is piped to the real `ingest_bounce`: its peak
+  RSS (VmHWM) against the bound of test_attacks_bounces. The control: the same mails through
+  the same command with the parse window lifted go past the bound.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from bounces.models import InboundMail
+from tests.reliability.test_attacks_bounces import (
+    _MEASURED,
+    DOMAIN,
+    HUGE_BYTES,
+    RSS_BOUND_MB,
+    UNBOUNDED_PARSE,
+    _env,
+    _peak_mb,
+)
+
+
+@pytest.fixture(autouse=True)
+def _event_domain(settings):
+    settings.EVENT_MAIL_DOMAIN = DOMAIN
+
+
+def _fill(head: bytes, line: bytes, tail: bytes = b"") -> bytes:
+    count = (HUGE_BYTES - len(head) - len(tail) - 100) // len(line)
+    return head + line * count + tail
+
+
+def _distinct_addresses_header() -> bytes:
+    head = b"From: MAILER-DAEMON@mx.test\r\nSubject: Mail delivery failed\r\nX-Failed-Recipients: "
+    lines, size, n = [], len(head), 0
+    while size < HUGE_BYTES - 200:
+        line = b"user%d@kowalski.example,\r\n " % n
+        lines.append(line)
+        size, n = size + len(line), n + 1
+    return head + b"".join(lines) + b"last@kowalski.example\r\n\r\nx\r\n"
+
+
+SHAPES = {
+    "a body of empty lines": lambda: _fill(
+        b"From: MAILER-DAEMON@mx.test\r\nContent-Type: text/plain\r\n\r\n", b"\r\n"
+    ),
+    "1.3 million headers": lambda: _fill(
+        b"From: MAILER-DAEMON@mx.test\r\n", b"X-A: b\r\n", b"\r\nx\r\n"
+    ),
+    "a header of 400,000 addresses": _distinct_addresses_header,
+}
+
+# manage.py with the parse window lifted: the intake as it was before this review.
+_UNBOUNDED = UNBOUNDED_PARSE + _MEASURED
+
+
+def _ingest_peak_mb(raw: bytes, *, unbounded: bool = False) -> float:
+    peak_file = Path(tempfile.mkdtemp()) / "peak"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _UNBOUNDED if unbounded else _MEASURED, "ingest_bounce",
+         f"--recipient=bounces@{DOMAIN}"],
+        cwd=django_settings.BASE_DIR,
+        env={**_env(), "PEAK_RSS_FILE": str(peak_file)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    process.communicate(raw, timeout=300)
+    assert process.returncode == 0
+    return _peak_mb(peak_file)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_intake_memory_on_mails_of_short_lines(figures):
+    peaks = {}
+    for name, build in SHAPES.items():
+        raw = build()
+        assert 10_000_000 < len(raw) <= HUGE_BYTES
+        peaks[name] = _ingest_peak_mb(raw)
+        del raw
+    assert InboundMail.objects.count() == len(SHAPES)  # each kept, for an administrator
+    past = sum(max(0.0, peak - RSS_BOUND_MB) for peak in peaks.values())
+    figures.add(
+        "attacks",
+        f"intake memory past its bound ({RSS_BOUND_MB} MB) on 10 MB mails of short lines "
+        f"({', '.join(SHAPES)}), MB",
+        round(past),
+        "= 0",
+    )
+    assert round(past) == 0, peaks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_memory_detector_sees_the_whole_mail_parsed():
+    """The control: the same command reading the whole mail goes past the bound."""
+    peak = _ingest_peak_mb(SHAPES["a body of empty lines"](), unbounded=True)
+
+    assert peak > RSS_BOUND_MB, peak
