@@ -8,6 +8,12 @@
   and the VERP candidates also read whole). Each is piped to the real `ingest_bounce`: its peak
   RSS (VmHWM) against the bound of test_attacks_bounces. The control: the same mails through
   the same command with the parse window lifted go past the bound.
+- **Forge what the key signs.** The app refused an empty or a django-insecure- key, but
+  started on `DJANGO_SECRET_KEY=changeme`: a key anyone guesses signs the VERP addresses (a
+  forged bounce), the card e-mail's verification link (a From address never verified) and the
+  session cookies' hashes. Counted: the guessable keys `manage.py check` starts on, with DEBUG
+  off and on (Django's own measure: fewer than 50 characters or 5 different ones). The control:
+  a key of `make .env`'s kind starts.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from tests.reliability.test_attacks_bounces import (
     _env,
     _peak_mb,
 )
+from tests.reliability.test_attacks_defaults import _keys, _manage
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +115,25 @@ def test_the_memory_detector_sees_the_whole_mail_parsed():
     peak = _ingest_peak_mb(SHAPES["a body of empty lines"](), unbounded=True)
 
     assert peak > RSS_BOUND_MB, peak
+
+
+# -- guessable keys ----------------------------------------------------------------------------
+GUESSABLE_KEYS = ("changeme", "secret", "directo_mail", "x" * 64, "abcd" * 20)
+
+
+def test_the_app_does_not_start_on_a_guessable_key(figures):
+    started = []
+    for debug in ("false", "true"):
+        for key in GUESSABLE_KEYS:
+            result = _manage(
+                "check", **{**_keys(), "DJANGO_SECRET_KEY": key, "DJANGO_DEBUG": debug}
+            )
+            if result.returncode == 0:
+                started.append(f"DEBUG={debug}: {key}")
+            else:
+                assert "DJANGO_SECRET_KEY" in result.stderr, result.stderr
+    figures.add("attacks", "app starts on a guessable DJANGO_SECRET_KEY", len(started), "= 0")
+    assert not started, started
+
+    # Control: a key of `make .env`'s kind starts.
+    assert _manage("check", **_keys()).returncode == 0
