@@ -229,6 +229,9 @@ AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
 AXES_USERNAME_FORM_FIELD = "username"
 # A success does not wipe the counters: it would reset a guess at this user from elsewhere.
 AXES_RESET_ON_SUCCESS = False
+# A try refused by a lockout is not counted again: counted, a stranger locked out at one user
+# from one address went on adding to that user's own counter until the user was locked out too.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_VERBOSE = False  # no banner on every manage.py command; failures and lockouts still log
 
 # ------------------------------------------------------------------------------

@@ -14,10 +14,17 @@
   session cookies' hashes. Counted: the guessable keys `manage.py check` starts on, with DEBUG
   off and on (Django's own measure: fewer than 50 characters or 5 different ones). The control:
   a key of `make .env`'s kind starts.
+- **Spray logins and lock the administrator out from one IPv6 /64.** Each address of a /64
+  was an address of its own to the throttle: one try at each user, an address a try, passed
+  the address limit; the administrator's wrong passwords, an address each, filled his own
+  counter and locked him out (and tries refused by a lockout were counted too). Counted: the
+  goals reached. The control: another /64 and an IPv4 address still log in.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,6 +34,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from bounces.models import InboundMail
+from tests import factories
 from tests.reliability.test_attacks_bounces import (
     _MEASURED,
     DOMAIN,
@@ -36,7 +44,7 @@ from tests.reliability.test_attacks_bounces import (
     _env,
     _peak_mb,
 )
-from tests.reliability.test_attacks_defaults import _keys, _manage
+from tests.reliability.test_attacks_defaults import _keys, _log_in, _manage
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +145,39 @@ def test_the_app_does_not_start_on_a_guessable_key(figures):
 
     # Control: a key of `make .env`'s kind starts.
     assert _manage("check", **_keys()).returncode == 0
+
+
+# -- one IPv6 /64, many addresses --------------------------------------------------------------
+def _in_64(index: int, prefix: str = "2001:db8:1:2") -> str:
+    return f"{prefix}:{index >> 16 & 0xFFFF:x}:{index & 0xFFFF:x}:0:1"
+
+
+@pytest.mark.django_db
+def test_one_ipv6_network_counts_as_one_address(settings, figures, caplog):
+    caplog.set_level(logging.CRITICAL, logger="axes")
+    caplog.set_level(logging.CRITICAL, logger="django.request")
+    right = factories.LOGIN_PASSWORD
+    per_address = settings.LOGIN_FAILURES_PER_ADDRESS
+    succeeded: list[str] = []
+
+    # 1. Spray: one try at each user, each from a new address of one /64, then a right one.
+    victims = [factories.user(f"V{index}") for index in range(per_address + 1)]
+    for index, victim in enumerate(victims[:-1]):
+        _log_in(victim.code, "wrong-" + secrets.token_hex(4), _in_64(index))
+    if _log_in(victims[-1].code, right, _in_64(9999))[1]:
+        succeeded.append("a /64 spraying users got a login past the address limit")
+
+    # 2. Lock the administrator out from one /64: his wrong passwords, an address each.
+    factories.user("ROOT", is_staff=True, is_superuser=True)
+    for index in range(3 * settings.LOGIN_FAILURES_PER_USER):
+        _log_in("ROOT", "wrong-" + secrets.token_hex(4), _in_64(index, "2001:db8:6:6"))
+    if not _log_in("ROOT", right, "2001:db8:7:7::1")[1]:
+        succeeded.append("a /64 locked the administrator out")
+
+    figures.add("attacks", "goals reached from one IPv6 /64 (login spray, admin lockout)",
+                len(succeeded), "= 0")  # fmt: skip
+    assert not succeeded, succeeded
+
+    # Control: other /64s are other addresses, and the IPv4 limits are unchanged.
+    assert _log_in(victims[0].code, right, "2001:db8:1:3::1")[1]
+    assert _log_in(victims[1].code, right, "192.0.2.1")[1]
