@@ -19,20 +19,31 @@
   the address limit; the administrator's wrong passwords, an address each, filled his own
   counter and locked him out (and tries refused by a lockout were counted too). Counted: the
   goals reached. The control: another /64 and an IPv4 address still log in.
+- **Hold the bounce listener with NOOPs.** aiosmtpd's timeout restarts at every command: a
+  peer sending NOOP now and then held its places for ever, and a few peers held them all, so
+  every real bounce was answered 421. Here the one place is held by NOOPs for twice the
+  session limit (shortened for the test): the seconds a real bounce server was still refused
+  past it. The control: without the limit, the held place stays held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import smtplib
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 
+from bounces import listener
+from bounces.listener import BounceController, ConnectionLimiter
 from bounces.models import InboundMail
 from tests import factories
 from tests.reliability.test_attacks_bounces import (
@@ -45,6 +56,7 @@ from tests.reliability.test_attacks_bounces import (
     _peak_mb,
 )
 from tests.reliability.test_attacks_defaults import _keys, _log_in, _manage
+from tests.smtp_fixtures import HOST, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -181,3 +193,52 @@ def test_one_ipv6_network_counts_as_one_address(settings, figures, caplog):
     # Control: other /64s are other addresses, and the IPv4 limits are unchanged.
     assert _log_in(victims[0].code, right, "2001:db8:1:3::1")[1]
     assert _log_in(victims[1].code, right, "192.0.2.1")[1]
+
+
+# -- a place in the bounce listener held by NOOPs ------------------------------------------------
+def _refused_past_the_limit(limit: float) -> int:
+    """One place (per peer and in all), held by NOOPs in a thread; from `limit` + 1 s to
+    `limit` + 3 s a newcomer knocks every 0.2 s: how many times it was turned away."""
+    controller = BounceController(
+        hostname=HOST, port=free_port(), limiter=ConnectionLimiter(per_peer=1, total=1)
+    )
+    controller.start()
+    stop = threading.Event()
+
+    def hold() -> None:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            holder = smtplib.SMTP(HOST, controller.port, timeout=5)
+            while not stop.wait(0.2):
+                holder.noop()
+
+    holder = threading.Thread(target=hold)
+    try:
+        holder.start()
+        time.sleep(limit + 1)
+        refused = 0
+        for _ in range(10):
+            try:
+                with smtplib.SMTP(HOST, controller.port, timeout=5) as newcomer:
+                    newcomer.noop()
+            except (smtplib.SMTPException, OSError):
+                refused += 1
+            time.sleep(0.2)
+        return refused
+    finally:
+        stop.set()
+        holder.join()
+        controller.stop()
+
+
+def test_a_place_in_the_bounce_listener_is_not_held_for_ever(monkeypatch, figures):
+    limit = 2.0
+    monkeypatch.setattr(listener, "MAX_SESSION_SECONDS", limit, raising=False)
+    refused = _refused_past_the_limit(limit)
+    figures.add("attacks", "bounce_server: bounces turned away while a peer held the place "
+                "with NOOPs past the session limit (of 10)", refused, "= 0")  # fmt: skip
+    assert refused == 0
+
+
+def test_the_hold_detector_sees_a_listener_without_a_session_limit(monkeypatch):
+    monkeypatch.setattr(listener, "MAX_SESSION_SECONDS", 3600)
+    assert _refused_past_the_limit(2.0) == 10
