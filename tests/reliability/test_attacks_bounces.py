@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -401,9 +401,11 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def _bounce_server_run(script: str = _MEASURED, **extra_env: str) -> dict[str, float]:
-    """The real bounce_server takes CONCURRENT_DSNS huge DSNs at once: its peak RSS (MB), its
-    RSS before them, the wall time (s) and the mails kept."""
+def _bounce_server_run(
+    script: str = _MEASURED, mails: Callable[[int], bytes] | None = None, **extra_env: str
+) -> dict[str, float]:
+    """The real bounce_server takes CONCURRENT_DSNS huge DSNs (or `mails(n)`) at once: its peak
+    RSS (MB), its RSS before them, the wall time (s) and the mails kept."""
     port = free_port()
     peak_file = Path(tempfile.mkdtemp()) / "peak"
     server = _manage(
@@ -423,7 +425,8 @@ def _bounce_server_run(script: str = _MEASURED, **extra_env: str) -> dict[str, f
         with smtplib.SMTP(HOST, port, timeout=30) as smtp:  # every module loaded, one mail kept
             smtp.sendmail("<>", [f"bounces@{DOMAIN}"], b"Subject: warm-up\r\n\r\nx\r\n")
         idle = _vm_hwm_mb(server.pid)
-        raws = [huge_dsn(to=f"bounces@{DOMAIN}", n=n) for n in range(CONCURRENT_DSNS)]
+        mails = mails or (lambda n: huge_dsn(to=f"bounces@{DOMAIN}", n=n))
+        raws = [mails(n) for n in range(CONCURRENT_DSNS)]
         start = time.monotonic()
 
         def send(raw: bytes) -> dict:
