@@ -472,7 +472,7 @@ def test_intake_memory_on_huge_dsns(figures):
     assert kept.count() == CONCURRENT_DSNS + 1
     for mail in kept:  # read as far as the limits, and said so
         assert len(mail.report["recipients"]) == django_settings.BOUNCE_MAX_RECIPIENTS
-        # The blocks in the first MiB past the recipient limit are counted; the rest unread.
+        # The blocks in the parse window past the recipient limit are counted; the rest unread.
         assert mail.recipients_ignored > 0
         assert mail.report["unread_bytes"] > HUGE_BYTES - 2 * _PARSE_BYTES
     past = max(0.0, server["peak"] - RSS_BOUND_MB) + max(0.0, pipe["peak"] - RSS_BOUND_MB)

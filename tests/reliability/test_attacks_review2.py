@@ -131,6 +131,9 @@ def test_intake_memory_on_mails_of_short_lines(figures):
         round(past),
         "= 0",
     )
+    for name, peak in peaks.items():
+        figures.add("attacks", f"intake peak RSS, 10 MB of short lines: {name}, MB", round(peak),
+                    f"≤ {RSS_BOUND_MB}")  # fmt: skip
     assert round(past) == 0, peaks
 
 
