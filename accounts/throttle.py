@@ -1,7 +1,9 @@
 """Login throttling with django-axes: failures counted in the database (every process sees
 them), each kind of lockout with its own limit, and the login page saying what happened.
 
-Three counters, each over the last LOGIN_LOCKOUT_MINUTES (a failure restarts the window):
+Three counters, each over the last LOGIN_LOCKOUT_MINUTES (a failure restarts the window; a try
+refused by a lockout is no failure, so it neither restarts it nor adds to the other counters),
+an IPv6 address counted as its /64:
 - one user from one address (LOGIN_FAILURES_PER_USER_AND_ADDRESS, 5): a typo-prone user or
   a guesser at one account; the same user from another address is not affected;
 - one address, whatever user (LOGIN_FAILURES_PER_ADDRESS, 20): one machine spraying users;
@@ -60,10 +62,26 @@ def client_address(request: HttpRequest) -> str:
         forwarded = [entry.strip() for entry in forwarded if entry.strip()]
         if len(forwarded) >= hops:
             try:  # the column is an IP address (inet on PostgreSQL)
-                return str(ipaddress.ip_address(forwarded[-hops]))
+                return _counted(ipaddress.ip_address(forwarded[-hops]))
             except ValueError:
                 pass
-    return request.META.get("REMOTE_ADDR", "")
+    address = request.META.get("REMOTE_ADDR", "")
+    try:
+        return _counted(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+def _counted(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An IPv6 address counts as its /64 (written as the network's first address, the column
+    takes no prefix): one host usually holds a whole /64, and with an address a try it passed
+    every address limit, spraying all users and locking any one out. IPv4 inside IPv6 (a
+    dual-stack socket) counts as the IPv4 address. As bounces.listener.peer_key does."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False).network_address)
+    return str(address)
 
 
 def lockout_response(

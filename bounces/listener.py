@@ -11,7 +11,8 @@ at most BOUNCE_MAX_BYTES are kept (a longer mail is read to its end, kept cut an
 held whole); two mails are read at a time, whatever the number of connections; a peer may hold
 BOUNCE_MAX_CONNECTIONS_PER_PEER connections (an IPv6 peer counts by its /64, which one host
 usually has whole) and all peers BOUNCE_MAX_CONNECTIONS: one more is answered 421 and closed
-(RFC 5321 §3.8); 100 recipients a transaction (RFC 5321 §4.5.3.1.8).
+(RFC 5321 §3.8); 100 recipients a transaction (RFC 5321 §4.5.3.1.8); and a connection lasts at
+most MAX_SESSION_SECONDS, however busy it keeps itself.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ logger = logging.getLogger(__name__)
 # this much each, not their size.
 _SPOOL_IN_MEMORY = 256 * 1024
 _MAX_RECIPIENTS = 100
+# A connection's whole life. aiosmtpd's 5-minute timeout restarts at every command, so a NOOP
+# every few minutes held a place for ever: a few peers held them all and every bounce waited
+# (421) for as long as they liked. A real report takes seconds; RFC 5321 §4.5.3.2 gives each
+# step at most 10 minutes, and a sending MTA that is cut off tries again later.
+MAX_SESSION_SECONDS = 15 * 60
 # Mails read (parsed and recorded) at the same time: parsing holds the GIL, so more threads
 # would only hold more mails in memory.
 INTAKE_WORKERS = 2
@@ -183,6 +189,7 @@ class BounceSMTP(SMTP):
         self._limiter = limiter
         self._peer_key: str | None = None
         self._turned_away = False
+        self._session_end: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._peer_key is None and not self._turned_away:
@@ -198,11 +205,24 @@ class BounceSMTP(SMTP):
                 transport.close()
                 return
             self._peer_key = key
+            self._session_end = asyncio.get_running_loop().call_later(
+                MAX_SESSION_SECONDS, self._session_too_long, transport
+            )
         super().connection_made(transport)
+
+    def _session_too_long(self, transport: asyncio.BaseTransport) -> None:
+        logger.warning("bounce listener: %s closed, connected too long", self._peer_key)
+        transport.write(
+            f"421 4.4.2 {settings.EVENT_MAIL_DOMAIN} Connected too long, closing\r\n".encode()
+        )
+        transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._turned_away:
             return  # it never started: nothing of SMTP's to end
+        if self._session_end is not None:
+            self._session_end.cancel()
+            self._session_end = None
         if self._peer_key is not None:
             self._limiter.release(self._peer_key)
             self._peer_key = None

@@ -7,10 +7,9 @@ keeps the one `outbox.message.verp_message_pk` accepts) and the original Message
 
 It never raises: a message it cannot read comes back as kind "unknown" with `error` set, so the
 intake keeps it raw for an admin and goes on with the next one. Its cost is bounded by the
-mail's size, whatever the mail holds: at most `max_recipients` recipient blocks and `_MAX_PARTS`
-other MIME parts are kept while parsing (each one past that is parsed and dropped at once, and
-counted), so a report of 60,000 recipients costs what one of `max_recipients` does plus the
-reading of its bytes.
+mail's size, whatever the mail holds: only its first `_PARSE_BYTES` are parsed, and of those
+at most `max_recipients` recipient blocks and `_MAX_PARTS` other MIME parts are kept while
+parsing (each one past that is parsed and dropped at once, and counted).
 """
 
 from __future__ import annotations
@@ -70,6 +69,16 @@ _MAX_PARTS = 200
 _DETECTOR_TEXT = 256 * 1024
 # The parser is fed this much at a time, so the mail is never copied whole as text.
 _FEED_CHUNK = 64 * 1024
+# What is parsed of a mail (the rest stays in the kept mail, unread). The email package holds
+# every line of a header block or a body as its own object until the block ends: 10 MB of
+# short lines (a folded header of 400,000 addresses, 1.3 million headers, a body of empty lines)
+# took 270-340 MB and up to 23 s to read. A real report says all it has to say in its first
+# few KiB: the notice, the status of at most a few hundred recipients, then the returned
+# message's header (RFC 3462 §2 orders them so); only its body, which we never read, is long.
+# At 1 MiB the real bounce_server, taking four such mails at once, still passed 150 MB.
+_PARSE_BYTES = 256 * 1024
+# Addresses kept from the delivery headers (the VERP the report went to is among the first).
+_MAX_CANDIDATES = 100
 # Where a receiving MTA records the address the report was delivered to.
 _DELIVERY_HEADERS = (
     "Delivered-To",
@@ -129,6 +138,7 @@ class BounceReport:
     # _MAX_PARTS, that were dropped unread.
     recipients_ignored: int = 0
     parts_ignored: int = 0
+    unread_bytes: int = 0  # past _PARSE_BYTES: kept with the mail, never parsed
 
     @property
     def permanent_failures(self) -> tuple[BounceRecipient, ...]:
@@ -187,6 +197,7 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str], max_recipients: int) 
         report_id=_message_id(_header(message, "Message-ID")),
         recipients_ignored=dropped.blocks,
         parts_ignored=dropped.parts,
+        unread_bytes=max(0, len(raw) - _PARSE_BYTES),
     )
 
 
@@ -199,9 +210,9 @@ class _Dropped:
 
 
 def _bounded_message(raw: bytes, max_recipients: int) -> tuple[Message, _Dropped]:
-    """`raw` parsed by the email package (compat32, as flufl.bounce's detectors expect; bytes
-    in, as a bounce's charset is a guess), keeping at most `max_recipients` recipient blocks per
-    delivery-status part and _MAX_PARTS other parts.
+    """The first _PARSE_BYTES of `raw` parsed by the email package (compat32, as flufl.bounce's
+    detectors expect; bytes in, as a bounce's charset is a guess), keeping at most
+    `max_recipients` recipient blocks per delivery-status part and _MAX_PARTS other parts.
 
     The feed parser attaches each new part or status block to its parent before it reads it
     (email.feedparser's _new_message); a parent that declines keeps no reference, so the part
@@ -225,7 +236,7 @@ def _bounded_message(raw: bytes, max_recipients: int) -> tuple[Message, _Dropped
             super().attach(payload)
 
     parser = email.feedparser.BytesFeedParser(_factory=BoundedMessage)
-    view = memoryview(raw)
+    view = memoryview(raw)[:_PARSE_BYTES]
     for start in range(0, len(view), _FEED_CHUNK):
         parser.feed(bytes(view[start : start + _FEED_CHUNK]))
     return parser.close(), dropped
@@ -481,15 +492,18 @@ def _delivery_addresses(message: Message) -> Iterator[str]:
 
 
 def _addresses(values: Iterable[str]) -> tuple[str, ...]:
-    """The addresses in header values, lower-cased (a VERP token is lower-case), each once."""
+    """The first _MAX_CANDIDATES addresses in header values, lower-cased (a VERP token is
+    lower-case), each once."""
     found: dict[str, None] = {}
     for value in values:
+        if len(found) >= _MAX_CANDIDATES:
+            break
         # One value at a time: a broken header cannot swallow the good ones after it.
         for _name, address in getaddresses([str(value)]):
             address = address.strip().strip("<>").lower()
             if "@" in address and not any(c.isspace() for c in address):
                 found.setdefault(address)
-    return tuple(found)
+    return tuple(found)[:_MAX_CANDIDATES]
 
 
 # --- Header text --------------------------------------------------------------------------------

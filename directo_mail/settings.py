@@ -11,6 +11,10 @@ from pathlib import Path
 import environ
 from cryptography.fernet import Fernet
 from csp.constants import NONE, SELF
+from django.core.checks.security.base import (
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -52,6 +56,17 @@ SECRET_KEY = _own_secret(
 if SECRET_KEY.startswith("django-insecure-"):
     # Django's mark of a published key, like the default every earlier checkout ran on.
     raise ImproperlyConfigured("DJANGO_SECRET_KEY is a published (django-insecure-) key: make one.")
+if (
+    len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH
+    or len(set(SECRET_KEY)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+):
+    # Django's own measure of a guessable key (`check --deploy`, security.W009), refused at
+    # every start: "changeme" would let anyone sign a VERP address or a verification link.
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY is too easy to guess: it needs at least {SECRET_KEY_MIN_LENGTH} "
+        f"characters, {SECRET_KEY_MIN_UNIQUE_CHARACTERS} of them different. Make one with "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+    )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -214,6 +229,9 @@ AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
 AXES_USERNAME_FORM_FIELD = "username"
 # A success does not wipe the counters: it would reset a guess at this user from elsewhere.
 AXES_RESET_ON_SUCCESS = False
+# A try refused by a lockout is not counted again: counted, a stranger locked out at one user
+# from one address went on adding to that user's own counter until the user was locked out too.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_VERBOSE = False  # no banner on every manage.py command; failures and lockouts still log
 
 # ------------------------------------------------------------------------------

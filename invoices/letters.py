@@ -65,7 +65,9 @@ def render_letter(letter: Letter, customer: Customer) -> tuple[str, str]:
         body = _render(letter.body, context, customer)
     except ValidationError as error:
         raise ValidationError({"body": error}) from None
-    if "\r" in subject or "\n" in subject:
+    # Every line break of str.splitlines() (VT, FF, FS, NEL, U+2028…): the email package
+    # refuses each one in a header, which would fail the message in the worker unexplained.
+    if len(subject.splitlines()) > 1:
         raise ValidationError(
             {
                 "subject": ValidationError(

@@ -7,6 +7,7 @@ and an explanation key (smtp_settings.explain); nothing here retries.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import smtplib
@@ -260,9 +261,24 @@ class SmtpTransport(Transport):
             code, reply = self._authenticate(smtp)
             self._done("auth", f"{code} {reply.decode(errors='replace')}")
 
+    @sensitive_variables("response")
     def _authenticate(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
-        """AUTH PLAIN or LOGIN with the password (smtplib picks what the server offers)."""
-        return smtp.login(self.login, self._password)
+        """AUTH PLAIN or LOGIN with the password (smtplib picks what the server offers).
+
+        smtplib sends only ASCII (its `auth` encodes the response as ASCII and raised
+        UnicodeEncodeError, a server error on the card, with the password among the locals of
+        its frame on a DEBUG page). A login or password with other characters goes as AUTH
+        PLAIN in UTF-8, as RFC 4616 §2 defines it.
+        """
+        if (self.login + self._password).isascii():
+            return smtp.login(self.login, self._password)
+        if "PLAIN" not in smtp.esmtp_features.get("auth", "").upper().split():
+            raise PermanentSendError("", explanation="auth_method_unsupported", params=self.params)
+        response = f"\0{self.login}\0{self._password}".encode()
+        code, reply = smtp.docmd("AUTH", "PLAIN " + base64.b64encode(response).decode("ascii"))
+        if code not in (235, 503):  # 503: already authenticated, as smtplib.login accepts
+            raise smtplib.SMTPAuthenticationError(code, reply)
+        return code, reply
 
     def _expect(self, code: int, reply: bytes | str, expected: int) -> None:
         if code != expected:

@@ -82,3 +82,31 @@ def test_behind_a_proxy_each_client_has_its_own_address(settings):
     ewa = {"HTTP_X_FORWARDED_FOR": "198.51.100.7"}
     assert _attempt("EWA", factories.LOGIN_PASSWORD, "10.0.0.1", **ewa)[1]
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"203.0.113.5"}
+
+
+def test_an_ipv6_network_counts_as_one_address_direct_or_behind_a_proxy(settings):
+    """A host holds a whole /64: each of its addresses is the same guesser. An IPv4 address
+    inside IPv6 (a dual-stack socket) is that IPv4 address."""
+    factories.user("OLA")
+    for index in range(settings.LOGIN_FAILURES_PER_USER_AND_ADDRESS):
+        _attempt("OLA", "wrong", f"2001:db8:1:2::{index + 1:x}")
+    assert not _attempt("OLA", factories.LOGIN_PASSWORD, "2001:db8:1:2:ffff::9")[1]
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxied = {"HTTP_X_FORWARDED_FOR": "2001:db8:1:2:abcd::1"}
+    assert not _attempt("OLA", factories.LOGIN_PASSWORD, "10.0.0.1", **proxied)[1]
+    assert _attempt("OLA", factories.LOGIN_PASSWORD, "2001:db8:1:3::1")[1], "another /64"
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"2001:db8:1:2::"}
+    settings.TRUSTED_PROXY_COUNT = 0
+    factories.user("PIA")
+    for _ in range(settings.LOGIN_FAILURES_PER_USER_AND_ADDRESS):
+        _attempt("PIA", "wrong", "::ffff:198.51.100.8")
+    assert not _attempt("PIA", factories.LOGIN_PASSWORD, "198.51.100.8")[1]
+
+
+def test_tries_refused_by_a_lockout_do_not_lock_the_user_out(settings):
+    """A guesser locked out at one user goes on trying from the same address: the refused tries
+    add nothing, so the user's own counter (any address) is not filled by them."""
+    factories.user("ROOT", is_staff=True)
+    for _ in range(3 * settings.LOGIN_FAILURES_PER_USER):
+        _attempt("ROOT", "wrong", "203.0.113.66")
+    assert _attempt("ROOT", factories.LOGIN_PASSWORD, "198.51.100.1")[1]

@@ -141,6 +141,18 @@ def test_render_raises_a_validation_error_for_a_subject_with_a_line_break():
     assert "subject" in raised.value.message_dict
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("breaker", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"])
+def test_every_line_break_the_email_package_refuses_is_refused_with_its_reason(breaker):
+    """A review of issue 11: a customer name with one of the other line breaks of
+    str.splitlines() passed the subject check; the email package then refused the header in
+    the worker, and each such letter failed with the "generic" explanation instead of this."""
+    customer = invoice_factories.customer(name=f"Acme{breaker}Bcc: eve@attacker.example")
+    with pytest.raises(ValidationError) as raised:
+        render_letter(_letter(), customer)
+    assert raised.value.message_dict["subject"][0].startswith("The subject may not contain")
+
+
 # -- pages -------------------------------------------------------------------------------------
 
 

@@ -424,6 +424,26 @@ def test_staff_can_test_another_users_card(client, smtp_servers, commands):
     _assert_nothing_sent(server, commands)
 
 
+def test_a_password_beyond_ascii_logs_in_as_utf8(client, smtp_servers, commands):
+    """A review of issue 11: smtplib encodes AUTH as ASCII, so "zażółć…" raised
+    UnicodeEncodeError: a server error on the card (the password among the locals on a DEBUG
+    page) and an unexplained failure for every mail. It goes as AUTH PLAIN in UTF-8."""
+    server = smtp_servers.implicit_tls
+    password = "zażółć-" + factories.secret()
+    server.users[LOGIN] = password
+    client.force_login(_user(server, security=Security.SSL, login=LOGIN, password=password))
+
+    response = _test_on_card(client)
+
+    assert response.status_code == 200
+    assert "Connection test passed" in response.content.decode()
+    assert [(a.mechanism, a.success) for a in server.auth_attempts] == [("PLAIN", True)]
+    server.users[LOGIN] = "another-" + factories.secret()  # the control: a wrong one fails
+    assert "Connection test passed" not in _test_on_card(client).content.decode()
+    assert [a.success for a in server.auth_attempts] == [True, False]
+    _assert_nothing_sent(server, commands)
+
+
 def test_a_user_cannot_test_another_users_card(client, smtp_servers, commands):
     server = smtp_servers.implicit_tls
     _user(server, security=Security.SSL, **_with_auth(server))
