@@ -22,10 +22,7 @@ in-process, its cookie handed over), which sends the CSRF token with every POST.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +34,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.smtp_fixtures import BASE_DIR, HOST, CeleryWorker, _die_with_parent, free_port
+from tests.smtp_fixtures import (
+    HOST,
+    CeleryWorker,
+    free_port,
+    spawn_logged,
+    stop_group,
+)
 
 WEB_THREADS = 4
 
@@ -100,17 +103,7 @@ class WebProcess:
         ]
 
     def start(self, timeout: float = 30.0) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # preexec_fn only calls prctl
-                self.command,
-                cwd=BASE_DIR,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.process = spawn_logged(self.command, self.env, self.log_path)
         deadline = time.monotonic() + timeout
         while not self._answers():
             if self.process.poll() is not None:
@@ -128,16 +121,7 @@ class WebProcess:
 
     def stop(self, grace: float = 10.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        stop_group(process, grace)
 
     kill = stop
 

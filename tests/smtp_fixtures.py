@@ -716,6 +716,41 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def spawn_logged(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start a server process of the tests in its own process group, appending its output to
+    `log_path`; it dies with pytest."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # preexec_fn only calls prctl
+            command,
+            cwd=BASE_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def stop_group(process: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL after `grace` seconds (None or exited: nothing)."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the process group now, as a crash would."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(5)
+
+
 class CeleryWorker:
     """`celery -A directo_mail worker --pool=solo` in a subprocess, logging to `log_path`."""
 
@@ -751,17 +786,7 @@ class CeleryWorker:
 
     def start(self, timeout: float = 30.0) -> None:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # preexec_fn only calls prctl
-                self.command,
-                cwd=BASE_DIR,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.process = spawn_logged(self.command, self.env, self.log_path)
         deadline = time.monotonic() + timeout
         while not self.READY.search(self._log_bytes(offset)):
             if self.process.poll() is not None:
@@ -782,26 +807,13 @@ class CeleryWorker:
         the filesystem broker) and only then notices the signal.
         """
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self._kill_group(process)
+        stop_group(process, grace)
 
     def kill(self) -> None:
         """SIGKILL now, as a crash would: an unacknowledged task stays in the broker."""
         process, self.process = self.process, None
         if process is not None:
-            self._kill_group(process)
-
-    @staticmethod
-    def _kill_group(process: subprocess.Popen) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
+            kill_group(process)
 
     def restart(self) -> None:
         self.stop()
