@@ -7,9 +7,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -35,7 +36,7 @@ from .letters import (
     render_letter,
 )
 from .models import Customer, Invoice, Letter, SendState
-from .pdf import invoice_pdf
+from .pdf import render_invoice_pdf
 from .selectors import (
     invoice_history,
     invoice_latest_messages,
@@ -172,10 +173,13 @@ def _message_failure(message) -> dict[str, str] | None:
 @login_required
 def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """An invoice: its data, its PDF, "Send by e-mail" and every message about it (its
-    history). Every user sees every invoice (single-company ERP, README "Mass mailing")."""
+    history). Every user sees every invoice (single-company ERP, README "Mass mailing"); a
+    message is its sender's (and staff's), so another user's shows only its time and state."""
     invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
     history = [
-        {"message": message, "failure": _message_failure(message)}
+        {"message": message, "failure": _message_failure(message), "own": True}
+        if request.user.is_staff or message.user_id == request.user.pk
+        else {"message": message, "own": False}
         for message in invoice_history(invoice=invoice)
     ]
     return render(request, "invoices/detail.html", {"invoice": invoice, "history": history})
@@ -183,17 +187,21 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @login_required
-def invoice_pdf_preview(request: HttpRequest, pk: int) -> FileResponse:
-    """The invoice's PDF, shown in the browser (the very file a message attaches)."""
+def invoice_pdf_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The invoice's PDF, shown in the browser: the kept file a message attaches, or, before
+    any message, the same rendering made for this view (a GET writes nothing). One page, a few
+    kilobytes: read whole."""
     invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-    company = company_get()
-    name = invoice_pdf(invoice, seller=company.name if company else "")
-    invoice.pdf.name = name
-    return FileResponse(
-        invoice.pdf.open("rb"),
-        content_type="application/pdf",
-        filename=f"{invoice.number.replace('/', '-')}.pdf",
-    )
+    if invoice.pdf:
+        with invoice.pdf.open("rb") as pdf:
+            content = pdf.read()
+    else:
+        company = company_get()
+        content = render_invoice_pdf(invoice, seller=company.name if company else "")
+    response = HttpResponse(content, content_type="application/pdf")
+    filename = f"{invoice.number.replace('/', '-')}.pdf"
+    response["Content-Disposition"] = content_disposition_header(False, filename)
+    return response
 
 
 @require_http_methods(["GET", "POST"])

@@ -89,9 +89,10 @@ def test_the_pdf_preview_is_the_invoice_pdf(client):
     response = client.get(f"/invoices/{invoice.pk}/pdf/")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/pdf"
-    assert b"".join(response.streaming_content).startswith(b"%PDF")
+    assert response.content.startswith(b"%PDF")
+    assert response["Content-Disposition"] == 'inline; filename="FV-5-2026.pdf"'
     invoice.refresh_from_db()
-    assert invoice.pdf.name  # kept: the message attaches this very file
+    assert not invoice.pdf  # a GET writes nothing; sending keeps the file (test below)
 
 
 def test_an_unknown_invoice_is_a_404(client):
@@ -329,3 +330,31 @@ def test_a_user_whose_sender_cannot_send_is_told_why_and_nothing_is_queued(clien
     invoice.refresh_from_db()
     assert invoice.send_state == SendState.UNSENT
     assert Invoice.objects.count() == 1
+
+
+def test_another_users_message_shows_only_its_time_and_state_but_staff_see_it_all(client):
+    """The invoice is everyone's; a message is its sender's (outbox.selectors)."""
+    anna, bob = _default_user("ANNA"), factories.user("BOB")
+    staff = factories.user("BOSS", is_staff=True)
+    invoice = invoice_factories.invoice()
+    made = outbox_enqueue(
+        user=anna,
+        to=["secret-partner@kowalski.example"],
+        subject="F",
+        body_text="x",
+        related=invoice,
+    )
+    OutgoingMessage.objects.filter(pk=made.pk).update(
+        state=MessageState.FAILED, last_reply="550 private reply", explanation="recipient_unknown"
+    )
+    for user, sees in ((anna, True), (bob, False), (staff, True)):
+        client.force_login(user)
+        html = _html(client.get(f"/invoices/{invoice.pk}/"))
+        assert '<span class="state-failed">failed</span>' in html
+        for detail in (
+            "secret-partner@kowalski.example",
+            "550 private reply",
+            f"/outbox/{made.pk}/",
+        ):
+            assert (detail in html) is sees, (user.code, detail)
+        assert ("sent by another user" in html) is not sees
