@@ -4,7 +4,12 @@ is a validation error, never a ValueError or a database overflow (issue 11, item
 
 from __future__ import annotations
 
+import re
+
 from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils.translation import gettext_lazy as _
 
 # Primary keys are BigAutoField: positive and within a signed 64-bit integer.
 MAX_ID = 2**63 - 1
@@ -33,3 +38,39 @@ class CustomerSelectionForm(forms.Form):
 
 class LetterPreviewForm(forms.Form):
     customer = _id_field(required=False)
+
+
+class AddressListField(forms.CharField):
+    """Addresses separated by commas, semicolons or line breaks, each checked (a CR or LF inside
+    an address is refused: no header injection through the composer)."""
+
+    widget = forms.TextInput
+
+    def to_python(self, value) -> list[str]:
+        text = super().to_python(value) or ""
+        addresses = [a.strip() for a in re.split(r"[,;\r\n]+", text) if a.strip()]
+        for address in addresses:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError(
+                    _("“%(address)s” is not a valid e-mail address."),
+                    params={"address": address[:100]},
+                ) from None
+        return addresses
+
+
+class InvoiceComposeForm(forms.Form):
+    """The composer: who gets the invoice, and its subject and body (plain text)."""
+
+    to = AddressListField(label=_("To"), required=True)
+    cc = AddressListField(label=_("Cc"), required=False)
+    bcc = AddressListField(label=_("Bcc"), required=False)
+    subject = forms.CharField(label=_("Subject"), max_length=900)
+    body = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 10}))
+
+    def clean_subject(self) -> str:
+        subject = self.cleaned_data["subject"]
+        if any(ch in subject for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+            raise ValidationError(_("The subject may not contain line breaks."))
+        return subject

@@ -98,3 +98,14 @@ def letter_delivered_customer_ids(*, letter: Letter) -> set[int]:
         .exclude(message__state=MessageState.CANCELLED)
         .values_list("customer_id", flat=True)
     )
+
+
+def invoice_history(*, invoice: Invoice) -> list[OutgoingMessage]:
+    """Every message about the invoice, newest first, with its events (two queries)."""
+    return list(
+        OutgoingMessage.objects.filter(
+            related_type=ContentType.objects.get_for_model(Invoice), related_id=str(invoice.pk)
+        )
+        .order_by("-pk")
+        .prefetch_related("events")
+    )

@@ -372,3 +372,64 @@ def letters_job_resume(*, job: BulkJob) -> int:
         .values_list("message_id", flat=True)
     )
     return bulk_job_requeue(job=job, message_ids=still_ours)
+
+
+# -- one invoice by e-mail (the composer, issue 12) --------------------------------------------
+class InvoiceBusy(ValidationError):
+    """The invoice is being sent (a bulk job or another composer claimed it): not sent twice."""
+
+
+def invoice_compose_defaults(*, invoice: Invoice) -> dict[str, str]:
+    """The composer's prefilled fields: the customer's addresses that did not bounce, and the
+    subject and body of the bulk jobs' invoice mail in the customer's language."""
+    context = {"invoice": invoice}
+    with translation.override(invoice.customer.language):
+        subject = render_to_string("emails/invoice/subject.txt", context).strip()
+        body = render_to_string("emails/invoice/body.txt", context)
+    bounced = invoice.customer.bounced_emails
+    to = [address for address in invoice.customer.emails if address.lower() not in bounced]
+    return {"to": ", ".join(to), "subject": subject, "body": body}
+
+
+def invoice_send_one(
+    *,
+    user: User,
+    invoice: Invoice,
+    to: list[str],
+    cc: list[str] = (),
+    bcc: list[str] = (),
+    subject: str,
+    body: str,
+) -> OutgoingMessage:
+    """Send one invoice with its PDF through the user's effective sender, in every mode (only
+    mass mailing is gated, S1.2): outbox_enqueue applies the recipient cap and the relay's limits.
+
+    The invoice is claimed (→ queued, no job) by one conditional UPDATE in the enqueue's
+    transaction: an invoice a bulk job (or another click) holds is refused with InvoiceBusy, and
+    a bulk job started afterwards finds it taken, so nothing goes twice by accident. An invoice
+    already sent may be sent again on purpose. A refusal leaves the invoice as it was.
+    """
+    company = company_get()
+    pdf = invoice_pdf(invoice, seller=company.name if company else "")
+    with transaction.atomic():  # a refusal below rolls the claim back with the message
+        claimed = (
+            Invoice.objects.filter(pk=invoice.pk)
+            .exclude(send_state=SendState.QUEUED)
+            .update(send_state=SendState.QUEUED, job=None)
+        )
+        if not claimed:
+            raise InvoiceBusy(
+                _("This invoice is being sent right now; wait until it is sent or has failed.")
+            )
+        return outbox_enqueue(
+            user=user,
+            to=to,
+            cc=cc,
+            bcc=bcc,
+            subject=subject,
+            body_text=body,
+            stored_attachments=[
+                (f"{invoice.number.replace('/', '-')}.pdf", pdf, "application/pdf")
+            ],
+            related=invoice,
+        )

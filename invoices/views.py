@@ -10,15 +10,24 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from outbox.limits import LimitReached, TooManyRecipients
 from outbox.models import EventKind, JobState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
+from smtp_settings.resolve import SenderConfigError
+from smtp_settings.selectors import company_get, sender_config_for
 
-from .forms import CustomerSelectionForm, InvoiceSelectionForm, LetterPreviewForm
+from .forms import (
+    CustomerSelectionForm,
+    InvoiceComposeForm,
+    InvoiceSelectionForm,
+    LetterPreviewForm,
+)
 from .letters import (
     LetterForm,
     letter_editable_by,
@@ -26,8 +35,10 @@ from .letters import (
     letter_render_error,
     render_letter,
 )
-from .models import Customer, Letter, SendState
+from .models import Customer, Invoice, Letter, SendState
+from .pdf import render_invoice_pdf
 from .selectors import (
+    invoice_history,
     invoice_latest_messages,
     invoices_filtered,
     job_rows,
@@ -37,7 +48,10 @@ from .selectors import (
     letters_all,
 )
 from .services import (
+    InvoiceBusy,
     MassMailingLocked,
+    invoice_compose_defaults,
+    invoice_send_one,
     invoices_job_cancel,
     invoices_job_resume,
     invoices_send,
@@ -143,6 +157,110 @@ def invoice_send(request: HttpRequest) -> HttpResponse:
         )
         return redirect(back)
     return redirect("invoices:job", pk=job.pk)
+
+
+def _message_failure(message) -> dict[str, str] | None:
+    """Why a message failed or came back, in the reader's language, or None."""
+    bounce = next((e for e in message.events.all() if e.kind == EventKind.BOUNCED), None)
+    if bounce is not None:
+        return explain(bounce.explanation, bounce.params)
+    if message.explanation:
+        return explain(message.explanation, message.explanation_params)
+    return None
+
+
+@require_GET
+@login_required
+def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """An invoice: its data, its PDF, "Send by e-mail" and every message about it (its
+    history). Every user sees every invoice (single-company ERP, README "Mass mailing"); a
+    message is its sender's (and staff's), so another user's shows only its time and state."""
+    invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
+    history = [
+        {"message": message, "failure": _message_failure(message), "own": True}
+        if request.user.is_staff or message.user_id == request.user.pk
+        else {"message": message, "own": False}
+        for message in invoice_history(invoice=invoice)
+    ]
+    return render(request, "invoices/detail.html", {"invoice": invoice, "history": history})
+
+
+@require_GET
+@login_required
+def invoice_pdf_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The invoice's PDF, shown in the browser: the kept file a message attaches, or, before
+    any message, the same rendering made for this view (a GET writes nothing). One page, a few
+    kilobytes: read whole."""
+    invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
+    if invoice.pdf:
+        with invoice.pdf.open("rb") as pdf:
+            content = pdf.read()
+    else:
+        company = company_get()
+        content = render_invoice_pdf(invoice, seller=company.name if company else "")
+    response = HttpResponse(content, content_type="application/pdf")
+    filename = f"{invoice.number.replace('/', '-')}.pdf"
+    response["Content-Disposition"] = content_disposition_header(False, filename)
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Send by e-mail": the composer, prefilled; "Send" queues it through the user's sender
+    in any mode and shows the invoice with its history."""
+    invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
+    sender = sender_error = None
+    try:
+        sender = sender_config_for(user=request.user)
+    except SenderConfigError as error:
+        sender_error = str(error.message)
+    form = InvoiceComposeForm(
+        request.POST or None, initial=invoice_compose_defaults(invoice=invoice)
+    )
+    if request.method == "POST" and form.is_valid() and sender is not None:
+        data = form.cleaned_data
+        try:
+            invoice_send_one(
+                user=request.user,
+                invoice=invoice,
+                to=data["to"],
+                cc=data["cc"],
+                bcc=data["bcc"],
+                subject=data["subject"],
+                body=data["body"],
+            )
+        except SenderConfigError as error:
+            sender_error = str(error.message)
+        except TooManyRecipients as error:
+            form.add_error("to", error.messages[0])
+        except (InvoiceBusy, LimitReached) as error:
+            form.add_error(None, error.messages[0])
+        except ValidationError as error:
+            if hasattr(error, "error_dict"):
+                for field, errors in error.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                form.add_error(None, error.messages)
+        else:
+            messages.success(
+                request,
+                _("Invoice %(number)s is queued for sending; its state is below.")
+                % {"number": invoice.number},
+            )
+            return redirect("invoices:invoice", pk=invoice.pk)
+    bounced = [a for a in invoice.customer.emails if a.lower() in invoice.customer.bounced_emails]
+    return render(
+        request,
+        "invoices/compose.html",
+        {
+            "invoice": invoice,
+            "form": form,
+            "sender": sender,
+            "sender_error": sender_error,
+            "bounced": bounced,
+        },
+    )
 
 
 @require_GET

@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.html import escape
 
 from bounces.listener import BounceController
 from bounces.models import InboundMail, IntakeState
 from invoices.models import Customer, Invoice, SendState
 from outbox.models import Event, EventKind, MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue, outbox_send
+from smtp_settings.explain import explain
 from smtp_settings.models import SenderMode
 from tests import factories
 from tests.invoices import factories as invoice_factories
@@ -188,3 +190,43 @@ def test_an_out_of_office_reply_through_postfix_is_kept_and_is_no_bounce(
     invoice.refresh_from_db()
     assert invoice.send_state == SendState.SENT
     assert invoice.customer.bounced_emails == {}
+
+
+def test_a_single_invoice_sent_with_the_composer_in_reply_to_mode_bounces_onto_that_invoice(
+    postfix, listener, relay_is_postfix, rejecting_mx, reply_to_user, client
+):
+    """Issue 12, item 4: the composer's invoice carries the signed VERP; Postfix's DSN for the
+    refused address marks that invoice bounced and flags its customer's address, and the
+    invoice's history shows it with the reason."""
+    from outbox.message import verp_address, verp_message_pk
+
+    customer = invoice_factories.customer("Kowalski", emails=[REFUSED], language="en")
+    invoice = invoice_factories.invoice(customer=customer)
+    other = invoice_factories.invoice(customer=customer)  # same customer, never sent
+    client.force_login(reply_to_user)
+    response = client.post(
+        f"/invoices/{invoice.pk}/send/",
+        {"to": REFUSED, "subject": f"Invoice {invoice.number}", "body": "Attached."},
+    )
+    assert response.status_code == 302, response.content
+    [message] = OutgoingMessage.objects.all()
+    assert message.envelope_from == verp_address(message.pk, EVENT_DOMAIN)
+    assert verp_message_pk(message.envelope_from, EVENT_DOMAIN) == message.pk
+
+    assert outbox_send(message_id=message.pk) == MessageState.SENT
+    [mail] = _wait_for_inbound()
+
+    assert (mail.state, mail.message) == (IntakeState.BOUNCED, message)
+    invoice.refresh_from_db()
+    other.refresh_from_db()
+    assert invoice.send_state == SendState.BOUNCED
+    assert other.send_state == SendState.UNSENT
+    assert list(Customer.objects.get(pk=customer.pk).bounced_emails) == [REFUSED]
+    page = client.get(f"/invoices/{invoice.pk}/")
+    html = page.content.decode()
+    assert '<span class="state-bounced">' in html
+    with translation.override(page["Content-Language"]):  # the reason, in the reader's language
+        assert escape(explain("recipient_unknown")["title"]) in html
+    [event] = Event.objects.filter(message=message, kind=EventKind.BOUNCED)
+    assert event.explanation == "recipient_unknown"
+    assert rejecting_mx.messages == []

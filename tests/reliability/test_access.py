@@ -319,6 +319,20 @@ EXPECT: dict[str, Expect] = {
     "invoices:send": Expect(
         get=ALL_405, post=_users("302"), bodies=lambda w: [{"invoice": [w.invoice.pk]}]
     ),
+    # One invoice: every user sees it (shared by design) and may send it by e-mail; B's send
+    # to an intruder's address goes through B's own sender, as B's message (test below).
+    "invoices:invoice": Expect(
+        get=_users("200"), post=ALL_405, kwargs=lambda w: {"pk": w.invoice.pk}
+    ),
+    "invoices:invoice_pdf": Expect(
+        get=_users("200"), post=ALL_405, kwargs=lambda w: {"pk": w.invoice.pk}
+    ),
+    "invoices:invoice_compose": Expect(
+        get=_users("200"),
+        post=_users("200"),
+        kwargs=lambda w: {"pk": w.invoice.pk},
+        bodies=lambda w: [{}, {"to": "not an address", "subject": "x", "body": "x"}],
+    ),
     "invoices:letters": Expect(get=_users("200"), post=ALL_405),
     "invoices:letter_new": Expect(get=_users("200"), post=_users("200")),
     "invoices:letter": Expect(

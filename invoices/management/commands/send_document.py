@@ -1,0 +1,100 @@
+"""`manage.py send_document --user USER --invoice NUMBER [--to ADDRESS …] [--wait] [--json]`:
+what the composer does, from a shell (issue 12, item 8)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from invoices.models import Invoice
+from invoices.services import invoice_compose_defaults, invoice_send_one
+from outbox.models import OutgoingMessage
+from smtp_settings.explain import explain
+from smtp_settings.resolve import SenderConfigError
+
+
+class Command(BaseCommand):
+    help = (
+        "Send one invoice with its PDF through the user's sender (any mode), as the composer "
+        "does; prints the message id, or with --wait --json its final state."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--user", required=True, help="code of the sending user")
+        parser.add_argument("--invoice", required=True, help="the invoice's number")
+        parser.add_argument(
+            "--to",
+            action="append",
+            default=[],
+            metavar="ADDRESS",
+            help="a recipient (repeat for more); default: the customer's addresses that did "
+            "not bounce",
+        )
+        parser.add_argument("--wait", action="store_true", help="wait until sent or failed")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
+
+    def handle(self, *args, **options) -> None:
+        try:
+            user = User.objects.get_by_natural_key(options["user"])
+        except User.DoesNotExist:
+            raise CommandError(
+                _("There is no user with the code “%(code)s”.") % {"code": options["user"]}
+            ) from None
+        invoice = Invoice.objects.select_related("customer").filter(number=options["invoice"])
+        invoice = invoice.first()
+        if invoice is None:
+            raise CommandError(_("Unknown invoices: %(numbers)s") % {"numbers": options["invoice"]})
+        defaults = invoice_compose_defaults(invoice=invoice)
+        to = options["to"] or [a for a in defaults["to"].split(", ") if a]
+        try:
+            message = invoice_send_one(
+                user=user,
+                invoice=invoice,
+                to=to,
+                subject=defaults["subject"],
+                body=defaults["body"],
+            )
+        except SenderConfigError as error:
+            raise CommandError(str(error.message)) from None
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from None
+        if options["wait"]:
+            deadline = time.monotonic() + options["timeout"]
+            while not message.is_final:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+                message.refresh_from_db()
+        result = _state(message)
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+        else:
+            self.stdout.write(f"message {message.pk}: {result['state']}")
+        if options["wait"] and not message.is_final:
+            raise CommandError(_("The message is not sent yet."))
+
+
+def _state(message: OutgoingMessage) -> dict:
+    message.refresh_from_db()
+    invoice = Invoice.objects.filter(pk=message.related_id).first()
+    explanation = (
+        explain(message.explanation, message.explanation_params)["title"]
+        if message.explanation
+        else ""
+    )
+    return {
+        "message": message.pk,
+        "state": message.state,
+        "to": message.to,
+        "invoice": invoice.number if invoice else None,
+        "invoice_state": invoice.send_state if invoice else None,
+        "possibly_sent_twice": message.possibly_duplicated,
+        "last_reply": message.last_reply,
+        "explanation": explanation,
+    }
