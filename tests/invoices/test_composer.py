@@ -358,3 +358,20 @@ def test_another_users_message_shows_only_its_time_and_state_but_staff_see_it_al
         ):
             assert (detail in html) is sees, (user.code, detail)
         assert ("sent by another user" in html) is not sees
+
+
+@pytest.mark.django_db
+def test_the_plain_text_invoice_mail_is_not_html_escaped():
+    """`Kowalski & Syn <biuro>` stays as written in the text part and the subject (they were
+    `&amp;` / `&lt;`, in bulk mail too); the HTML part stays escaped."""
+    from django.template.loader import render_to_string
+
+    from invoices.services import invoice_compose_defaults
+
+    customer = invoice_factories.customer("Kowalski & Syn <biuro>", language="en")
+    invoice = invoice_factories.invoice(customer=customer, number="FV/1&2/2026")
+    defaults = invoice_compose_defaults(invoice=invoice)
+    assert defaults["subject"] == "Invoice FV/1&2/2026"
+    assert "Dear Kowalski & Syn <biuro>," in defaults["body"]
+    html = render_to_string("emails/invoice/body.html", {"invoice": invoice})
+    assert "Kowalski &amp; Syn &lt;biuro&gt;" in html
