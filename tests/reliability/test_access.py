@@ -315,6 +315,24 @@ EXPECT: dict[str, Expect] = {
         get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
         post=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
     ),
+    # Staff's outbox (issue 12): every user's messages, their raw .eml and the actions.
+    "outbox:staff_outbox": Expect(get=STAFF_ONLY_200, post=ALL_405),
+    "outbox:staff_message": Expect(
+        get=STAFF_ONLY_200, post=ALL_405, kwargs=lambda w: {"pk": w.message.pk}
+    ),
+    # The world's message has a partial sender snapshot: it cannot be rebuilt, and staff are
+    # sent back to its page with the reason (tests/outbox/test_staff_outbox.py downloads one).
+    "outbox:staff_message_eml": Expect(
+        get=STAFF_ONLY_200 | {"staff": "200|302", "admin": "200|302"},
+        post=ALL_405,
+        kwargs=lambda w: {"pk": w.message.pk},
+    ),
+    # A's message is sent: staff's cancel is refused (explained, back to the page).
+    "outbox:staff_message_action": Expect(
+        get=ALL_405,
+        post=_same(anonymous="login", A="403", B="403", staff="302", admin="302"),
+        kwargs=lambda w: {"pk": w.message.pk, "action": "cancel"},
+    ),
     "invoices:list": Expect(get=_users("200"), post=ALL_405),
     "invoices:send": Expect(
         get=ALL_405, post=_users("302"), bodies=lambda w: [{"invoice": [w.invoice.pk]}]
