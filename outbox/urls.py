@@ -9,8 +9,10 @@ app_name = "outbox"
 urlpatterns = [
     path("events/", views.events, name="events"),
     path("outbox/<int:pk>/", views.message_status, name="message"),
+    path("outbox/<int:pk>/status/", views.message_status_json, name="message_status"),
     path("outbox/test-email/", views.test_email, name="test_email"),
     path("dev/mail/", views.mail_catcher, name="catcher"),
+    path("dev/mail/status/", views.mail_catcher_status, name="catcher_status"),
     # Staff's outbox: every user's messages (issue 12, item 5).
     path("staff/outbox/", views.staff_outbox, name="staff_outbox"),
     path("staff/outbox/<int:pk>/", views.staff_message, name="staff_message"),

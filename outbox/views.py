@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -22,7 +22,7 @@ from accounts.decorators import staff_required
 from smtp_settings.explain import explain
 from smtp_settings.resolve import SenderConfigError
 
-from .catcher import caught_messages
+from .catcher import caught_messages, caught_version
 from .forms import OutboxFilterForm
 from .models import OutgoingMessage
 from .selectors import events_visible_to, message_visible_to, outbox_messages_filtered
@@ -54,6 +54,10 @@ def events(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _message_version(message: OutgoingMessage) -> str:
+    return f"{message.state}:{message.attempts}:{message.updated_at.isoformat()}"
+
+
 @login_required
 def message_status(request: HttpRequest, pk: int) -> HttpResponse:
     message = message_visible_to(user=request.user, pk=pk)
@@ -61,7 +65,26 @@ def message_status(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "outbox/message.html",
-        {"message": message, "explanation": explanation if message.explanation else None},
+        {
+            "message": message,
+            "explanation": explanation if message.explanation else None,
+            "version": _message_version(message),
+        },
+    )
+
+
+@require_GET
+@login_required
+def message_status_json(request: HttpRequest, pk: int) -> JsonResponse:
+    """What static/js/live.js polls: the page's parts are fetched again when `version` moves."""
+    message = message_visible_to(user=request.user, pk=pk)
+    return JsonResponse(
+        {
+            "state": message.state,
+            "attempts": message.attempts,
+            "final": message.is_final,
+            "version": _message_version(message),
+        }
     )
 
 
@@ -95,7 +118,20 @@ def mail_catcher(request: HttpRequest) -> HttpResponse:
     it shows everyone's mail (issue 11, item 8)."""
     if not settings.DEBUG:
         raise Http404
-    return render(request, "outbox/catcher.html", {"caught": caught_messages(limit=100)})
+    return render(
+        request,
+        "outbox/catcher.html",
+        {"caught": caught_messages(limit=100), "version": caught_version()},
+    )
+
+
+@require_GET
+@staff_required
+def mail_catcher_status(request: HttpRequest) -> JsonResponse:
+    """What static/js/live.js polls on the catcher's page (development only, staff only)."""
+    if not settings.DEBUG:
+        raise Http404
+    return JsonResponse({"version": caught_version(), "final": False})
 
 
 # -- the staff outbox (issue 12, item 5) ------------------------------------------------------

@@ -323,6 +323,9 @@ EXPECT: dict[str, Expect] = {
     "outbox:message": Expect(
         get=OWN_OR_STAFF_200, post=OWN_OR_STAFF_200, kwargs=lambda w: {"pk": w.message.pk}
     ),
+    "outbox:message_status": Expect(
+        get=OWN_OR_STAFF_200, post=ALL_405, kwargs=lambda w: {"pk": w.message.pk}
+    ),
     "outbox:test_email": Expect(get=ALL_405, post=_users("302")),
     # Staff only (issue 11: it shows everyone's mail), and then only with DEBUG on.
     "outbox:catcher": Expect(
@@ -354,6 +357,9 @@ EXPECT: dict[str, Expect] = {
     ),
     "bounces:inbound_raw": Expect(
         get=STAFF_ONLY_200, post=ALL_405, kwargs=lambda w: {"pk": w.inbound.pk}
+    ),
+    "outbox:catcher_status": Expect(
+        get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"}, post=ALL_405
     ),
     "invoices:list": Expect(get=_users("200"), post=ALL_405),
     "invoices:send": Expect(
