@@ -29,6 +29,7 @@ urlpatterns = [
     path("settings/", include("smtp_settings.urls")),
     path("", include("outbox.urls")),
     path("", include("invoices.urls")),
+    path("", include("bounces.urls")),
     path("i18n/setlang/", set_language, name="set_language"),
     # The relay ESP's tracking webhook (bounces, complaints): /anymail/<esp>/tracking/,
     # verified by ANYMAIL's WEBHOOK_SECRET; it feeds the bounce intake (bounces/webhooks.py).

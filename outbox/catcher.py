@@ -47,6 +47,13 @@ def caught_messages(*, limit: int) -> list[CaughtMessage]:
     return [_read(path) for path in files]
 
 
+def caught_version() -> str:
+    """What the catcher holds, in one short string that changes when a mail arrives."""
+    directory = Path(settings.MAIL_CATCHER_DIR)
+    names = sorted(directory.glob("*.eml")) if directory.is_dir() else []
+    return f"{len(names)}:{names[-1].name if names else ''}"
+
+
 def _read(path: Path) -> CaughtMessage:
     mime: EmailMessage = message_from_bytes(path.read_bytes(), policy=policy.default)
     body = mime.get_body(preferencelist=("plain", "html"))

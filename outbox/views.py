@@ -1,7 +1,10 @@
-"""Pages: the Events module ("Zdarzenia"), a message's delivery status, the test e-mail."""
+"""Pages: the Events module ("Zdarzenia"), a message's delivery status, the test e-mail, and
+staff's outbox (every user's messages, their raw form and the retry / send now / cancel actions)."""
 
 from __future__ import annotations
 
+import email
+import logging
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -9,18 +12,31 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import staff_required
 from smtp_settings.explain import explain
 from smtp_settings.resolve import SenderConfigError
 
-from .catcher import caught_messages
-from .selectors import events_visible_to, message_visible_to
+from .catcher import caught_messages, caught_version
+from .forms import OutboxFilterForm
+from .models import OutgoingMessage
+from .selectors import events_visible_to, message_visible_to, outbox_messages_filtered
 from .services import outbox_enqueue
+from .staff import (
+    StaffActionRefused,
+    outbox_message_cancel,
+    outbox_message_eml,
+    outbox_message_envelope,
+    outbox_message_retry,
+    outbox_message_send_now,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @login_required
@@ -38,6 +54,10 @@ def events(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _message_version(message: OutgoingMessage) -> str:
+    return f"{message.state}:{message.attempts}:{message.updated_at.isoformat()}"
+
+
 @login_required
 def message_status(request: HttpRequest, pk: int) -> HttpResponse:
     message = message_visible_to(user=request.user, pk=pk)
@@ -45,7 +65,26 @@ def message_status(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "outbox/message.html",
-        {"message": message, "explanation": explanation if message.explanation else None},
+        {
+            "message": message,
+            "explanation": explanation if message.explanation else None,
+            "version": _message_version(message),
+        },
+    )
+
+
+@require_GET
+@login_required
+def message_status_json(request: HttpRequest, pk: int) -> JsonResponse:
+    """What static/js/live.js polls: the page's parts are fetched again when `version` moves."""
+    message = message_visible_to(user=request.user, pk=pk)
+    return JsonResponse(
+        {
+            "state": message.state,
+            "attempts": message.attempts,
+            "final": message.is_final,
+            "version": _message_version(message),
+        }
     )
 
 
@@ -79,4 +118,111 @@ def mail_catcher(request: HttpRequest) -> HttpResponse:
     it shows everyone's mail (issue 11, item 8)."""
     if not settings.DEBUG:
         raise Http404
-    return render(request, "outbox/catcher.html", {"caught": caught_messages(limit=100)})
+    return render(
+        request,
+        "outbox/catcher.html",
+        {"caught": caught_messages(limit=100), "version": caught_version()},
+    )
+
+
+@require_GET
+@staff_required
+def mail_catcher_status(request: HttpRequest) -> JsonResponse:
+    """What static/js/live.js polls on the catcher's page (development only, staff only)."""
+    if not settings.DEBUG:
+        raise Http404
+    return JsonResponse({"version": caught_version(), "final": False})
+
+
+# -- the staff outbox (issue 12, item 5) ------------------------------------------------------
+@require_GET
+@staff_required
+def staff_outbox(request: HttpRequest) -> HttpResponse:
+    """Every user's outgoing messages, filtered and paged. Bad filters are explained, not 500."""
+    form = OutboxFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    messages_ = outbox_messages_filtered(
+        state=filters.get("state", ""),
+        user_code=filters.get("user", ""),
+        job=filters.get("job"),
+        since=filters.get("since"),
+        until=filters.get("until"),
+        text=filters.get("text", ""),
+    )
+    page = Paginator(messages_, 50).get_page(request.GET.get("page"))
+    query = urlencode(
+        {k: v for k, v in request.GET.items() if k != "page" and k in form.fields and v}
+    )
+    return render(request, "outbox/staff_list.html", {"form": form, "page": page, "query": query})
+
+
+@require_GET
+@staff_required
+def staff_message(request: HttpRequest, pk: int) -> HttpResponse:
+    message = get_object_or_404(OutgoingMessage.objects.select_related("user", "job"), pk=pk)
+    try:
+        mail_from, recipients = outbox_message_envelope(message)
+        headers = list(email.message_from_bytes(outbox_message_eml(message)).items())
+        build_error = ""
+    except Exception:  # an attachment file gone, a damaged snapshot: say so, don't 500
+        logger.exception("message %s: cannot be rebuilt", pk)
+        mail_from, recipients, headers = message.envelope_from, (), []
+        build_error = True
+    events_ = [(event, explain(event.explanation, event.params)) for event in message.events.all()]
+    return render(
+        request,
+        "outbox/staff_message.html",
+        {
+            "message": message,
+            "explanation": explain(message.explanation, message.explanation_params)
+            if message.explanation
+            else None,
+            "mail_from": mail_from,
+            "recipients": recipients,
+            "headers": headers,
+            "build_error": build_error,
+            "events": events_,
+            "inbound": message.inbound_mail.all(),
+        },
+    )
+
+
+@require_GET
+@staff_required
+def staff_message_eml(request: HttpRequest, pk: int) -> HttpResponse:
+    """The raw message as a download: an attachment of type message/rfc822 (nosniff is on), so
+    no browser renders its HTML part as a page of this site."""
+    message = get_object_or_404(OutgoingMessage, pk=pk)
+    try:
+        raw = outbox_message_eml(message)
+    except Exception:  # an attachment file gone, a damaged snapshot: explained, not a 500
+        logger.exception("message %s: cannot be rebuilt for download", pk)
+        messages.error(request, _("The message cannot be rebuilt from what is stored."))
+        return redirect("outbox:staff_message", pk=pk)
+    response = HttpResponse(raw, content_type="message/rfc822")
+    response["Content-Disposition"] = f'attachment; filename="message-{message.pk}.eml"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+_ACTIONS = {
+    "retry": (outbox_message_retry, gettext_lazy("The message is queued again.")),
+    "send_now": (outbox_message_send_now, gettext_lazy("The message was handed to the worker.")),
+    "cancel": (outbox_message_cancel, gettext_lazy("The message was cancelled.")),
+}
+
+
+@require_POST
+@staff_required
+def staff_message_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    if action not in _ACTIONS:
+        raise Http404
+    message = get_object_or_404(OutgoingMessage, pk=pk)
+    service, done = _ACTIONS[action]
+    try:
+        service(message=message)
+    except StaffActionRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.success(request, done)
+    return redirect("outbox:staff_message", pk=pk)

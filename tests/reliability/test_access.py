@@ -41,6 +41,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts import microsoft365
 from accounts.models import Microsoft365Connection, User
+from bounces.models import InboundMail, IntakeState
 from invoices.models import Invoice, Letter, LetterDelivery
 from outbox.models import BulkJob, Event, EventKind, JobState, MessageState, OutgoingMessage
 from smtp_settings import crypto
@@ -68,6 +69,7 @@ class World:
     letter: Letter
     invoice: Invoice
     server: object
+    inbound: object = None
     objects: dict[str, object] = field(default_factory=dict)  # admin model label → A's object
 
     @property
@@ -121,7 +123,7 @@ def _build_world(smtp_servers) -> World:
         )
 
     sent = message("Private", MessageState.SENT)
-    Event.objects.create(
+    event = Event.objects.create(
         user=a,
         message=sent,
         kind=EventKind.SEND_FAILED,
@@ -158,8 +160,20 @@ def _build_world(smtp_servers) -> World:
         invoice=invoices[0],
         server=server,
     )
+    inbound = InboundMail.objects.create(
+        source="smtp",
+        envelope_sender="",
+        raw=f"Subject: bounce {marker}\r\n\r\n<script>alert(1)</script> {marker}\r\n".encode(),
+        subject=f"bounce {marker}",
+        state=IntakeState.BOUNCED,
+        message=sent,
+    )
+    world.inbound = inbound
     world.objects = {
         "accounts_user": a,
+        "outbox_outgoingmessage": sent,
+        "outbox_event": event,
+        "bounces_inboundmail": inbound,
         "accounts_company": factories.company("Other Co", "other"),
         "smtp_settings_senderprofile": profile,
         "smtp_settings_systemsettings": SystemSettings.objects.get(pk=1),
@@ -309,11 +323,43 @@ EXPECT: dict[str, Expect] = {
     "outbox:message": Expect(
         get=OWN_OR_STAFF_200, post=OWN_OR_STAFF_200, kwargs=lambda w: {"pk": w.message.pk}
     ),
+    "outbox:message_status": Expect(
+        get=OWN_OR_STAFF_200, post=ALL_405, kwargs=lambda w: {"pk": w.message.pk}
+    ),
     "outbox:test_email": Expect(get=ALL_405, post=_users("302")),
     # Staff only (issue 11: it shows everyone's mail), and then only with DEBUG on.
     "outbox:catcher": Expect(
         get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
         post=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
+    ),
+    # Staff's outbox (issue 12): every user's messages, their raw .eml and the actions.
+    "outbox:staff_outbox": Expect(get=STAFF_ONLY_200, post=ALL_405),
+    "outbox:staff_message": Expect(
+        get=STAFF_ONLY_200, post=ALL_405, kwargs=lambda w: {"pk": w.message.pk}
+    ),
+    # The world's message has a partial sender snapshot: it cannot be rebuilt, and staff are
+    # sent back to its page with the reason (tests/outbox/test_staff_outbox.py downloads one).
+    "outbox:staff_message_eml": Expect(
+        get=STAFF_ONLY_200 | {"staff": "200|302", "admin": "200|302"},
+        post=ALL_405,
+        kwargs=lambda w: {"pk": w.message.pk},
+    ),
+    # A's message is sent: staff's cancel is refused (explained, back to the page).
+    "outbox:staff_message_action": Expect(
+        get=ALL_405,
+        post=_same(anonymous="login", A="403", B="403", staff="302", admin="302"),
+        kwargs=lambda w: {"pk": w.message.pk, "action": "cancel"},
+    ),
+    # Staff's inbound mail (issue 12): the raw bounces hold others' addresses and messages.
+    "bounces:inbound_list": Expect(get=STAFF_ONLY_200, post=ALL_405),
+    "bounces:inbound": Expect(
+        get=STAFF_ONLY_200, post=ALL_405, kwargs=lambda w: {"pk": w.inbound.pk}
+    ),
+    "bounces:inbound_raw": Expect(
+        get=STAFF_ONLY_200, post=ALL_405, kwargs=lambda w: {"pk": w.inbound.pk}
+    ),
+    "outbox:catcher_status": Expect(
+        get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"}, post=ALL_405
     ),
     "invoices:list": Expect(get=_users("200"), post=ALL_405),
     "invoices:send": Expect(

@@ -45,6 +45,7 @@ from django.urls import include, path
 from playwright.sync_api import Error as PlaywrightError
 
 from accounts.models import User
+from bounces.models import InboundMail
 from bounces.services import bounce_ingest
 from invoices.models import Customer, Letter
 from outbox.catcher import CatcherHandler
@@ -432,6 +433,13 @@ def _staff_pages(planted: dict) -> list[str]:
     ]
     pages += [f"/admin/invoices/letter/{letter.pk}/change/" for letter in planted["letters"]]
     pages += [f"/admin/smtp_settings/senderprofile/{evil.sender_profile.pk}/change/"]
+    # Staff's outbox and inbound mail (issue 12): subjects, replies, Events and raw bounces.
+    pages += ["/staff/outbox/", "/staff/inbound/", "/admin/outbox/outgoingmessage/"]
+    pages += ["/admin/outbox/event/", "/admin/bounces/inboundmail/"]
+    pages += [f"/staff/outbox/{message.pk}/" for message in planted["messages"]]
+    pages += [f"/admin/outbox/outgoingmessage/{m.pk}/change/" for m in planted["messages"]]
+    for mail in InboundMail.objects.all():
+        pages += [f"/staff/inbound/{mail.pk}/", f"/admin/bounces/inboundmail/{mail.pk}/change/"]
     return pages
 
 
