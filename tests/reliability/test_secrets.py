@@ -51,7 +51,9 @@ from django.views.debug import ExceptionReporter
 
 from accounts.models import Microsoft365Connection, User
 from accounts.verification import verification_token
+from bounces.models import InboundMail
 from directo_mail.celery import app as celery_app
+from invoices.models import Invoice
 from outbox.models import BulkJob, Event, EventKind, MessageState, OutgoingMessage
 from smtp_settings import crypto
 from smtp_settings.models import SenderMode, SenderProfile
@@ -317,6 +319,9 @@ def _every_page_url() -> list[str]:
         "outbox": list(OutgoingMessage.objects.values_list("pk", flat=True)),
         "jobs": list(BulkJob.objects.values_list("pk", flat=True)),
         "letters": [],
+        "invoices": list(Invoice.objects.values_list("pk", flat=True)),
+        "staff/outbox": list(OutgoingMessage.objects.values_list("pk", flat=True)),
+        "staff/inbound": list(InboundMail.objects.values_list("pk", flat=True)),
     }
     urls = []
     for name, route in _routes(get_resolver().url_patterns):
@@ -327,8 +332,11 @@ def _every_page_url() -> list[str]:
         elif "<str:token>" in route:  # the card e-mail's verification link, for each user
             users = User.objects.all()
             urls += [reverse(name, kwargs={"token": verification_token(u)}) for u in users]
+        elif "<str:action>" in route:  # the staff outbox's POST-only actions: nothing to read
+            continue
         elif "<int:pk>" in route:
-            for pk in params[route.split("/")[0]]:
+            first, second = route.split("/")[:2]
+            for pk in params[f"{first}/{second}" if first == "staff" else first]:
                 urls.append(reverse(name, kwargs={"pk": pk}))
         else:
             urls.append(reverse(name))
