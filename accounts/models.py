@@ -79,6 +79,18 @@ class UserManager(BaseUserManager["User"]):
             raise self.model.DoesNotExist
         return super().get_by_natural_key(code)
 
+    def get_for_command(self, code: str) -> User:
+        """The user with this code, or a CommandError saying there is none (every command that
+        takes --user)."""
+        from django.core.management import CommandError
+
+        try:
+            return self.get_by_natural_key(code)
+        except self.model.DoesNotExist:
+            raise CommandError(
+                _("There is no user with the code “%(code)s”.") % {"code": code}
+            ) from None
+
 
 class User(AbstractBaseUser, PermissionsMixin):
     """The user card ("Ustawienia własne → Użytkownik")."""

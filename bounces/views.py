@@ -3,14 +3,13 @@ not, with why, and the raw mail shown as escaped text or downloaded as an attach
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from accounts.decorators import staff_required
+from directo_mail.paging import filter_query
 
 from .forms import InboundFilterForm
 from .models import InboundMail
@@ -28,9 +27,7 @@ def inbound_list(request: HttpRequest) -> HttpResponse:
         text=filters.get("text", ""),
     )
     page = Paginator(mails, 50).get_page(request.GET.get("page"))
-    query = urlencode(
-        {k: v for k, v in request.GET.items() if k != "page" and k in form.fields and v}
-    )
+    query = filter_query(request, form)
     return render(request, "bounces/list.html", {"form": form, "page": page, "query": query})
 
 

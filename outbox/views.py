@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import staff_required
+from directo_mail.paging import filter_query
 from smtp_settings.explain import explain
 from smtp_settings.resolve import SenderConfigError
 
@@ -150,9 +151,7 @@ def staff_outbox(request: HttpRequest) -> HttpResponse:
         text=filters.get("text", ""),
     )
     page = Paginator(messages_, 50).get_page(request.GET.get("page"))
-    query = urlencode(
-        {k: v for k, v in request.GET.items() if k != "page" and k in form.fields and v}
-    )
+    query = filter_query(request, form)
     return render(request, "outbox/staff_list.html", {"form": form, "page": page, "query": query})
 
 

@@ -33,12 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits")
 
     def handle(self, *args, **options) -> None:
-        try:
-            user = User.objects.get_by_natural_key(options["user"])
-        except User.DoesNotExist:
-            raise CommandError(
-                _("There is no user with the code “%(code)s”.") % {"code": options["user"]}
-            ) from None
+        user = User.objects.get_for_command(options["user"])
         invoice_ids = None
         if options["invoices"]:
             numbers = [n.strip() for n in options["invoices"].split(",") if n.strip()]

@@ -229,12 +229,7 @@ class Command(BaseCommand):
 
 
 def _user(code: str) -> User:
-    try:
-        return User.objects.get_by_natural_key(code)
-    except User.DoesNotExist:
-        raise CommandError(
-            _("There is no user with the code “%(code)s”.") % {"code": code}
-        ) from None
+    return User.objects.get_for_command(code)
 
 
 def _raise_errors(*forms) -> None:
