@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "outbox",
     "invoices",
     "bounces",
+    "mail_templates",
     "axes",  # login throttling (accounts.throttle)
 ]
 

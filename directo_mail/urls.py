@@ -30,6 +30,7 @@ urlpatterns = [
     path("", include("outbox.urls")),
     path("", include("invoices.urls")),
     path("", include("bounces.urls")),
+    path("", include("mail_templates.urls")),
     path("i18n/setlang/", set_language, name="set_language"),
     # The relay ESP's tracking webhook (bounces, complaints): /anymail/<esp>/tracking/,
     # verified by ANYMAIL's WEBHOOK_SECRET; it feeds the bounce intake (bounces/webhooks.py).

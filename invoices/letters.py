@@ -15,6 +15,8 @@ from django.utils import translation
 from django.utils.translation import gettext
 
 from directo_mail.placeholders import TemplateError, placeholders_list, template_render
+from mail_templates.models import MailTemplateKind
+from mail_templates.selectors import mail_template_source
 
 from .models import Customer, Letter
 
@@ -118,6 +120,14 @@ class LetterForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.instance.pk is None and not self.is_bound:
+            # A new letter starts with the company's "letter" mail template in the page's
+            # language, placeholders as written (they are filled per customer when sent).
+            source = mail_template_source(
+                kind=MailTemplateKind.LETTER, language=translation.get_language()
+            )
+            self.initial.setdefault("subject", source.subject)
+            self.initial.setdefault("body", source.body)
         self.fields["body"].strip = False  # plain text: its leading and trailing lines count
         self.fields["body"].help_text = gettext(
             "Plain text. Placeholders: %(placeholders)s. Filters: |upper, |lower, |title, "

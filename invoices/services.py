@@ -9,12 +9,13 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Cast
-from django.template.loader import render_to_string
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from accounts.models import User
+from directo_mail.placeholders import TemplateError
+from mail_templates.selectors import mail_template_error_text
 from outbox.limits import TOO_MANY_RECIPIENTS, TooManyRecipients
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import (
@@ -31,6 +32,7 @@ from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import company_get, sender_config_for
 
 from .letters import render_letter
+from .mail import invoice_mail_render, mail_html
 from .models import Customer, Invoice, Letter, LetterDelivery, SendState
 from .pdf import invoice_pdf
 from .unsubscribe import letter_unsubscribe
@@ -196,14 +198,19 @@ class _Draft:
     to: list[str] = field(default_factory=list)
     pdf: str = ""  # storage name of the kept PDF
     unsendable: str = ""  # why it cannot go: a catalogue key ("" for the address check)
+    params: dict[str, str] = field(default_factory=dict)  # the catalogue entry's parameters
 
 
 def _invoice_draft(invoice: Invoice, *, job: BulkJob, seller: str) -> _Draft:
-    context = {"invoice": invoice}
-    with translation.override(invoice.customer.language):
-        subject = render_to_string("emails/invoice/subject.txt", context).strip()
-        text = render_to_string("emails/invoice/body.txt", context)
-        html = render_to_string("emails/invoice/body.html", context)
+    try:
+        # A template's error is told in the sender's language (it is stored on the message).
+        with translation.override(job.user.language or settings.LANGUAGE_CODE):
+            subject, text = invoice_mail_render(invoice=invoice, user=job.user)
+    except TemplateError as error:
+        # This invoice's message fails with the reason; the job goes on with the others.
+        reason = {"message": mail_template_error_text(error)}
+        return _Draft(invoice, invoice.number, unsendable="template_error", params=reason)
+    html = mail_html(text)
     to = invoice.customer.emails
     if not job.options.get("include_bounced"):
         bounced = invoice.customer.bounced_emails
@@ -245,6 +252,7 @@ def _enqueue_draft(draft: _Draft, *, sender: SenderConfig, job: BulkJob) -> int:
         job=job,
         sender=sender,
         explanation=draft.unsendable,
+        params=draft.params,
     ).pk
 
 
@@ -424,13 +432,15 @@ class InvoiceBusy(ValidationError):
     """The invoice is being sent (a bulk job or another composer claimed it): not sent twice."""
 
 
-def invoice_compose_defaults(*, invoice: Invoice) -> dict[str, str]:
+def invoice_compose_defaults(*, invoice: Invoice, user: User | None = None) -> dict[str, str]:
     """The composer's prefilled fields: the customer's addresses that did not bounce, and the
-    subject and body of the bulk jobs' invoice mail in the customer's language."""
-    context = {"invoice": invoice}
-    with translation.override(invoice.customer.language):
-        subject = render_to_string("emails/invoice/subject.txt", context).strip()
-        body = render_to_string("emails/invoice/body.txt", context)
+    subject and body of the company's invoice mail template in the customer's language (as
+    bulk jobs send it). If the company's template does not render for this invoice, the
+    shipped default fills them: the user reads and can change them before sending."""
+    try:
+        subject, body = invoice_mail_render(invoice=invoice, user=user)
+    except TemplateError:
+        subject, body = invoice_mail_render(invoice=invoice, user=user, shipped=True)
     bounced = invoice.customer.bounced_emails
     to = [address for address in invoice.customer.emails if address.lower() not in bounced]
     return {"to": ", ".join(to), "subject": subject, "body": body}

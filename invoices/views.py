@@ -220,7 +220,7 @@ def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
     except SenderConfigError as error:
         sender_error = str(error.message)
     form = InvoiceComposeForm(
-        request.POST or None, initial=invoice_compose_defaults(invoice=invoice)
+        request.POST or None, initial=invoice_compose_defaults(invoice=invoice, user=request.user)
     )
     if request.method == "POST" and form.is_valid() and sender is not None:
         data = form.cleaned_data

@@ -152,10 +152,11 @@ def outbox_record_unsendable(
     job: BulkJob | None = None,
     sender: SenderConfig | None = None,
     explanation: str = "",
+    params: dict[str, str] | None = None,
 ) -> OutgoingMessage:
     """Record, as a failed message with its Event, a mail of a job that cannot be built: its
-    addresses are missing or invalid (or `explanation` says why). The job's row says why, and
-    its counts stay whole."""
+    addresses are missing or invalid (or `explanation` says why, with `params` for its text).
+    The job's row says why, and its counts stay whole."""
     sender = sender or sender_config_for(user=user)
     shown = ", ".join(addresses)[:200]
     message = _new_message(
@@ -168,7 +169,8 @@ def outbox_record_unsendable(
         body_text="",
     )
     explanation = explanation or ("bad_recipient" if shown else "no_recipient")
-    _fail(message, PermanentSendError("", explanation=explanation, params={"address": shown}))
+    params = {"address": shown, **(params or {})}
+    _fail(message, PermanentSendError("", explanation=explanation, params=params))
     return message
 
 

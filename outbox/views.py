@@ -14,14 +14,19 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import staff_required
 from directo_mail.paging import filter_query
+from mail_templates.kinds import mail_test_context
+from mail_templates.models import MailTemplateKind
+from mail_templates.selectors import mail_template_render
 from smtp_settings.explain import explain
 from smtp_settings.resolve import SenderConfigError
+from smtp_settings.selectors import company_get
 
 from .catcher import caught_messages, caught_version
 from .forms import OutboxFilterForm
@@ -100,12 +105,14 @@ def test_email(request: HttpRequest) -> HttpResponse:
         )
         return redirect("accounts:card")
     try:
+        # The company's "test_email" mail template in the user's language (mail_templates).
+        subject, body = mail_template_render(
+            kind=MailTemplateKind.TEST_EMAIL,
+            language=translation.get_language(),
+            context=mail_test_context(user=user, company=company_get()),
+        )
         message = outbox_enqueue(
-            user=user,
-            to=[user.email],
-            subject=_("Test e-mail: your mail sender works"),
-            body_text=_("This is a test e-mail. If you can read it, your mail sender works.\n"),
-            purpose="test_email",
+            user=user, to=[user.email], subject=subject, body_text=body, purpose="test_email"
         )
     except (SenderConfigError, ValidationError) as error:
         messages.error(request, getattr(error, "message", None) or "; ".join(error.messages))

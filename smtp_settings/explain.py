@@ -458,6 +458,15 @@ _ENTRIES = [
         transient=False,
     ),
     Explanation(
+        "template_error",
+        _("The message was not sent: its mail template does not work for this record."),
+        _(
+            "%(message)s Staff can correct the template under Mail templates (preview it on "
+            "this record there), then send again."
+        ),
+        transient=False,
+    ),
+    Explanation(
         "header_line_break",
         _("The message was not sent: its %(header)s header would contain a line break."),
         _(

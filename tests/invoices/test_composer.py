@@ -363,9 +363,8 @@ def test_another_users_message_shows_only_its_time_and_state_but_staff_see_it_al
 @pytest.mark.django_db
 def test_the_plain_text_invoice_mail_is_not_html_escaped():
     """`Kowalski & Syn <biuro>` stays as written in the text part and the subject (they were
-    `&amp;` / `&lt;`, in bulk mail too); the HTML part stays escaped."""
-    from django.template.loader import render_to_string
-
+    `&amp;` / `&lt;`, in bulk mail too); the HTML part (made from the text) stays escaped."""
+    from invoices.mail import mail_html
     from invoices.services import invoice_compose_defaults
 
     customer = invoice_factories.customer("Kowalski & Syn <biuro>", language="en")
@@ -373,5 +372,5 @@ def test_the_plain_text_invoice_mail_is_not_html_escaped():
     defaults = invoice_compose_defaults(invoice=invoice)
     assert defaults["subject"] == "Invoice FV/1&2/2026"
     assert "Dear Kowalski & Syn <biuro>," in defaults["body"]
-    html = render_to_string("emails/invoice/body.html", {"invoice": invoice})
+    html = mail_html(defaults["body"])
     assert "Kowalski &amp; Syn &lt;biuro&gt;" in html

@@ -40,9 +40,10 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts import microsoft365
-from accounts.models import Microsoft365Connection, User
+from accounts.models import Company, Microsoft365Connection, User
 from bounces.models import InboundMail, IntakeState
 from invoices.models import Invoice, Letter, LetterDelivery
+from mail_templates.models import MailTemplate
 from outbox.models import BulkJob, Event, EventKind, JobState, MessageState, OutgoingMessage
 from smtp_settings import crypto
 from smtp_settings.models import SenderMode, SenderProfile, SystemSettings
@@ -169,6 +170,13 @@ def _build_world(smtp_servers) -> World:
         message=sent,
     )
     world.inbound = inbound
+    template = MailTemplate.objects.create(
+        company=Company.objects.order_by("pk").first() or factories.company(),
+        kind="invoice",
+        language="en",
+        subject=f"Invoice {{{{ invoice.number }}}} {marker}",
+        body=f"Staff's wording {marker}",
+    )
     world.objects = {
         "accounts_user": a,
         "outbox_outgoingmessage": sent,
@@ -180,6 +188,7 @@ def _build_world(smtp_servers) -> World:
         "invoices_customer": customer,
         "invoices_invoice": invoices[0],
         "invoices_letter": letter,
+        "mail_templates_mailtemplate": template,
         "auth_group": _group(),
         "accounts_microsoft365connection": connection,
         **_login_records(a),
@@ -225,6 +234,8 @@ def a_rows(world: World) -> dict[str, list[dict]]:
             Invoice.objects.filter(job_id__in=job_ids).order_by("pk").values()
         ),
         "letters": list(Letter.objects.filter(created_by=a).order_by("pk").values()),
+        # Not A's but staff's only: a non-staff request must not change them either.
+        "mail templates": list(MailTemplate.objects.order_by("pk").values()),
         "letter deliveries": list(
             LetterDelivery.objects.filter(letter__created_by=a).order_by("pk").values()
         ),
@@ -357,6 +368,19 @@ EXPECT: dict[str, Expect] = {
     ),
     "bounces:inbound_raw": Expect(
         get=STAFF_ONLY_200, post=ALL_405, kwargs=lambda w: {"pk": w.inbound.pk}
+    ),
+    # Staff's mail templates (issue 12, item 2): the company's wording, staff only. B's POSTs
+    # would save and reset the world's template were a check missing; staff's do (302).
+    "mail_templates:list": Expect(get=STAFF_ONLY_200, post=ALL_405),
+    "mail_templates:edit": Expect(
+        get=STAFF_ONLY_200,
+        post=STAFF_ONLY_200 | {"staff": "200|302", "admin": "200|302"},
+        kwargs=lambda w: {"kind": "invoice", "lang": "en"},
+        bodies=lambda w: [
+            {"action": "preview", "subject": "x", "body": "y", "record": w.invoice.number},
+            {"action": "save", "subject": "Overwritten by someone else", "body": "<b>x</b>"},
+            {"action": "reset"},
+        ],
     ),
     "outbox:catcher_status": Expect(
         get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"}, post=ALL_405

@@ -39,6 +39,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 from cryptography.fernet import Fernet
 from django.apps import apps
+from django.conf import settings as django_settings
 from django.contrib import admin
 from django.core import mail
 from django.core.management import CommandError, call_command
@@ -55,6 +56,7 @@ from bounces.models import InboundMail
 from directo_mail.celery import app as celery_app
 from invoices.models import Customer, Invoice
 from invoices.unsubscribe import unsubscribe_token
+from mail_templates.models import MailTemplateKind
 from outbox.models import BulkJob, Event, EventKind, MessageState, OutgoingMessage
 from smtp_settings import crypto
 from smtp_settings.models import SenderMode, SenderProfile
@@ -338,6 +340,10 @@ def _every_page_url() -> list[str]:
         elif "<str:token>" in route:  # the card e-mail's verification link, for each user
             users = User.objects.all()
             urls += [reverse(name, kwargs={"token": verification_token(u)}) for u in users]
+        elif "<str:kind>/<str:lang>" in route:  # staff's mail templates: every kind × language
+            for kind in MailTemplateKind.values:
+                for language, _name in django_settings.LANGUAGES:
+                    urls.append(reverse(name, kwargs={"kind": kind, "lang": language}))
         elif "<str:action>" in route:  # the staff outbox's POST-only actions: nothing to read
             continue
         elif "<int:pk>" in route:

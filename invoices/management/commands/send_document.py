@@ -45,7 +45,7 @@ class Command(BaseCommand):
         invoice = invoice.first()
         if invoice is None:
             raise CommandError(_("Unknown invoices: %(numbers)s") % {"numbers": options["invoice"]})
-        defaults = invoice_compose_defaults(invoice=invoice)
+        defaults = invoice_compose_defaults(invoice=invoice, user=user)
         to = options["to"] or [a for a in defaults["to"].split(", ") if a]
         try:
             message = invoice_send_one(
