@@ -69,6 +69,14 @@ if (
     )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Where the public reaches the site (scheme and host, no path): links in mail, such as a
+# letter's unsubscribe link, are built on it, never on a request's Host header.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+if not PUBLIC_BASE_URL.startswith(("http://", "https://")) or not PUBLIC_BASE_URL.isascii():
+    raise ImproperlyConfigured(
+        "PUBLIC_BASE_URL must be the site's address with its scheme, in ASCII (punycode for an "
+        "international domain), e.g. https://mail.example.com"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",

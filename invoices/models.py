@@ -20,6 +20,18 @@ class Customer(models.Model):
     # Addresses that hard-bounced (bounces.services): {address: ISO date}. Bulk jobs skip them
     # unless the sender says otherwise; correcting the address clears it.
     bounced_emails = models.JSONField(_("addresses that bounced"), default=dict, blank=True)
+    # Letters only (issue 12, item 7): set by the unsubscribe link of a letter (RFC 8058), so
+    # later letter jobs skip the customer; invoices are transactional and still go. Staff can
+    # clear it in the admin ("re-subscribe").
+    letters_opted_out_at = models.DateTimeField(_("opted out of letters"), null=True, blank=True)
+    letters_opted_out_letter = models.ForeignKey(
+        "Letter",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("opted out through the letter"),
+    )
 
     class Meta:
         verbose_name = _("customer")
@@ -134,8 +146,9 @@ class Letter(models.Model):
 
 class LetterDelivery(models.Model):
     """A letter taken for a customer: claimed in the transaction that queues its message, so
-    a letter never goes twice to the same customer. A cancelled message gives the claim up to
-    the next job (which then points `message` at its own)."""
+    a letter never goes twice to the same customer. A cancelled or failed message gives the
+    claim up to the next job (which then points `message` at its own); one that may have
+    arrived (possibly sent twice) never does."""
 
     letter = models.ForeignKey(Letter, on_delete=models.CASCADE, related_name="deliveries")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")

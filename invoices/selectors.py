@@ -92,11 +92,26 @@ def letters_all() -> QuerySet[Letter]:
 
 
 def letter_delivered_customer_ids(*, letter: Letter) -> set[int]:
-    """Customers this letter is sent, being sent or queued to (a cancelled one is not)."""
+    """Customers this letter is sent, being sent or queued to, or possibly sent to: the ones
+    letters_send would not take again (a cancelled or failed delivery it would)."""
     return set(
         LetterDelivery.objects.filter(letter=letter)
-        .exclude(message__state=MessageState.CANCELLED)
+        .exclude(message__state__in=[MessageState.CANCELLED, MessageState.FAILED])
         .values_list("customer_id", flat=True)
+    ) | set(
+        LetterDelivery.objects.filter(
+            letter=letter, message__state=MessageState.FAILED, message__possibly_duplicated=True
+        ).values_list("customer_id", flat=True)
+    )
+
+
+def letter_failed_customer_ids(*, letter: Letter) -> set[int]:
+    """Customers whose delivery of this letter failed (and cannot have arrived): the ones
+    "Send again" offers."""
+    return set(
+        LetterDelivery.objects.filter(
+            letter=letter, message__state=MessageState.FAILED, message__possibly_duplicated=False
+        ).values_list("customer_id", flat=True)
     )
 
 

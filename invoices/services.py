@@ -35,6 +35,7 @@ from .letters import render_letter
 from .mail import invoice_mail_render, mail_html
 from .models import Customer, Invoice, Letter, LetterDelivery, SendState
 from .pdf import invoice_pdf
+from .unsubscribe import letter_unsubscribe
 
 
 class MassMailingLocked(Exception):
@@ -304,7 +305,13 @@ def invoices_job_resume(*, job: BulkJob) -> int:
 # -- letters to customers ----------------------------------------------------------------------
 def _letter_claim(letter: Letter, customer: Customer) -> LetterDelivery | None:
     """Take `letter` for `customer` in the current transaction, or None if it is taken: sent,
-    being sent or queued by this or another job. A claim whose message was cancelled is free."""
+    being sent or queued by this or another job, or possibly sent already.
+
+    A claim whose message was cancelled is free, and so is one whose message failed: that
+    message is retired (failed → cancelled, its reply and Event kept) by a conditional UPDATE,
+    so staff's "retry" of it in the outbox and this new message cannot both go. A message
+    flagged "possibly sent twice" may have arrived: its claim is never taken again.
+    """
     delivery = (
         LetterDelivery.objects.select_for_update().filter(letter=letter, customer=customer).first()
     )
@@ -316,44 +323,81 @@ def _letter_claim(letter: Letter, customer: Customer) -> LetterDelivery | None:
             return None
     if delivery.message_id is None:
         return None  # its message was deleted: never risk sending twice
-    state = OutgoingMessage.objects.filter(pk=delivery.message_id).values_list("state", flat=True)
-    if state.first() != MessageState.CANCELLED:
-        return None
-    return delivery
+    free = OutgoingMessage.objects.filter(pk=delivery.message_id, possibly_duplicated=False)
+    if free.filter(state=MessageState.CANCELLED).exists():
+        return delivery
+    if free.filter(state=MessageState.FAILED).update(
+        state=MessageState.CANCELLED, updated_at=timezone.now()
+    ):
+        return delivery
+    return None
 
 
-def letters_send(*, user: User, letter: Letter, customer_ids: list[int]) -> BulkJob:
+# Why letters_send left a customer out (BulkJob.options["skipped"], shown on the job's page).
+LETTER_SKIPS = ("opted_out", "no_address", "bounced", "taken")
+
+
+def _letter_recipients(customer: Customer, *, include_bounced: bool) -> tuple[list[str], str]:
+    """The addresses a letter goes to, or ([], why none): the customer opted out of letters,
+    has no address, or every address hard-bounced before (unless `include_bounced`, S7.4)."""
+    if customer.letters_opted_out_at is not None:
+        return [], "opted_out"
+    if not customer.emails:
+        return [], "no_address"
+    to = customer.emails
+    if not include_bounced:
+        to = [address for address in to if address.lower() not in customer.bounced_emails]
+    return to, "" if to else "bounced"
+
+
+def letters_send(
+    *, user: User, letter: Letter, customer_ids: list[int], include_bounced: bool = False
+) -> BulkJob:
     """Start a job sending `letter` to the chosen customers (each to all their addresses).
 
     Like invoices_send: the S1.2 gate, then each customer is claimed (LetterDelivery, unique
     per letter and customer) in the transaction that queues its message, so sending again or
-    another user's job skips the customers already taken. Raises ValidationError if the letter
-    does not render for a customer (nothing is queued then).
+    another user's job skips the customers already taken. Customers who opted out of letters,
+    have no address or whose addresses all bounced (unless `include_bounced`) are skipped and
+    counted in the job's options. Each letter carries its one-click unsubscribe link (header
+    and last line, invoices.unsubscribe). Raises ValidationError if the letter does not render
+    for a customer (nothing is queued then).
     """
     sender = mass_mailing_sender(user=user)
+    company = company_get()
+    company_name = company.name if company else sender.from_name or sender.from_email
     with transaction.atomic():
         customers = list(Customer.objects.filter(pk__in=customer_ids).order_by("pk"))
         job = BulkJob.objects.create(user=user, kind="letters")
         count = 0
+        skipped = dict.fromkeys(LETTER_SKIPS, 0)
         for customer in customers:
-            if not customer.emails:
+            to, why = _letter_recipients(customer, include_bounced=include_bounced)
+            if why:
+                skipped[why] += 1
                 continue
             delivery = _letter_claim(letter, customer)
             if delivery is None:
+                skipped["taken"] += 1
                 continue
             subject, body = render_letter(letter, customer)
+            line, headers = letter_unsubscribe(
+                letter=letter, customer=customer, company=company_name
+            )
             message = outbox_enqueue(
                 user=user,
-                to=customer.emails,
+                to=to,
                 subject=subject,
-                body_text=body,
+                body_text=f"{body.rstrip()}\n\n{line}\n",
                 related=customer,
                 job=job,
                 sender=sender,
+                extra_headers=headers,
             )
             LetterDelivery.objects.filter(pk=delivery.pk).update(message=message)
             count += 1
         job.total = count
+        job.options = {"include_bounced": include_bounced, "skipped": skipped}
         job.description = (
             ngettext(
                 "Letter “%(subject)s” to %(count)s customer",
@@ -363,7 +407,7 @@ def letters_send(*, user: User, letter: Letter, customer_ids: list[int]) -> Bulk
             % {"subject": letter.subject, "count": count}
         )[:200]
         job.state = JobState.RUNNING if count else JobState.FINISHED
-        job.save(update_fields=["total", "description", "state"])
+        job.save(update_fields=["total", "options", "description", "state"])
         bulk_job_dispatch(job=job)
     return job
 
@@ -371,12 +415,13 @@ def letters_send(*, user: User, letter: Letter, customer_ids: list[int]) -> Bulk
 @transaction.atomic
 def letters_job_resume(*, job: BulkJob) -> int:
     """Re-queue this job's cancelled messages whose claim is still theirs: a customer another
-    job has taken meanwhile stays cancelled here, so the letter does not go twice."""
+    job has taken meanwhile stays cancelled here, so the letter does not go twice, and so does
+    one who opted out of letters meanwhile."""
     mass_mailing_sender(user=job.user)
     cancelled = list(job.messages.filter(state=MessageState.CANCELLED).values_list("pk", flat=True))
     still_ours = list(
         LetterDelivery.objects.select_for_update()
-        .filter(message_id__in=cancelled)
+        .filter(message_id__in=cancelled, customer__letters_opted_out_at__isnull=True)
         .values_list("message_id", flat=True)
     )
     return bulk_job_requeue(job=job, message_ids=still_ours)

@@ -17,6 +17,8 @@ urlpatterns = [
     path("letters/<int:pk>/", views.letter_detail, name="letter"),
     path("letters/<int:pk>/edit/", views.letter_edit, name="letter_edit"),
     path("letters/<int:pk>/send/", views.letter_send, name="letter_send"),
+    # A letter's one-click unsubscribe link (RFC 8058): public, the signed token is the proof.
+    path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
     path("jobs/", views.job_list, name="jobs"),
     path("jobs/<int:pk>/", views.job_detail, name="job"),
     path("jobs/<int:pk>/progress/", views.job_progress, name="job_progress"),

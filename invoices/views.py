@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from outbox.limits import LimitReached, TooManyRecipients
@@ -45,9 +46,11 @@ from .selectors import (
     job_visible_to,
     jobs_visible_to,
     letter_delivered_customer_ids,
+    letter_failed_customer_ids,
     letters_all,
 )
 from .services import (
+    LETTER_SKIPS,
     InvoiceBusy,
     MassMailingLocked,
     invoice_compose_defaults,
@@ -59,6 +62,7 @@ from .services import (
     letters_send,
     mass_mailing_sender,
 )
+from .unsubscribe import customer_letters_opt_out, unsubscribe_token_read
 
 INVOICES_PER_PAGE = 50
 CUSTOMERS_PER_PAGE = 100
@@ -298,6 +302,9 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "rows": rows,
             "built": page.paginator.count,
             "states": JobState,
+            "skipped": letters_skipped_lines(job.options.get("skipped") or {})
+            if job.kind == "letters"
+            else [],
         },
     )
 
@@ -368,6 +375,37 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("invoices:job", pk=job.pk)
 
 
+def letters_skipped_lines(skipped: dict) -> list[str]:
+    """Why customers were left out of a letter job, one translated line per reason."""
+    texts = {
+        "opted_out": lambda n: ngettext(
+            "%(count)s customer opted out of letters.",
+            "%(count)s customers opted out of letters.",
+            n,
+        ),
+        "no_address": lambda n: ngettext(
+            "%(count)s customer has no e-mail address.",
+            "%(count)s customers have no e-mail address.",
+            n,
+        ),
+        "bounced": lambda n: ngettext(
+            "%(count)s customer: every address bounced before.",
+            "%(count)s customers: every address bounced before.",
+            n,
+        ),
+        "taken": lambda n: ngettext(
+            "%(count)s customer already has this letter (or it is being sent).",
+            "%(count)s customers already have this letter (or it is being sent).",
+            n,
+        ),
+    }
+    return [
+        texts[why](skipped[why]) % {"count": skipped[why]}
+        for why in LETTER_SKIPS
+        if skipped.get(why)
+    ]
+
+
 # -- letters to customers ----------------------------------------------------------------------
 @require_GET
 @login_required
@@ -426,7 +464,16 @@ def letter_detail(request: HttpRequest, pk: int) -> HttpResponse:
             preview_error = letter_errors(error)
     page = Paginator(customers, CUSTOMERS_PER_PAGE).get_page(request.GET.get("page"))
     delivered = letter_delivered_customer_ids(letter=letter)
-    rows = [{"customer": c, "delivered": c.pk in delivered} for c in page]
+    failed = letter_failed_customer_ids(letter=letter)
+    rows = [
+        {
+            "customer": c,
+            "delivered": c.pk in delivered,
+            "failed": c.pk in failed,
+            "bounced": bool(c.emails) and all(a.lower() in c.bounced_emails for a in c.emails),
+        }
+        for c in page
+    ]
     return render(
         request,
         "invoices/letters_detail.html",
@@ -440,6 +487,7 @@ def letter_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "rows": rows,
             "locked": _locked_reason(request),
             "editable": letter_editable_by(letter=letter, user=request.user),
+            "failed_count": len(failed),
         },
     )
 
@@ -452,16 +500,26 @@ def letter_send(request: HttpRequest, pk: int) -> HttpResponse:
     if not letter_editable_by(letter=letter, user=request.user):
         return _letter_forbidden(request, letter)
     back = reverse("invoices:letter", args=[letter.pk])
-    selection = CustomerSelectionForm(request.POST)
-    if not selection.is_valid():
-        messages.error(request, _("Nothing was sent: the selection is not a list of customers."))
-        return redirect(back)
-    customer_ids = selection.cleaned_data["customer"]
+    if request.POST.get("action") == "failed":  # "Send again to the customers whose … failed"
+        customer_ids = sorted(letter_failed_customer_ids(letter=letter))
+    else:
+        selection = CustomerSelectionForm(request.POST)
+        if not selection.is_valid():
+            messages.error(
+                request, _("Nothing was sent: the selection is not a list of customers.")
+            )
+            return redirect(back)
+        customer_ids = selection.cleaned_data["customer"]
     if not customer_ids:
         messages.error(request, _("Select the customers to send the letter to first."))
         return redirect(back)
     try:
-        job = letters_send(user=request.user, letter=letter, customer_ids=customer_ids)
+        job = letters_send(
+            user=request.user,
+            letter=letter,
+            customer_ids=customer_ids,
+            include_bounced=request.POST.get("include_bounced") == "on",
+        )
     except MassMailingLocked as locked:
         messages.error(request, locked.message)
         return redirect(back)
@@ -474,10 +532,45 @@ def letter_send(request: HttpRequest, pk: int) -> HttpResponse:
     if not job.total:
         messages.info(
             request,
-            _(
-                "Nothing to send: the selected customers already have this letter (or it is "
-                "being sent to them), or they have no e-mail address."
+            " ".join(
+                [
+                    _("Nothing to send:"),
+                    *letters_skipped_lines(job.options.get("skipped") or {}),
+                ]
             ),
         )
         return redirect(back)
     return redirect("invoices:job", pk=job.pk)
+
+
+# -- a letter's unsubscribe link (RFC 8058), public -------------------------------------------
+@csrf_exempt  # the mailbox provider's one-click POST has no cookie and no token (RFC 8058 §3.2)
+@require_http_methods(["GET", "HEAD", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """A letter's unsubscribe link; no login (the signed token is the proof).
+
+    GET shows the company and a button: link scanners follow GETs, so a GET changes nothing.
+    POST (the button, or the provider's `List-Unsubscribe=One-Click`) opts out the one customer
+    the token names, idempotently, and sends no mail. Without CSRF protection, what a forged
+    cross-site POST can do is exactly this, for a customer whose link the attacker holds: no
+    more than that link's recipient could do. A forged or altered token is a 404 page.
+    """
+    named = unsubscribe_token_read(token)
+    customer = None
+    if named is not None:
+        customer_id, letter_id = named
+        if request.method == "POST":
+            customer = customer_letters_opt_out(customer_id=customer_id, letter_id=letter_id)
+        else:
+            customer = Customer.objects.filter(pk=customer_id).first()
+    company = company_get()
+    context = {
+        "company": company.name if company else "",
+        "valid": customer is not None,
+        "done": customer is not None and customer.letters_opted_out_at is not None,
+    }
+    response = render(
+        request, "invoices/unsubscribe.html", context, status=200 if customer else 404
+    )
+    response["Referrer-Policy"] = "no-referrer"  # the token must not leak to another site
+    return response

@@ -2,7 +2,8 @@
 
 It applies the resolved sender: From, Reply-To, the card's BCC (envelope only), the signature
 in the text and HTML bodies, Message-ID, and in Directo-Reply-to mode a signed VERP envelope
-sender that names the message, so a bounce finds it (S7.4).
+sender that names the message, so a bounce finds it (S7.4). A message's own extra headers
+(a letter's List-Unsubscribe) come from an allow-list, checked here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from .models import OutgoingMessage
 # RFC 3676 §4.3: the signature separator is "-- " on a line of its own.
 SIGNATURE_SEPARATOR = "-- "
 _VERP_SALT = "directo_mail.verp"
+# The headers a message may add of its own (OutgoingMessage.extra_headers): a letter's one-click
+# unsubscribe (RFC 2369, RFC 8058). Anything else is refused, so no caller can add a Bcc or
+# replace From through them.
+EXTRA_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")
+# RFC 5322 §2.1.1: a line is at most 998 characters.
+MAX_LINE = 998
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,36 @@ def _verp_signature(message_pk: int) -> str:
     return salted_hmac(_VERP_SALT, str(message_pk), algorithm="sha256").hexdigest()[:16]
 
 
+def extra_headers_check(headers: object) -> dict[str, str]:
+    """`headers` when every name is allowed (EXTRA_HEADERS) and every value is printable ASCII
+    on one line that fits; else ValueError naming the header."""
+    if not isinstance(headers, dict):
+        raise ValueError("extra headers")
+    for name, value in headers.items():
+        if name not in EXTRA_HEADERS:
+            raise ValueError(str(name)[:100])
+        # isprintable() is False for CR, LF, TAB and every other control or line separator.
+        if not (isinstance(value, str) and value.isascii() and value.isprintable()):
+            raise ValueError(name)
+        if len(name) + 2 + len(value) > MAX_LINE:
+            raise ValueError(name)
+    return headers
+
+
+class _Unfolded(str):
+    """A header value written on one line as it is. The email package folds a long value
+    without spaces into RFC 2047 encoded words, and a URL in List-Unsubscribe must stay a URL
+    (RFC 2369 §2); extra_headers_check has made sure it is one short ASCII line."""
+
+    def __new__(cls, name: str, value: str) -> _Unfolded:
+        header = super().__new__(cls, value)
+        header.name = name  # the email policy stores a value with a matching `name` as it is
+        return header
+
+    def fold(self, *, policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
 def envelope_for(message: OutgoingMessage, sender: SenderConfig) -> Envelope:
     recipients = [*message.to, *message.cc, *message.bcc]
     if sender.bcc:
@@ -81,6 +118,14 @@ def build_message(message: OutgoingMessage, sender: SenderConfig) -> EmailMessag
     mime["Subject"] = message.subject
     mime["Date"] = format_datetime(timezone.localtime(message.created_at))
     mime["Message-ID"] = message.message_id
+    try:
+        extra = extra_headers_check(message.extra_headers)
+    except ValueError as error:
+        raise PermanentSendError(
+            "", explanation="header_line_break", params={"header": str(error)}
+        ) from None
+    for name, value in extra.items():
+        mime[name] = _Unfolded(name, value)
     # Quoted-printable keeps every line 7-bit: no server's 8BITMIME support is assumed.
     mime.set_content(
         _with_text_signature(message.body_text, sender.signature), cte="quoted-printable"

@@ -78,6 +78,9 @@ class OutgoingMessage(models.Model):
     subject = models.CharField(_("subject"), max_length=998)
     body_text = models.TextField(_("plain-text body"))
     body_html = models.TextField(_("HTML body"), blank=True)
+    # Headers of this one message beyond those build_message makes, e.g. a letter's
+    # List-Unsubscribe (RFC 8058): names from message.EXTRA_HEADERS only, checked there.
+    extra_headers = models.JSONField(_("extra headers"), default=dict, blank=True)
     message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
     envelope_from = models.CharField(_("envelope sender"), max_length=320)
 

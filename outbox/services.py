@@ -23,7 +23,13 @@ from smtp_settings.selectors import sender_config_for
 from smtp_settings.transports import Transport, transport_for
 
 from . import limits, ratelimit
-from .message import build_message, envelope_for, new_message_id, verp_address
+from .message import (
+    build_message,
+    envelope_for,
+    extra_headers_check,
+    new_message_id,
+    verp_address,
+)
 from .models import (
     Attachment,
     BulkJob,
@@ -68,6 +74,7 @@ def outbox_enqueue(
     job: BulkJob | None = None,
     sender: SenderConfig | None = None,
     purpose: str = "",
+    extra_headers: dict[str, str] | None = None,
 ) -> OutgoingMessage:
     """Record a mail from `user` and hand its id to the worker once the row is committed.
 
@@ -78,8 +85,11 @@ def outbox_enqueue(
 
     Raises SenderConfigError when the user's configuration cannot send, ValidationError for bad
     addresses or a subject with line breaks, and its subclasses limits.TooManyRecipients and
-    limits.LimitReached (each with a message in the active language).
+    limits.LimitReached (each with a message in the active language). `extra_headers` are the
+    message's own headers (a letter's List-Unsubscribe): a name outside message.EXTRA_HEADERS
+    or a value with a line break is a caller's bug, ValueError.
     """
+    extra_headers = extra_headers_check(extra_headers or {})
     sender = sender or sender_config_for(user=user)
     recipients = _clean_addresses(to, "to")
     if not recipients:
@@ -99,6 +109,7 @@ def outbox_enqueue(
         subject=subject,
         body_text=body_text,
         body_html=body_html,
+        extra_headers=extra_headers,
     )
     for filename, content, content_type in attachments:
         attachment = Attachment(message=message, filename=filename, content_type=content_type)

@@ -420,6 +420,15 @@ EXPECT: dict[str, Expect] = {
         kwargs=lambda w: {"pk": w.letter.pk},
         bodies=lambda w: [{"customer": [w.invoice.customer_id]}],
     ),
+    # A letter's unsubscribe link (RFC 8058): public, the signed token is the proof. A token
+    # that is not one is a 404 page to everyone alike and opts nobody out; a valid one is
+    # tried in tests/invoices/test_unsubscribe.py (it writes a customer, not A's rows).
+    "invoices:unsubscribe": Expect(
+        get=_users("404", "404"),
+        post=_users("404", "404"),
+        kwargs=lambda w: {"token": f"{w.invoice.customer_id}-{w.letter.pk}:forged"},
+        bodies=lambda w: [{"List-Unsubscribe": "One-Click"}],
+    ),
     "invoices:jobs": Expect(get=_users("200"), post=ALL_405),
     "invoices:job": Expect(
         get=OWN_OR_STAFF_200, post=ALL_405, kwargs=lambda w: {"pk": w.running_job.pk}
@@ -446,6 +455,9 @@ EXPECT: dict[str, Expect] = {
 # signature or basic auth is their check. Without credentials nothing may succeed: any 2xx/3xx
 # is a failure. (An ESP that is not configured answers 500: its settings are missing.)
 CSRF_EXEMPT = re.compile(r"^anymail:")
+# A letter's one-click unsubscribe: the mailbox provider POSTs without cookie or token (RFC 8058
+# §3.2), and all a POST can do is opt out the one customer its signed token names.
+CSRF_EXEMPT_UNSUBSCRIBE = "invoices:unsubscribe"
 REFUSED = "refused"  # 4xx or 5xx
 
 
@@ -621,7 +633,7 @@ def test_every_post_endpoint_checks_csrf(world, figures):
     for route in all_routes():
         expect = expectation(route, world)
         url = url_of(route, expect, world)
-        if CSRF_EXEMPT.match(route.name):
+        if CSRF_EXEMPT.match(route.name) or route.name == CSRF_EXEMPT_UNSUBSCRIBE:
             exempt.append(url)
             continue
         for actor in ("admin", "A"):
@@ -629,7 +641,9 @@ def test_every_post_endpoint_checks_csrf(world, figures):
             if response.status_code != 403:
                 without.append(f"{actor} POST {url}: {response.status_code}")
     figures.add("access", "POST endpoints without CSRF", len(without), "= 0")
-    figures.add("access", "CSRF-exempt by design (anymail ESP webhooks)", len(exempt))
+    figures.add(
+        "access", "CSRF-exempt by design (anymail ESP webhooks, letters' unsubscribe)", len(exempt)
+    )
     assert not without, without
     # The same POST with the token from a page goes through (the 403 above is the CSRF check).
     client = _client(world, "A", enforce_csrf_checks=True)

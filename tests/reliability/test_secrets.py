@@ -54,7 +54,8 @@ from accounts.models import Microsoft365Connection, User
 from accounts.verification import verification_token
 from bounces.models import InboundMail
 from directo_mail.celery import app as celery_app
-from invoices.models import Invoice
+from invoices.models import Customer, Invoice
+from invoices.unsubscribe import unsubscribe_token
 from mail_templates.models import MailTemplateKind
 from outbox.models import BulkJob, Event, EventKind, MessageState, OutgoingMessage
 from smtp_settings import crypto
@@ -331,6 +332,11 @@ def _every_page_url() -> list[str]:
             continue
         if "<code>" in route.replace("<str:code>", "<code>"):
             urls += [reverse(name, kwargs={"code": code}) for code in params["code"]]
+        elif name == "invoices:unsubscribe":  # a letter's unsubscribe link, for each customer
+            urls += [
+                reverse(name, kwargs={"token": unsubscribe_token(customer_id=pk, letter_id=0)})
+                for pk in Customer.objects.values_list("pk", flat=True)
+            ] + [reverse(name, kwargs={"token": "forged"})]
         elif "<str:token>" in route:  # the card e-mail's verification link, for each user
             users = User.objects.all()
             urls += [reverse(name, kwargs={"token": verification_token(u)}) for u in users]
