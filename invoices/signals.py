@@ -3,9 +3,11 @@
 from django.contrib.contenttypes.models import ContentType
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from outbox.models import MessageState, OutgoingMessage
-from outbox.signals import message_bounced, message_state_changed
+from outbox.signals import message_bounced, message_retry_requested, message_state_changed
+from outbox.staff import StaffActionRefused
 
 from .models import Customer, Invoice, SendState
 
@@ -65,3 +67,22 @@ def invoice_follows_its_message(sender, *, message: OutgoingMessage, state: str,
     if new_state == SendState.SENT:
         fields["sent_at"] = timezone.now()
     Invoice.objects.filter(pk=message.related_id).update(**fields)
+
+
+@receiver(message_retry_requested, sender=OutgoingMessage)
+def invoice_claimed_by_retry(sender, *, message: OutgoingMessage, **kwargs) -> None:
+    """Staff retry an invoice's failed message: the invoice is claimed again (failed → queued)
+    by one conditional UPDATE in the retry's transaction. If it was sent again meanwhile (the
+    composer, a later bulk job) it is no longer "failed", and the retry is refused, so the
+    invoice does not go twice."""
+    if _related_model(message) is not Invoice:
+        return
+    if not Invoice.objects.filter(pk=message.related_id, send_state=SendState.FAILED).update(
+        send_state=SendState.QUEUED, job=message.job_id
+    ):
+        raise StaffActionRefused(
+            _(
+                "This invoice was sent again meanwhile (or is being sent), so this old message "
+                "is not retried: the invoice would go twice."
+            )
+        )

@@ -9,3 +9,9 @@ message_state_changed = Signal()
 # Sent when a message that went out came back undelivered for good (a hard bounce):
 # sender=OutgoingMessage, message=, addresses= (the recipients that bounced, lower case).
 message_bounced = Signal()
+
+# Sent inside a staff retry's transaction, once the failed message is queued again and before
+# it is handed to the worker: sender=OutgoingMessage, message=. A receiver that finds the
+# business object sent again meanwhile (by another message) raises outbox.staff
+# StaffActionRefused, which rolls the retry back, so the object never goes twice.
+message_retry_requested = Signal()

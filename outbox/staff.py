@@ -16,7 +16,7 @@ from smtp_settings.resolve import SenderConfig
 from .message import build_message, envelope_for
 from .models import BulkJob, JobState, MessageState, OutgoingMessage
 from .services import _enqueue_on_commit, bulk_job_progress
-from .signals import message_state_changed
+from .signals import message_retry_requested, message_state_changed
 
 
 class StaffActionRefused(Exception):
@@ -38,6 +38,7 @@ def outbox_message_retry(*, message: OutgoingMessage) -> None:
     )
     if not queued:
         raise StaffActionRefused(_("Only a failed message can be retried."))
+    message_retry_requested.send(OutgoingMessage, message=message)  # may refuse: rolled back
     if message.job_id:
         BulkJob.objects.filter(pk=message.job_id, state=JobState.FINISHED).update(
             state=JobState.RUNNING, finished_at=None

@@ -374,3 +374,59 @@ def test_the_plain_text_invoice_mail_is_not_html_escaped():
     assert "Dear Kowalski & Syn <biuro>," in defaults["body"]
     html = mail_html(defaults["body"])
     assert "Kowalski &amp; Syn &lt;biuro&gt;" in html
+
+
+def _failed(message: OutgoingMessage) -> OutgoingMessage:
+    """The message as the worker leaves a permanent failure: failed, and its invoice too."""
+    from outbox.signals import message_state_changed
+
+    OutgoingMessage.objects.filter(pk=message.pk).update(state=MessageState.FAILED)
+    message.refresh_from_db()
+    message_state_changed.send(OutgoingMessage, message=message, state=MessageState.FAILED)
+    return message
+
+
+def test_staff_cannot_retry_an_old_failure_of_an_invoice_sent_again_meanwhile(client):
+    """The attack-by-accident: the user sends the failed invoice again from the composer, and
+    staff then retry its old failed message from the outbox. Both would arrive; the retry is
+    refused in its transaction and the invoice goes once."""
+    user = _default_user()
+    staff = factories.user("STAFF", is_staff=True)
+    invoice = invoice_factories.invoice("FV/11/2026")
+    client.force_login(user)
+    client.post(f"/invoices/{invoice.pk}/send/", _compose())
+    old = _failed(OutgoingMessage.objects.get())
+    invoice.refresh_from_db()
+    assert invoice.send_state == SendState.FAILED
+
+    client.post(f"/invoices/{invoice.pk}/send/", _compose())  # sent again from the composer
+    assert OutgoingMessage.objects.filter(state=MessageState.QUEUED).count() == 1
+
+    client.force_login(staff)
+    html = _html(client.post(f"/staff/outbox/{old.pk}/retry/", follow=True))
+    assert "This invoice was sent again meanwhile" in html
+    old.refresh_from_db()
+    assert old.state == MessageState.FAILED  # rolled back: still failed, not queued
+    assert OutgoingMessage.objects.filter(state=MessageState.QUEUED).count() == 1
+
+
+def test_staff_retry_of_an_invoices_failure_claims_the_invoice_so_the_composer_waits(client):
+    user = _default_user()
+    staff = factories.user("STAFF", is_staff=True)
+    invoice = invoice_factories.invoice("FV/12/2026")
+    client.force_login(user)
+    client.post(f"/invoices/{invoice.pk}/send/", _compose())
+    old = _failed(OutgoingMessage.objects.get())
+
+    client.force_login(staff)
+    _html(client.post(f"/staff/outbox/{old.pk}/retry/", follow=True))
+    old.refresh_from_db()
+    invoice.refresh_from_db()
+    assert old.state == MessageState.QUEUED and invoice.send_state == SendState.QUEUED
+
+    # The invoice is taken by the retried message: neither the composer nor a bulk job sends
+    # it a second time meanwhile.
+    client.force_login(user)
+    html = _html(client.post(f"/invoices/{invoice.pk}/send/", _compose()))
+    assert "being sent right now" in html
+    assert OutgoingMessage.objects.count() == 1
