@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -15,8 +18,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from outbox.attachments import MB, size_limit
 from outbox.limits import LimitReached, TooManyRecipients
-from outbox.models import EventKind, JobState
+from outbox.models import EventKind, JobState, MessageState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
 from smtp_settings.resolve import SenderConfigError
@@ -176,13 +180,43 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     history). Every user sees every invoice (single-company ERP, README "Mass mailing"); a
     message is its sender's (and staff's), so another user's shows only its time and state."""
     invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-    history = [
-        {"message": message, "failure": _message_failure(message), "own": True}
-        if request.user.is_staff or message.user_id == request.user.pk
-        else {"message": message, "own": False}
-        for message in invoice_history(invoice=invoice)
-    ]
+    messages_ = invoice_history(invoice=invoice)
+    history = history_rows(request, messages_, invoices={m.pk: invoice for m in messages_})
     return render(request, "invoices/detail.html", {"invoice": invoice, "history": history})
+
+
+def history_rows(
+    request: HttpRequest, messages_: Iterable, *, invoices: dict[int, Invoice]
+) -> list[dict]:
+    """The rows of a record's history (templates/invoices/_history.html). Every row shows
+    when, who sent it, and its state; the recipients, the server's reply, the explanation and
+    the message's page are its sender's and staff's (outbox.selectors.message_visible_to).
+    "Send again" for a failed or bounced message: an invoice's opens the invoice composer
+    (every user may send an invoice); a letter's opens the customer composer prefilled with
+    the message, so only for those who may read it."""
+    rows = []
+    for message in messages_:
+        own = request.user.is_staff or message.user_id == request.user.pk
+        invoice = invoices.get(message.pk)
+        again = None
+        if message.state == MessageState.FAILED or message.bounced_at:
+            if invoice is not None:
+                again = reverse("invoices:invoice_compose", args=[invoice.pk])
+            elif own and message.related_id:
+                again = (
+                    reverse("invoices:customer_write", args=[message.related_id])
+                    + f"?again={message.pk}"
+                )
+        rows.append(
+            {
+                "message": message,
+                "own": own,
+                "failure": _message_failure(message) if own else None,
+                "invoice": invoice,
+                "again": again,
+            }
+        )
+    return rows
 
 
 @require_GET
@@ -216,12 +250,15 @@ def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
     except SenderConfigError as error:
         sender_error = str(error.message)
     form = InvoiceComposeForm(
-        request.POST or None, initial=invoice_compose_defaults(invoice=invoice)
+        request.POST or None,
+        request.FILES or None,
+        initial=invoice_compose_defaults(invoice=invoice),
     )
     if request.method == "POST" and form.is_valid() and sender is not None:
         data = form.cleaned_data
-        try:
-            invoice_send_one(
+        sent, sender_error = composer_send(
+            form,
+            lambda: invoice_send_one(
                 user=request.user,
                 invoice=invoice,
                 to=data["to"],
@@ -229,38 +266,61 @@ def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
                 bcc=data["bcc"],
                 subject=data["subject"],
                 body=data["body"],
-            )
-        except SenderConfigError as error:
-            sender_error = str(error.message)
-        except TooManyRecipients as error:
-            form.add_error("to", error.messages[0])
-        except (InvoiceBusy, LimitReached) as error:
-            form.add_error(None, error.messages[0])
-        except ValidationError as error:
-            if hasattr(error, "error_dict"):
-                for field, errors in error.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errors)
-            else:
-                form.add_error(None, error.messages)
-        else:
+                attachments=data["attachments"],
+            ),
+        )
+        if sent:
             messages.success(
                 request,
                 _("Invoice %(number)s is queued for sending; its state is below.")
                 % {"number": invoice.number},
             )
             return redirect("invoices:invoice", pk=invoice.pk)
-    bounced = [a for a in invoice.customer.emails if a.lower() in invoice.customer.bounced_emails]
     return render(
         request,
         "invoices/compose.html",
-        {
-            "invoice": invoice,
-            "form": form,
-            "sender": sender,
-            "sender_error": sender_error,
-            "bounced": bounced,
-        },
+        composer_context(
+            form=form, sender=sender, sender_error=sender_error, customer=invoice.customer
+        )
+        | {"invoice": invoice},
     )
+
+
+def composer_send(form, send: Callable[[], object]) -> tuple[bool, str | None]:
+    """Run `send` (a service queueing one mail) for a valid composer form: (True, None) once
+    queued, else False with the refusal on the form's field (or above it) or, when the user's
+    sender cannot send, its explanation."""
+    try:
+        send()
+    except SenderConfigError as error:
+        return False, str(error.message)
+    except TooManyRecipients as error:
+        form.add_error("to", error.messages[0])
+    except (InvoiceBusy, LimitReached) as error:
+        form.add_error(None, error.messages[0])
+    except ValidationError as error:
+        if hasattr(error, "error_dict"):
+            for field, errors in error.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            form.add_error(None, error.messages)
+    else:
+        return True, None
+    return False, None
+
+
+def composer_context(*, form, sender, sender_error, customer: Customer) -> dict:
+    """What the composer template shows besides the form: the sender, the customer's bounced
+    addresses (left out of To) and how large a message the sender's server takes."""
+    limit = size_limit(sender) if sender is not None else None
+    return {
+        "form": form,
+        "sender": sender,
+        "sender_error": sender_error,
+        "bounced": [a for a in customer.emails if a.lower() in customer.bounced_emails],
+        "size_limit": {"mb": limit[0] // MB, "server": limit[1]} if limit else None,
+        "max_files": settings.ATTACHMENTS_MAX_FILES,
+    }
 
 
 @require_GET
