@@ -369,10 +369,7 @@ ATTACHMENT_LIMITS_MB = {
     "smtp": 20,
     "smtp.gmail.com": 25,
     "microsoft365": 25,
-    **{
-        key: int(value)
-        for key, value in env.dict("ATTACHMENT_LIMITS_MB", default={}).items()
-    },
+    **{key: int(value) for key, value in env.dict("ATTACHMENT_LIMITS_MB", default={}).items()},
 }
 ATTACHMENTS_MAX_FILES = env.int("ATTACHMENTS_MAX_FILES", default=10)
 UPLOAD_MAX_MB = env.int("UPLOAD_MAX_MB", default=max(ATTACHMENT_LIMITS_MB.values()) + 1)

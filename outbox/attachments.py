@@ -39,9 +39,7 @@ def attachment_filename(name: str) -> str:
     the email package writes them as an RFC 2231 parameter."""
     name = unicodedata.normalize("NFC", name or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(
-        " " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in name
-    )
+    name = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in name)
     name = " ".join(name.split()).lstrip(". ")
     if len(name) > MAX_NAME_CHARS:
         stem, ext = os.path.splitext(name)

@@ -35,7 +35,7 @@ def _user(mode: str, server):
 
 def _files():
     return [
-        SimpleUploadedFile(CSV, "nr;kwota\n1;123,00\n".encode(), content_type="text/html"),
+        SimpleUploadedFile(CSV, b"nr;kwota\n1;123,00\n", content_type="text/html"),
         SimpleUploadedFile("umowa.pdf", b"%PDF-1.4 contract", content_type="image/png"),
     ]
 
@@ -91,9 +91,7 @@ def test_the_invoice_composer_sends_the_pdf_and_two_files_with_their_names(
 
 
 @pytest.mark.parametrize("mode", [SenderMode.DEFAULT, SenderMode.SMTP])
-def test_a_letter_to_one_customer_arrives_and_shows_sent_in_its_history(
-    client, smtp_servers, mode
-):
+def test_a_letter_to_one_customer_arrives_and_shows_sent_in_its_history(client, smtp_servers, mode):
     server = smtp_servers.plain
     user = _user(mode, server)
     client.force_login(user)

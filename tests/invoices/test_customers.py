@@ -122,7 +122,7 @@ def test_the_page_shows_the_customer_and_the_history_of_it_and_its_invoices(
     )
     twice = _message(user, invoice, possibly_duplicated=True)
     elsewhere = _message(user, other)
-    for n in range(5):  # more rows cost no more queries
+    for _ in range(5):  # more rows cost no more queries
         _message(user, invoice_factories.invoice(customer=customer))
     client.force_login(user)
 
@@ -238,9 +238,7 @@ def test_a_stored_letter_prefills_subject_and_body_rendered_for_the_customer(cli
     assert 'value="News for Smith Ltd"' in html and "Dear Smith Ltd," in html
     assert client.get(f"/customers/{customer.pk}/write/?letter=999999").status_code == 404
     # Not a number: ignored, the composer opens empty (never a 500).
-    assert 'value="News for' not in _html(
-        client.get(f"/customers/{customer.pk}/write/?letter=1e3")
-    )
+    assert 'value="News for' not in _html(client.get(f"/customers/{customer.pk}/write/?letter=1e3"))
 
 
 def test_send_queues_one_message_about_the_customer_through_the_users_own_sender(client):
