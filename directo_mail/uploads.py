@@ -30,11 +30,10 @@ class RequestSizeMiddleware:
             length = 0
         if length <= settings.UPLOAD_MAX_MB * 1_000_000:
             return None
-        response = render(
+        # (No "Connection: close": WSGI forbids hop-by-hop headers; the server closes or drains.)
+        return render(
             request,
             "request_too_large.html",
             {"limit": settings.UPLOAD_MAX_MB, "back": request.path},
             status=413,
         )
-        response["Connection"] = "close"  # the rest of the body is never read
-        return response

@@ -53,7 +53,7 @@ from accounts.models import Microsoft365Connection, User
 from accounts.verification import verification_token
 from bounces.models import InboundMail
 from directo_mail.celery import app as celery_app
-from invoices.models import Invoice
+from invoices.models import Customer, Invoice
 from outbox.models import BulkJob, Event, EventKind, MessageState, OutgoingMessage
 from smtp_settings import crypto
 from smtp_settings.models import SenderMode, SenderProfile
@@ -320,6 +320,7 @@ def _every_page_url() -> list[str]:
         "jobs": list(BulkJob.objects.values_list("pk", flat=True)),
         "letters": [],
         "invoices": list(Invoice.objects.values_list("pk", flat=True)),
+        "customers": list(Customer.objects.values_list("pk", flat=True)),
         "staff/outbox": list(OutgoingMessage.objects.values_list("pk", flat=True)),
         "staff/inbound": list(InboundMail.objects.values_list("pk", flat=True)),
     }
