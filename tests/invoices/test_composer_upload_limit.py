@@ -54,7 +54,7 @@ def _fields(csrf: str) -> bytes:
 
 def _file_head() -> bytes:
     return (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"attachments\"; "
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="attachments"; '
         'filename="huge.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
     ).encode()
 
