@@ -20,8 +20,6 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from directo_mail.paging import filter_query
 from outbox.selectors import message_visible_to
-from smtp_settings.resolve import SenderConfigError
-from smtp_settings.selectors import sender_config_for
 
 from .forms import CustomerComposeForm, CustomerComposePrefillForm, CustomerSearchForm
 from .letters import letter_errors, render_letter
@@ -33,7 +31,7 @@ from .selectors import (
     letters_all,
 )
 from .services import customer_send_one
-from .views import composer_context, composer_send, history_rows
+from .views import composer_context, composer_send, composer_sender, history_rows
 
 CUSTOMERS_PER_PAGE = 50
 HISTORY_PER_PAGE = 50
@@ -114,27 +112,12 @@ def customer_write(request: HttpRequest, pk: int) -> HttpResponse:
     effective sender (whoever's letter or message prefilled it) in every mode; one mail, so
     mass mailing's gate (S1.2) does not apply."""
     customer = get_object_or_404(Customer, pk=pk)
-    sender = sender_error = None
-    try:
-        sender = sender_config_for(user=request.user)
-    except SenderConfigError as error:
-        sender_error = str(error.message)
+    sender, sender_error = composer_sender(user=request.user)
     initial, letter_error = _prefill(request, customer)
     form = CustomerComposeForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid() and sender is not None:
-        data = form.cleaned_data
         sent, sender_error = composer_send(
-            form,
-            lambda: customer_send_one(
-                user=request.user,
-                customer=customer,
-                to=data["to"],
-                cc=data["cc"],
-                bcc=data["bcc"],
-                subject=data["subject"],
-                body=data["body"],
-                attachments=data["attachments"],
-            ),
+            form, lambda **mail: customer_send_one(user=request.user, customer=customer, **mail)
         )
         if sent:
             messages.success(

@@ -23,7 +23,7 @@ from outbox.limits import LimitReached, TooManyRecipients
 from outbox.models import EventKind, JobState, MessageState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
-from smtp_settings.resolve import SenderConfigError
+from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import company_get, sender_config_for
 
 from .forms import (
@@ -244,30 +244,15 @@ def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
     """ "Send by e-mail": the composer, prefilled; "Send" queues it through the user's sender
     in any mode and shows the invoice with its history."""
     invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-    sender = sender_error = None
-    try:
-        sender = sender_config_for(user=request.user)
-    except SenderConfigError as error:
-        sender_error = str(error.message)
+    sender, sender_error = composer_sender(user=request.user)
     form = InvoiceComposeForm(
         request.POST or None,
         request.FILES or None,
         initial=invoice_compose_defaults(invoice=invoice),
     )
     if request.method == "POST" and form.is_valid() and sender is not None:
-        data = form.cleaned_data
         sent, sender_error = composer_send(
-            form,
-            lambda: invoice_send_one(
-                user=request.user,
-                invoice=invoice,
-                to=data["to"],
-                cc=data["cc"],
-                bcc=data["bcc"],
-                subject=data["subject"],
-                body=data["body"],
-                attachments=data["attachments"],
-            ),
+            form, lambda **mail: invoice_send_one(user=request.user, invoice=invoice, **mail)
         )
         if sent:
             messages.success(
@@ -286,12 +271,24 @@ def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def composer_send(form, send: Callable[[], object]) -> tuple[bool, str | None]:
-    """Run `send` (a service queueing one mail) for a valid composer form: (True, None) once
-    queued, else False with the refusal on the form's field (or above it) or, when the user's
-    sender cannot send, its explanation."""
+# The composer's fields a sending service takes as they are (invoice_send_one, customer_send_one).
+COMPOSER_MAIL_FIELDS = ("to", "cc", "bcc", "subject", "body", "attachments")
+
+
+def composer_sender(*, user) -> tuple[SenderConfig | None, str | None]:
+    """The user's effective sender for the composer, or None and why it cannot send."""
     try:
-        send()
+        return sender_config_for(user=user), None
+    except SenderConfigError as error:
+        return None, str(error.message)
+
+
+def composer_send(form, send: Callable[..., object]) -> tuple[bool, str | None]:
+    """Call `send` (a service queueing one mail) with a valid composer form's mail fields:
+    (True, None) once queued, else False with the refusal on the form's field (or above it)
+    or, when the user's sender cannot send, its explanation."""
+    try:
+        send(**{name: form.cleaned_data[name] for name in COMPOSER_MAIL_FIELDS})
     except SenderConfigError as error:
         return False, str(error.message)
     except TooManyRecipients as error:
