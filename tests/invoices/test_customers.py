@@ -400,3 +400,39 @@ def test_a_body_over_the_upload_limit_is_refused_unread_with_a_page_in_the_users
         assert text in response.content.decode()
         assert f'href="/customers/{customer.pk}/write/"' in response.content.decode()
     assert not OutgoingMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\x\\..\\secret.txt", "secret.txt"),
+        ("a.txt\r\nBcc: victim@evil.example", "a.txt Bcc: victim@evil.example"),
+        ("\u202eexe.pdf\u2028x", "exe.pdf x"),
+        ("...", "attachment"),
+        (".htaccess", "htaccess"),
+        ("x" * 300 + ".pdf", "x" * 146 + ".pdf"),
+        ("zażółć.pdf", "zażółć.pdf"),
+    ],
+)
+def test_the_service_keeps_a_safe_name_whatever_reaches_it(given, kept):
+    """Django's parser already drops path parts and unprintable characters from an upload's
+    name; the service does not rely on it (a name may come from elsewhere)."""
+    from invoices.services import customer_send_one
+
+    user = _default_user()
+    customer = invoice_factories.customer()
+    # SimpleUploadedFile keeps whatever name it is given: the service sees it raw.
+    upload = SimpleUploadedFile("placeholder", b"data")
+    upload.name = given
+    message = customer_send_one(
+        user=user,
+        customer=customer,
+        to=["ap@smith.example"],
+        subject="S",
+        body="B",
+        attachments=[upload],
+    )
+    [attachment] = message.attachments.all()
+    assert attachment.filename == kept
+    assert attachment.file.name.rsplit("/", 1)[-1].startswith("attachment")
