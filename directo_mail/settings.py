@@ -104,6 +104,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "directo_mail.uploads.RequestSizeMiddleware",  # before CSRF: that one reads the body
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.UserLanguageMiddleware",
@@ -367,6 +368,20 @@ RELAY_LIMIT_COMPANY_DAY = env.int("RELAY_LIMIT_COMPANY_DAY", default=5000)
 TEST_EMAILS_PER_HOUR = env.int("TEST_EMAILS_PER_HOUR", default=10)
 # Recipients (To + CC + BCC + the card's BCC) of one message, on every path and transport.
 MAX_RECIPIENTS_PER_MESSAGE = env.int("MAX_RECIPIENTS_PER_MESSAGE", default=50)
+# Files attached in the composer (outbox.attachments): the largest message each server kind
+# takes in MB, counted as sent (base64: files grow by a third): "relay" (the platform relay),
+# "microsoft365", a server's host name, or "smtp" for every other server. At most so many files
+# in one message. A request body over UPLOAD_MAX_MB is refused before it is read
+# (directo_mail.uploads); its default is the largest limit and 1 MB for the form.
+ATTACHMENT_LIMITS_MB = {
+    "relay": 10,
+    "smtp": 20,
+    "smtp.gmail.com": 25,
+    "microsoft365": 25,
+    **{key: int(value) for key, value in env.dict("ATTACHMENT_LIMITS_MB", default={}).items()},
+}
+ATTACHMENTS_MAX_FILES = env.int("ATTACHMENTS_MAX_FILES", default=10)
+UPLOAD_MAX_MB = env.int("UPLOAD_MAX_MB", default=max(ATTACHMENT_LIMITS_MB.values()) + 1)
 # The link that verifies a card e-mail (accounts.verification): valid this many seconds, and
 # at most so many links a user may have mailed an hour and a day.
 EMAIL_VERIFICATION_MAX_AGE = env.int("EMAIL_VERIFICATION_MAX_AGE", default=2 * 24 * 3600)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
+
+from outbox.attachments import attachment_filename
 
 # Primary keys are BigAutoField: positive and within a signed 64-bit integer.
 MAX_ID = 2**63 - 1
@@ -60,17 +63,63 @@ class AddressListField(forms.CharField):
         return addresses
 
 
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class AttachmentsField(forms.FileField):
+    """Several files from one input: at most ATTACHMENTS_MAX_FILES, none empty. Their names
+    and types are made safe where they are stored (outbox.attachments); the size limit depends
+    on the sender's server and is checked where the message is queued (outbox_enqueue)."""
+
+    widget = MultipleFileInput
+
+    def clean(self, data, initial=None) -> list:
+        files = [f for f in (data if isinstance(data, list | tuple) else [data]) if f]
+        if len(files) > settings.ATTACHMENTS_MAX_FILES:
+            raise ValidationError(
+                _("Attach at most %(count)s files to one message."),
+                params={"count": settings.ATTACHMENTS_MAX_FILES},
+            )
+        for upload in files:
+            if not upload.size:
+                raise ValidationError(
+                    _("“%(name)s” is empty: nothing to attach."),
+                    params={"name": attachment_filename(upload.name)},
+                )
+            super().clean(upload, initial)
+        return files
+
+
 class InvoiceComposeForm(forms.Form):
-    """The composer: who gets the invoice, and its subject and body (plain text)."""
+    """The composer: who gets the invoice, and its subject and body (plain text), and files
+    to attach besides the PDF."""
 
     to = AddressListField(label=_("To"), required=True)
     cc = AddressListField(label=_("Cc"), required=False)
     bcc = AddressListField(label=_("Bcc"), required=False)
     subject = forms.CharField(label=_("Subject"), max_length=900)
     body = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 10}))
+    attachments = AttachmentsField(label=_("Attach files"), required=False)
 
     def clean_subject(self) -> str:
         subject = self.cleaned_data["subject"]
         if any(ch in subject for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
             raise ValidationError(_("The subject may not contain line breaks."))
         return subject
+
+
+class CustomerComposeForm(InvoiceComposeForm):
+    """The same composer for a letter to one customer: no PDF, the same fields and checks."""
+
+
+class CustomerComposePrefillForm(forms.Form):
+    """What prefills the customer composer: a stored letter (?letter=<pk>) rendered for the
+    customer, or an earlier message to send again (?again=<pk>)."""
+
+    letter = _id_field(required=False)
+    again = _id_field(required=False)
+
+
+class CustomerSearchForm(forms.Form):
+    q = forms.CharField(label=_("Name or e-mail"), required=False, max_length=200)

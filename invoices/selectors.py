@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import QuerySet
+from django.db.models import CharField, Q, QuerySet
+from django.db.models.functions import Cast
 from django.shortcuts import get_object_or_404
 
 from accounts.models import User
@@ -116,11 +117,50 @@ def letter_failed_customer_ids(*, letter: Letter) -> set[int]:
 
 
 def invoice_history(*, invoice: Invoice) -> list[OutgoingMessage]:
-    """Every message about the invoice, newest first, with its events (two queries)."""
+    """Every message about the invoice, newest first, with its events and sender (two
+    queries)."""
     return list(
         OutgoingMessage.objects.filter(
             related_type=ContentType.objects.get_for_model(Invoice), related_id=str(invoice.pk)
         )
+        .select_related("user")
         .order_by("-pk")
         .prefetch_related("events")
     )
+
+
+def customers_filtered(*, text: str = "") -> QuerySet[Customer]:
+    """Customers whose name or one of whose addresses contains `text` (addresses are a JSON
+    list: searched as text), by name."""
+    customers = Customer.objects.order_by("name", "pk")
+    if text:
+        customers = customers.filter(Q(name__icontains=text) | Q(emails__icontains=text))
+    return customers
+
+
+def customer_history(*, customer: Customer) -> QuerySet[OutgoingMessage]:
+    """Every message about the customer (letters, free mail) and about any of its invoices,
+    newest first, with its sender; page it, then `customer_history_invoices` (one query for the
+    page, one for its events, one for its invoices: no query per row)."""
+    invoice_ids = (
+        Invoice.objects.filter(customer=customer)
+        .annotate(key=Cast("pk", output_field=CharField()))
+        .values("key")
+    )
+    return (
+        OutgoingMessage.objects.filter(
+            Q(related_type=ContentType.objects.get_for_model(Customer), related_id=str(customer.pk))
+            | Q(related_type=ContentType.objects.get_for_model(Invoice), related_id__in=invoice_ids)
+        )
+        .select_related("user")
+        .prefetch_related("events")
+        .order_by("-pk")
+    )
+
+
+def customer_history_invoices(*, messages: Iterable[OutgoingMessage]) -> dict[int, Invoice]:
+    """The invoices the given messages are about, by message pk."""
+    invoice_type = ContentType.objects.get_for_model(Invoice)
+    messages = [m for m in messages if m.related_type_id == invoice_type.pk]
+    invoices = Invoice.objects.in_bulk({int(m.related_id) for m in messages})
+    return {m.pk: invoices[int(m.related_id)] for m in messages if int(m.related_id) in invoices}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
+from django.core.files.base import File
 from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Cast
 from django.utils import timezone, translation
@@ -16,6 +18,7 @@ from django.utils.translation import ngettext
 from accounts.models import User
 from directo_mail.placeholders import TemplateError
 from mail_templates.selectors import mail_template_error_text
+from outbox.attachments import uploaded_attachments
 from outbox.limits import TOO_MANY_RECIPIENTS, TooManyRecipients
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import (
@@ -455,9 +458,11 @@ def invoice_send_one(
     bcc: list[str] = (),
     subject: str,
     body: str,
+    attachments: Sequence[File] = (),
 ) -> OutgoingMessage:
-    """Send one invoice with its PDF through the user's effective sender, in every mode (only
-    mass mailing is gated, S1.2): outbox_enqueue applies the recipient cap and the relay's limits.
+    """Send one invoice with its PDF (and any files the user attached) through the user's
+    effective sender, in every mode (only mass mailing is gated, S1.2): outbox_enqueue applies
+    the recipient cap, the relay's limits and the server's size limit.
 
     The invoice is claimed (→ queued, no job) by one conditional UPDATE in the enqueue's
     transaction: an invoice a bulk job (or another click) holds is refused with InvoiceBusy, and
@@ -483,8 +488,37 @@ def invoice_send_one(
             bcc=bcc,
             subject=subject,
             body_text=body,
+            attachments=uploaded_attachments(attachments),
             stored_attachments=[
                 (f"{invoice.number.replace('/', '-')}.pdf", pdf, "application/pdf")
             ],
             related=invoice,
         )
+
+
+def customer_send_one(
+    *,
+    user: User,
+    customer: Customer,
+    to: list[str],
+    cc: list[str] = (),
+    bcc: list[str] = (),
+    subject: str,
+    body: str,
+    attachments: Sequence[File] = (),
+) -> OutgoingMessage:
+    """A letter (or any free mail) to one customer, through the user's effective sender in every
+    mode: one mail the user writes and sends, not mass mailing, so S1.2 does not gate it. It is
+    about the customer (the customer's history lists it). It takes no LetterDelivery: its text is
+    the user's, even when a stored letter prefilled it, so a letter job may still send that
+    letter to the customer."""
+    return outbox_enqueue(
+        user=user,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=subject,
+        body_text=body,
+        attachments=uploaded_attachments(attachments),
+        related=customer,
+    )

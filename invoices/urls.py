@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import customer_views, views
 
 app_name = "invoices"
 
@@ -12,6 +12,9 @@ urlpatterns = [
     path("invoices/<int:pk>/", views.invoice_detail, name="invoice"),
     path("invoices/<int:pk>/pdf/", views.invoice_pdf_preview, name="invoice_pdf"),
     path("invoices/<int:pk>/send/", views.invoice_compose, name="invoice_compose"),
+    path("customers/", customer_views.customer_list, name="customers"),
+    path("customers/<int:pk>/", customer_views.customer_detail, name="customer"),
+    path("customers/<int:pk>/write/", customer_views.customer_write, name="customer_write"),
     path("letters/", views.letter_list, name="letters"),
     path("letters/new/", views.letter_edit, name="letter_new"),
     path("letters/<int:pk>/", views.letter_detail, name="letter"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -16,11 +19,12 @@ from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from outbox.attachments import MB, size_limit
 from outbox.limits import LimitReached, TooManyRecipients
-from outbox.models import EventKind, JobState
+from outbox.models import EventKind, JobState, MessageState
 from outbox.services import bulk_job_cancel, bulk_job_progress
 from smtp_settings.explain import explain
-from smtp_settings.resolve import SenderConfigError
+from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import company_get, sender_config_for
 
 from .forms import (
@@ -180,13 +184,43 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     history). Every user sees every invoice (single-company ERP, README "Mass mailing"); a
     message is its sender's (and staff's), so another user's shows only its time and state."""
     invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-    history = [
-        {"message": message, "failure": _message_failure(message), "own": True}
-        if request.user.is_staff or message.user_id == request.user.pk
-        else {"message": message, "own": False}
-        for message in invoice_history(invoice=invoice)
-    ]
+    messages_ = invoice_history(invoice=invoice)
+    history = history_rows(request, messages_, invoices={m.pk: invoice for m in messages_})
     return render(request, "invoices/detail.html", {"invoice": invoice, "history": history})
+
+
+def history_rows(
+    request: HttpRequest, messages_: Iterable, *, invoices: dict[int, Invoice]
+) -> list[dict]:
+    """The rows of a record's history (templates/invoices/_history.html). Every row shows
+    when, who sent it, and its state; the recipients, the server's reply, the explanation and
+    the message's page are its sender's and staff's (outbox.selectors.message_visible_to).
+    "Send again" for a failed or bounced message: an invoice's opens the invoice composer
+    (every user may send an invoice); a letter's opens the customer composer prefilled with
+    the message, so only for those who may read it."""
+    rows = []
+    for message in messages_:
+        own = request.user.is_staff or message.user_id == request.user.pk
+        invoice = invoices.get(message.pk)
+        again = None
+        if message.state == MessageState.FAILED or message.bounced_at:
+            if invoice is not None:
+                again = reverse("invoices:invoice_compose", args=[invoice.pk])
+            elif own and message.related_id:
+                again = (
+                    reverse("invoices:customer_write", args=[message.related_id])
+                    + f"?again={message.pk}"
+                )
+        rows.append(
+            {
+                "message": message,
+                "own": own,
+                "failure": _message_failure(message) if own else None,
+                "invoice": invoice,
+                "again": again,
+            }
+        )
+    return rows
 
 
 @require_GET
@@ -214,57 +248,80 @@ def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
     """ "Send by e-mail": the composer, prefilled; "Send" queues it through the user's sender
     in any mode and shows the invoice with its history."""
     invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-    sender = sender_error = None
-    try:
-        sender = sender_config_for(user=request.user)
-    except SenderConfigError as error:
-        sender_error = str(error.message)
+    sender, sender_error = composer_sender(user=request.user)
     form = InvoiceComposeForm(
-        request.POST or None, initial=invoice_compose_defaults(invoice=invoice, user=request.user)
+        request.POST or None,
+        request.FILES or None,
+        initial=invoice_compose_defaults(invoice=invoice, user=request.user),
     )
     if request.method == "POST" and form.is_valid() and sender is not None:
-        data = form.cleaned_data
-        try:
-            invoice_send_one(
-                user=request.user,
-                invoice=invoice,
-                to=data["to"],
-                cc=data["cc"],
-                bcc=data["bcc"],
-                subject=data["subject"],
-                body=data["body"],
-            )
-        except SenderConfigError as error:
-            sender_error = str(error.message)
-        except TooManyRecipients as error:
-            form.add_error("to", error.messages[0])
-        except (InvoiceBusy, LimitReached) as error:
-            form.add_error(None, error.messages[0])
-        except ValidationError as error:
-            if hasattr(error, "error_dict"):
-                for field, errors in error.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errors)
-            else:
-                form.add_error(None, error.messages)
-        else:
+        sent, sender_error = composer_send(
+            form, lambda **mail: invoice_send_one(user=request.user, invoice=invoice, **mail)
+        )
+        if sent:
             messages.success(
                 request,
                 _("Invoice %(number)s is queued for sending; its state is below.")
                 % {"number": invoice.number},
             )
             return redirect("invoices:invoice", pk=invoice.pk)
-    bounced = [a for a in invoice.customer.emails if a.lower() in invoice.customer.bounced_emails]
     return render(
         request,
         "invoices/compose.html",
-        {
-            "invoice": invoice,
-            "form": form,
-            "sender": sender,
-            "sender_error": sender_error,
-            "bounced": bounced,
-        },
+        composer_context(
+            form=form, sender=sender, sender_error=sender_error, customer=invoice.customer
+        )
+        | {"invoice": invoice},
     )
+
+
+# The composer's fields a sending service takes as they are (invoice_send_one, customer_send_one).
+COMPOSER_MAIL_FIELDS = ("to", "cc", "bcc", "subject", "body", "attachments")
+
+
+def composer_sender(*, user) -> tuple[SenderConfig | None, str | None]:
+    """The user's effective sender for the composer, or None and why it cannot send."""
+    try:
+        return sender_config_for(user=user), None
+    except SenderConfigError as error:
+        return None, str(error.message)
+
+
+def composer_send(form, send: Callable[..., object]) -> tuple[bool, str | None]:
+    """Call `send` (a service queueing one mail) with a valid composer form's mail fields:
+    (True, None) once queued, else False with the refusal on the form's field (or above it)
+    or, when the user's sender cannot send, its explanation."""
+    try:
+        send(**{name: form.cleaned_data[name] for name in COMPOSER_MAIL_FIELDS})
+    except SenderConfigError as error:
+        return False, str(error.message)
+    except TooManyRecipients as error:
+        form.add_error("to", error.messages[0])
+    except (InvoiceBusy, LimitReached) as error:
+        form.add_error(None, error.messages[0])
+    except ValidationError as error:
+        if hasattr(error, "error_dict"):
+            for field, errors in error.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            form.add_error(None, error.messages)
+    else:
+        return True, None
+    return False, None
+
+
+def composer_context(*, form, sender, sender_error, customer: Customer) -> dict:
+    """What the composer template shows besides the form: the sender, the customer's bounced
+    addresses (left out of To) and how large a message the sender's server takes."""
+    limit = size_limit(sender) if sender is not None else None
+    return {
+        "form": form,
+        "sender": sender,
+        "sender_error": sender_error,
+        "bounced": [a for a in customer.emails if a.lower() in customer.bounced_emails],
+        "size_limit": {"mb": limit[0] // MB, "server": limit[1]} if limit else None,
+        "max_files": settings.ATTACHMENTS_MAX_FILES,
+    }
 
 
 @require_GET

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
 from django.core.validators import validate_email
 from django.db import models, transaction
 from django.utils import timezone, translation
@@ -23,6 +26,7 @@ from smtp_settings.selectors import sender_config_for
 from smtp_settings.transports import Transport, transport_for
 
 from . import limits, ratelimit
+from .attachments import attachments_check
 from .message import (
     build_message,
     envelope_for,
@@ -68,7 +72,7 @@ def outbox_enqueue(
     body_html: str = "",
     cc: Iterable[str] = (),
     bcc: Iterable[str] = (),
-    attachments: Iterable[tuple[str, bytes, str]] = (),
+    attachments: Iterable[tuple[str, bytes | File, str]] = (),
     stored_attachments: Iterable[tuple[str, str, str]] = (),
     related: models.Model | None = None,
     job: BulkJob | None = None,
@@ -83,11 +87,16 @@ def outbox_enqueue(
     company when the sender is the platform relay, and the limits of the `purpose` ("test_email"
     or "verification"). A refused mail leaves nothing behind and takes no slot.
 
+    `attachments` are (name, content, type) with content as bytes or a File (an upload is
+    copied to storage in chunks, never read whole); a mail that carries them is checked against
+    its server's size limit (outbox.attachments), counting the stored files too.
+
     Raises SenderConfigError when the user's configuration cannot send, ValidationError for bad
-    addresses or a subject with line breaks, and its subclasses limits.TooManyRecipients and
-    limits.LimitReached (each with a message in the active language). `extra_headers` are the
-    message's own headers (a letter's List-Unsubscribe): a name outside message.EXTRA_HEADERS
-    or a value with a line break is a caller's bug, ValueError.
+    addresses, a subject with line breaks or a message too large for its server, and its
+    subclasses limits.TooManyRecipients and limits.LimitReached (each with a message in the
+    active language). `extra_headers` are the message's own headers (a letter's
+    List-Unsubscribe): a name outside message.EXTRA_HEADERS or a value with a line break is a
+    caller's bug, ValueError.
     """
     extra_headers = extra_headers_check(extra_headers or {})
     sender = sender or sender_config_for(user=user)
@@ -97,6 +106,13 @@ def outbox_enqueue(
     if _has_line_break(subject):
         raise ValidationError({"subject": _("The subject may not contain line breaks.")})
     cc, bcc = _clean_addresses(cc, "cc"), _clean_addresses(bcc, "bcc")
+    attachments, stored_attachments = list(attachments), list(stored_attachments)
+    if attachments:
+        sizes = [
+            len(content) if isinstance(content, bytes) else content.size
+            for _name, content, _type in attachments
+        ] + [default_storage.size(name) for _name, name, _type in stored_attachments]
+        attachments_check(sender=sender, body=body_text + body_html, sizes=sizes)
     _limits_take(user=user, sender=sender, addresses=[*recipients, *cc, *bcc], purpose=purpose)
     message = _new_message(
         user=user,
@@ -113,7 +129,8 @@ def outbox_enqueue(
     )
     for filename, content, content_type in attachments:
         attachment = Attachment(message=message, filename=filename, content_type=content_type)
-        attachment.file.save(filename, ContentFile(content), save=True)
+        content = ContentFile(content) if isinstance(content, bytes) else content
+        attachment.file.save(_storage_name(filename), content, save=True)
     # Files already kept in storage (an invoice's PDF): attached by name, never copied.
     Attachment.objects.bulk_create(
         Attachment(message=message, filename=filename, file=name, content_type=content_type)
@@ -122,6 +139,14 @@ def outbox_enqueue(
     if job is None:  # a job's messages go out in batches (bulk_job_dispatch)
         _enqueue_on_commit(message.pk)
     return message
+
+
+def _storage_name(filename: str) -> str:
+    """The file's name in storage: "attachment" and the extension's letters and digits only,
+    whatever the user's name for it (which the Attachment row keeps): no path, no character a
+    storage might read differently; the storage adds a random suffix."""
+    extension = re.sub(r"[^A-Za-z0-9]", "", os.path.splitext(filename)[1])[:10]
+    return f"attachment.{extension}" if extension else "attachment"
 
 
 PURPOSE_LIMITS = {

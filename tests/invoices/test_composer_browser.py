@@ -85,3 +85,61 @@ def test_send_an_invoice_with_the_composer_and_see_it_sent(
     assert invoice.send_state == SendState.SENT
     time.sleep(0.3)
     assert len(server.messages) == 1  # once
+
+
+NAME = "Smith <script>document.title='owned'</script> Ltd"
+
+
+def test_write_a_letter_with_an_attachment_to_a_customer_and_see_it_sent(
+    chromium, live_server, smtp_servers, tmp_path
+):
+    """Open a customer from the list, write a letter with a file, send it, see it arrive and
+    turn "sent" in the customer's history. The name carries a script: shown as text on every
+    page (were it markup, the CSP's refusal of the inline script would fail the test)."""
+    server = smtp_servers.plain
+    user = _user(SenderMode.SMTP, server)
+    customer = invoice_factories.customer(NAME, emails=["ap@smith.example"], language="en")
+    attachment = tmp_path / "cennik-łódź.txt"
+    attachment.write_bytes(b"price list")
+
+    context = chromium.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        _login(page, live_server.url, user.code)
+        with page.expect_navigation():
+            page.get_by_role("link", name="Customers").click()
+        page.get_by_label("Name or e-mail").fill("smith")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Filter").click()
+        with page.expect_navigation():
+            page.get_by_role("link", name=NAME).click()
+        assert page.url == f"{live_server.url}/customers/{customer.pk}/"
+        assert page.locator("h1").inner_text() == NAME and page.title() != "owned"
+        with page.expect_navigation():
+            page.get_by_role("link", name="Write a letter").click()
+        assert page.get_by_label("To", exact=True).input_value() == "ap@smith.example"
+        page.get_by_label("Subject").fill("Our prices")
+        page.get_by_label("Message").fill("The new price list is attached.")
+        page.get_by_label("Attach files").set_input_files(str(attachment))
+        with page.expect_navigation():
+            page.get_by_role("button", name="Send").click()
+        assert page.url == f"{live_server.url}/customers/{customer.pk}/"
+
+        [mail] = server.wait_for(1)
+        deadline = time.monotonic() + 10
+        while "state-sent" not in page.locator("tr.history-row").first.get_attribute("class"):
+            assert time.monotonic() < deadline, page.content()
+            time.sleep(0.2)
+            page.reload()
+        row = page.locator("tr.history-row").first
+        assert row.locator(".message-state").inner_text().startswith("sent")
+        assert "Our prices" in row.locator(".about").inner_text()
+    finally:
+        context.close()
+
+    assert mail.message["Subject"] == "Our prices"
+    [part] = list(mail.message.iter_attachments())
+    assert (part.get_filename(), part.get_content()) == ("cennik-łódź.txt", "price list")
+    [message] = OutgoingMessage.objects.all()
+    assert (message.state, message.related) == (MessageState.SENT, customer)

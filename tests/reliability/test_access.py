@@ -403,6 +403,20 @@ EXPECT: dict[str, Expect] = {
         kwargs=lambda w: {"pk": w.invoice.pk},
         bodies=lambda w: [{}, {"to": "not an address", "subject": "x", "body": "x"}],
     ),
+    # Customers (issue 12): the company's, every user's to read and write to. B's letter to the
+    # shared customer goes through B's own sender, as B's message; A's messages in its history
+    # show B only their time, state and sender (no marker). The customer composer's prefill
+    # from A's message (?again=) is A's and staff's only (tests/invoices/test_customers.py).
+    "invoices:customers": Expect(get=_users("200"), post=ALL_405),
+    "invoices:customer": Expect(
+        get=_users("200"), post=ALL_405, kwargs=lambda w: {"pk": w.invoice.customer_id}
+    ),
+    "invoices:customer_write": Expect(
+        get=_users("200"),
+        post=_users("200"),
+        kwargs=lambda w: {"pk": w.invoice.customer_id},
+        bodies=lambda w: [{}, {"to": "not an address", "subject": "x", "body": "x"}],
+    ),
     "invoices:letters": Expect(get=_users("200"), post=ALL_405),
     "invoices:letter_new": Expect(get=_users("200"), post=_users("200")),
     "invoices:letter": Expect(

@@ -323,6 +323,7 @@ def _every_page_url() -> list[str]:
         "jobs": list(BulkJob.objects.values_list("pk", flat=True)),
         "letters": [],
         "invoices": list(Invoice.objects.values_list("pk", flat=True)),
+        "customers": list(Customer.objects.values_list("pk", flat=True)),
         "staff/outbox": list(OutgoingMessage.objects.values_list("pk", flat=True)),
         "staff/inbound": list(InboundMail.objects.values_list("pk", flat=True)),
     }
