@@ -73,11 +73,14 @@ def customer_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _prefill(request: HttpRequest, customer: Customer) -> tuple[dict, str | None]:
-    """The composer's initial fields: the customer's addresses that did not bounce; then a
-    stored letter rendered for the customer (?letter=), or the message to send again
-    (?again=, only one the user may read, about this customer; else 404)."""
+    """The composer's initial fields: the customer's addresses that did not bounce (none when
+    the customer opted out of letters); then a stored letter rendered for the customer
+    (?letter=), or the message to send again (?again=, only one the user may read, about this
+    customer; else 404)."""
     bounced = customer.bounced_emails
     initial = {"to": ", ".join(a for a in customer.emails if a.lower() not in bounced)}
+    if customer.letters_opted_out_at:  # left out: the user types an address on purpose
+        initial["to"] = ""
     choice = CustomerComposePrefillForm(request.GET)
     if not choice.is_valid():
         return initial, None

@@ -225,6 +225,24 @@ def test_the_composer_is_prefilled_with_the_addresses_that_did_not_bounce(client
     assert ".pdf</a>" not in html  # no invoice PDF
 
 
+def test_an_opted_out_customer_is_marked_and_left_out_of_to(client):
+    user = _default_user()
+    customer = invoice_factories.customer(emails=["ap@smith.example"])
+    customer.letters_opted_out_at = timezone.now()
+    customer.save()
+    client.force_login(user)
+
+    page = _html(client.get(f"/customers/{customer.pk}/"))
+    assert "Opted out on" in page
+    html = _html(client.get(f"/customers/{customer.pk}/write/"))
+    assert "opted out of letters" in html
+    assert 'name="to" value="ap@smith.example"' not in html
+    # Typed on purpose (they asked for this mail), it goes: the opt-out is about letter jobs.
+    response = client.post(f"/customers/{customer.pk}/write/", _letter())
+    assert response.status_code == 302
+    assert OutgoingMessage.objects.get().to == ["ap@smith.example"]
+
+
 def test_a_stored_letter_prefills_subject_and_body_rendered_for_the_customer(client):
     author = factories.user("AUTHOR")  # another user's letter: the company's to use
     letter = Letter.objects.create(
