@@ -1,7 +1,10 @@
-"""Request guards: the user card's language, and no NUL character in an address."""
+"""Request guards: the user card's language and time zone, and no NUL character in an address."""
+
+import contextlib
+import zoneinfo
 
 from django.http import HttpResponseBadRequest
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 
@@ -15,6 +18,24 @@ class UserLanguageMiddleware:
             translation.activate(user.language)
             request.LANGUAGE_CODE = user.language
         return self.get_response(request)
+
+
+class UserTimeZoneMiddleware:
+    """Times are shown, and a "send at" typed in is read, in the user card's time zone; others
+    (and a name this system no longer knows) get settings.TIME_ZONE."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        zone = None  # the installation's zone
+        if user is not None and user.is_authenticated and user.time_zone:
+            # A name this system no longer knows: the installation's zone too.
+            with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+                zone = zoneinfo.ZoneInfo(user.time_zone)
+        with timezone.override(zone):  # for this request only: nothing leaks to the next
+            return self.get_response(request)
 
 
 class NullCharacterMiddleware:

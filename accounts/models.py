@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from email.policy import default as email_policy
 
 from django.conf import settings
@@ -54,6 +55,16 @@ class Company(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def time_zone_choices() -> list[tuple[str, str]]:
+    """Every IANA time zone name this system knows (zoneinfo), sorted: "Europe/Warsaw"…"""
+    return [(name, name.replace("_", " ")) for name in sorted(zoneinfo.available_timezones())]
+
+
+def default_time_zone() -> str:
+    """The installation's time zone (settings.TIME_ZONE): a new user's until they choose."""
+    return settings.TIME_ZONE
 
 
 class UserManager(BaseUserManager["User"]):
@@ -117,6 +128,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     signature = models.TextField(_("signature"), blank=True, max_length=5000)
     language = models.CharField(
         _("language"), max_length=10, choices=settings.LANGUAGES, blank=True
+    )
+    # The pages show times in it, and a "send at" typed in is read in it (accounts.middleware).
+    time_zone = models.CharField(
+        _("time zone"), max_length=64, choices=time_zone_choices, default=default_time_zone
     )
     is_staff = models.BooleanField(_("staff status"), default=False)
     is_active = models.BooleanField(_("active"), default=True)

@@ -108,6 +108,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.UserLanguageMiddleware",
+    "accounts.middleware.UserTimeZoneMiddleware",
     "accounts.middleware.NullCharacterMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -337,6 +338,14 @@ SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_RETRY_BASE_SECONDS = env.float("SEND_RETRY_BASE_SECONDS", default=30.0)
 # A claim older than this (seconds) is a worker that died mid-send: the sweeper returns it.
 SEND_CLAIM_TIMEOUT = env.int("SEND_CLAIM_TIMEOUT", default=600)
+# "Send at" (issue 12, item 6): how far ahead a message may be held, in days; holds up to
+# SEND_LATER_ETA_MAX_SECONDS go to the worker with an eta at once (keep it well below Redis'
+# visibility timeout, 1 h by default), longer ones are dispatched by the sweeper when due.
+SEND_LATER_MAX_DAYS = env.int("SEND_LATER_MAX_DAYS", default=90)
+SEND_LATER_ETA_MAX_SECONDS = env.int("SEND_LATER_ETA_MAX_SECONDS", default=900)
+# Seconds between two runs of the sweeper (outbox_sweep, Celery beat): abandoned claims, lost
+# tasks, and held messages whose time has come (they go at most this long after their time).
+OUTBOX_SWEEP_SECONDS = env.float("OUTBOX_SWEEP_SECONDS", default=60.0)
 # Mails per window and sender, by provider: "microsoft365", a server's host name, or "smtp"
 # for every other server (absent: no limit). The platform relay is not limited here.
 SEND_RATE_LIMITS = {
@@ -422,7 +431,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
-    "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": 60.0},
+    "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": OUTBOX_SWEEP_SECONDS},
     # Keeps refresh tokens alive and warns users whose consent was withdrawn (S5).
     "microsoft365-refresh": {"task": "accounts.tasks.microsoft365_refresh", "schedule": 86400.0},
 }

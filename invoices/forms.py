@@ -10,9 +10,11 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from outbox.attachments import attachment_filename
+from outbox.services import send_after_clean
 
 # Primary keys are BigAutoField: positive and within a signed 64-bit integer.
 MAX_ID = 2**63 - 1
@@ -91,6 +93,35 @@ class AttachmentsField(forms.FileField):
         return files
 
 
+class SendAtField(forms.DateTimeField):
+    """An optional "send at" (an HTML datetime-local input), read in the active time zone: the
+    user's (accounts.middleware). A local time that does not exist or is ambiguous (a DST
+    change) is Django's own form error, never a 500; a time long past or too far ahead is
+    refused by send_after_clean. A past minute or less, or empty, gives None: send now."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("label", _("Send at"))
+        super().__init__(**kwargs)
+
+    def clean(self, value):
+        return send_after_clean(super().clean(value))
+
+
+def _send_at_help() -> str:
+    return _("Leave empty to send now. Your time zone: %(zone)s.") % {
+        "zone": timezone.get_current_timezone_name()
+    }
+
+
+class SendAtForm(forms.Form):
+    """ "Send at" of a bulk job (the invoice list's and a letter's send buttons)."""
+
+    send_at = SendAtField()
+
+
 class InvoiceComposeForm(forms.Form):
     """The composer: who gets the invoice, and its subject and body (plain text), and files
     to attach besides the PDF."""
@@ -101,6 +132,11 @@ class InvoiceComposeForm(forms.Form):
     subject = forms.CharField(label=_("Subject"), max_length=900)
     body = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 10}))
     attachments = AttachmentsField(label=_("Attach files"), required=False)
+    send_at = SendAtField()
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["send_at"].help_text = _send_at_help()
 
     def clean_subject(self) -> str:
         subject = self.cleaned_data["subject"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -75,6 +76,7 @@ def invoices_send(
     invoice_ids: list[int] | None = None,
     unsent: bool = False,
     include_bounced: bool = False,
+    send_after: datetime | None = None,
 ) -> BulkJob:
     """Start a job sending the chosen invoices (or every unsent one) with their PDFs.
 
@@ -82,7 +84,8 @@ def invoices_send(
     one UPDATE, so clicking again or another user's job finds them taken and an invoice never
     goes twice. A task then builds their messages chunk by chunk (`invoices_job_prepare`), so
     the click returns at once and memory does not grow with the job. Customer addresses that
-    hard-bounced before are skipped unless `include_bounced` (S7.4).
+    hard-bounced before are skipped unless `include_bounced` (S7.4). With `send_after` ("send
+    at", checked by the caller) every message of the job is held until then.
     """
     sender = mass_mailing_sender(user=user)
     states = [SendState.UNSENT] if unsent else [SendState.UNSENT, SendState.FAILED]
@@ -94,6 +97,7 @@ def invoices_send(
             prepared=False,
             prepare_task=PREPARE_TASK,
             options={"include_bounced": include_bounced},
+            send_after=send_after,
         )
         chosen = Invoice.objects.filter(send_state__in=states)
         if invoice_ids is not None:
@@ -160,7 +164,7 @@ def invoices_job_prepare(*, job_id: int) -> int:
                     if draft.invoice.pk in still
                 ]
                 BulkJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
-                batches_dispatch(message_ids=ids)
+                batches_dispatch(message_ids=ids, send_after=job.send_after)
                 built += len(ids)
         last_pk = chunk[-1].pk
 
@@ -242,6 +246,7 @@ def _enqueue_draft(draft: _Draft, *, sender: SenderConfig, job: BulkJob) -> int:
                     related=invoice,
                     job=job,
                     sender=sender,
+                    send_after=job.send_after,
                 ).pk
         except TooManyRecipients:
             draft.unsendable = TOO_MANY_RECIPIENTS
@@ -354,7 +359,12 @@ def _letter_recipients(customer: Customer, *, include_bounced: bool) -> tuple[li
 
 
 def letters_send(
-    *, user: User, letter: Letter, customer_ids: list[int], include_bounced: bool = False
+    *,
+    user: User,
+    letter: Letter,
+    customer_ids: list[int],
+    include_bounced: bool = False,
+    send_after: datetime | None = None,
 ) -> BulkJob:
     """Start a job sending `letter` to the chosen customers (each to all their addresses).
 
@@ -371,7 +381,7 @@ def letters_send(
     company_name = company.name if company else sender.from_name or sender.from_email
     with transaction.atomic():
         customers = list(Customer.objects.filter(pk__in=customer_ids).order_by("pk"))
-        job = BulkJob.objects.create(user=user, kind="letters")
+        job = BulkJob.objects.create(user=user, kind="letters", send_after=send_after)
         count = 0
         skipped = dict.fromkeys(LETTER_SKIPS, 0)
         for customer in customers:
@@ -396,6 +406,7 @@ def letters_send(
                 job=job,
                 sender=sender,
                 extra_headers=headers,
+                send_after=send_after,
             )
             LetterDelivery.objects.filter(pk=delivery.pk).update(message=message)
             count += 1
@@ -459,6 +470,7 @@ def invoice_send_one(
     subject: str,
     body: str,
     attachments: Sequence[File] = (),
+    send_after: datetime | None = None,
 ) -> OutgoingMessage:
     """Send one invoice with its PDF (and any files the user attached) through the user's
     effective sender, in every mode (only mass mailing is gated, S1.2): outbox_enqueue applies
@@ -468,6 +480,8 @@ def invoice_send_one(
     transaction: an invoice a bulk job (or another click) holds is refused with InvoiceBusy, and
     a bulk job started afterwards finds it taken, so nothing goes twice by accident. An invoice
     already sent may be sent again on purpose. A refusal leaves the invoice as it was.
+    With `send_after` ("send at", checked by the caller) the message is held until then; the
+    invoice stays queued meanwhile, and cancelling the message gives it back (unsent).
     """
     company = company_get()
     pdf = invoice_pdf(invoice, seller=company.name if company else "")
@@ -493,6 +507,7 @@ def invoice_send_one(
                 (f"{invoice.number.replace('/', '-')}.pdf", pdf, "application/pdf")
             ],
             related=invoice,
+            send_after=send_after,
         )
 
 
@@ -506,6 +521,7 @@ def customer_send_one(
     subject: str,
     body: str,
     attachments: Sequence[File] = (),
+    send_after: datetime | None = None,
 ) -> OutgoingMessage:
     """A letter (or any free mail) to one customer, through the user's effective sender in every
     mode: one mail the user writes and sends, not mass mailing, so S1.2 does not gate it. It is
@@ -521,4 +537,5 @@ def customer_send_one(
         body_text=body,
         attachments=uploaded_attachments(attachments),
         related=customer,
+        send_after=send_after,
     )

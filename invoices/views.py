@@ -13,6 +13,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -32,6 +33,7 @@ from .forms import (
     InvoiceComposeForm,
     InvoiceSelectionForm,
     LetterPreviewForm,
+    SendAtForm,
 )
 from .letters import (
     LetterForm,
@@ -78,6 +80,24 @@ def duration(seconds: int) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"
+
+
+def _when(moment) -> str:
+    """A time as the pages show it: the user's time zone (accounts.middleware), short format."""
+    return formats.date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT")
+
+
+def _send_at(request: HttpRequest, back: str):
+    """The bulk buttons' optional "send at": (time or None, None), or (None, a redirect back
+    with the reason) when it is refused."""
+    form = SendAtForm(request.POST)
+    if form.is_valid():
+        return form.cleaned_data["send_at"], None
+    messages.error(
+        request,
+        _("Nothing was sent: %(errors)s") % {"errors": " ".join(form.errors["send_at"])},
+    )
+    return None, redirect(back)
 
 
 def _locked_reason(request: HttpRequest) -> str:
@@ -146,12 +166,16 @@ def invoice_send(request: HttpRequest) -> HttpResponse:
         if not invoice_ids:
             messages.error(request, _("Select the invoices to send first."))
             return redirect(back)
+    send_after, refused = _send_at(request, back)
+    if refused:
+        return refused
     try:
         job = invoices_send(
             user=request.user,
             invoice_ids=invoice_ids,
             unsent=unsent,
             include_bounced=request.POST.get("include_bounced") == "on",
+            send_after=send_after,
         )
     except MassMailingLocked as locked:
         messages.error(request, locked.message)
@@ -255,15 +279,20 @@ def invoice_compose(request: HttpRequest, pk: int) -> HttpResponse:
         initial=invoice_compose_defaults(invoice=invoice, user=request.user),
     )
     if request.method == "POST" and form.is_valid() and sender is not None:
-        sent, sender_error = composer_send(
+        message, sender_error = composer_send(
             form, lambda **mail: invoice_send_one(user=request.user, invoice=invoice, **mail)
         )
-        if sent:
-            messages.success(
-                request,
-                _("Invoice %(number)s is queued for sending; its state is below.")
-                % {"number": invoice.number},
-            )
+        if message:
+            if message.send_after:
+                text = _(
+                    "Invoice %(number)s will be sent at %(when)s; until then you can cancel it "
+                    "on its message's page."
+                ) % {"number": invoice.number, "when": _when(message.send_after)}
+            else:
+                text = _("Invoice %(number)s is queued for sending; its state is below.") % {
+                    "number": invoice.number
+                }
+            messages.success(request, text)
             return redirect("invoices:invoice", pk=invoice.pk)
     return render(
         request,
@@ -287,12 +316,15 @@ def composer_sender(*, user) -> tuple[SenderConfig | None, str | None]:
         return None, str(error.message)
 
 
-def composer_send(form, send: Callable[..., object]) -> tuple[bool, str | None]:
-    """Call `send` (a service queueing one mail) with a valid composer form's mail fields:
-    (True, None) once queued, else False with the refusal on the form's field (or above it)
-    or, when the user's sender cannot send, its explanation."""
+def composer_send(form, send: Callable[..., object]) -> tuple[object | None, str | None]:
+    """Call `send` (a service queueing one mail) with a valid composer form's mail fields and
+    its "send at": (the message, None) once queued, else None with the refusal on the form's
+    field (or above it) or, when the user's sender cannot send, its explanation."""
     try:
-        send(**{name: form.cleaned_data[name] for name in COMPOSER_MAIL_FIELDS})
+        message = send(
+            **{name: form.cleaned_data[name] for name in COMPOSER_MAIL_FIELDS},
+            send_after=form.cleaned_data["send_at"],
+        )
     except SenderConfigError as error:
         return False, str(error.message)
     except TooManyRecipients as error:
@@ -306,8 +338,8 @@ def composer_send(form, send: Callable[..., object]) -> tuple[bool, str | None]:
         else:
             form.add_error(None, error.messages)
     else:
-        return True, None
-    return False, None
+        return message, None
+    return None, None
 
 
 def composer_context(*, form, sender, sender_error, customer: Customer) -> dict:
@@ -570,12 +602,16 @@ def letter_send(request: HttpRequest, pk: int) -> HttpResponse:
     if not customer_ids:
         messages.error(request, _("Select the customers to send the letter to first."))
         return redirect(back)
+    send_after, refused = _send_at(request, back)
+    if refused:
+        return refused
     try:
         job = letters_send(
             user=request.user,
             letter=letter,
             customer_ids=customer_ids,
             include_bounced=request.POST.get("include_bounced") == "on",
+            send_after=send_after,
         )
     except MassMailingLocked as locked:
         messages.error(request, locked.message)

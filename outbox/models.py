@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
@@ -47,6 +48,8 @@ class BulkJob(models.Model):
     # The resolved sender at the click (SenderConfig.to_snapshot(): never a secret).
     sender = models.JSONField(null=True, blank=True)
     options = models.JSONField(default=dict, blank=True)  # the kind's choices at the click
+    # "Send at" (issue 12, item 6): every message of the job is held until then.
+    send_after = models.DateTimeField(_("scheduled for"), null=True, blank=True)
     created_at = models.DateTimeField(_("started"), auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -58,6 +61,15 @@ class BulkJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"
+
+    @property
+    def is_held(self) -> bool:
+        """Running and waiting for its "send at" time."""
+        return (
+            self.state == JobState.RUNNING
+            and self.send_after is not None
+            and self.send_after > timezone.now()
+        )
 
 
 class OutgoingMessage(models.Model):
@@ -92,6 +104,9 @@ class OutgoingMessage(models.Model):
     explanation = models.CharField(_("explanation"), max_length=60, blank=True)
     explanation_params = models.JSONField(default=dict, blank=True)
     possibly_duplicated = models.BooleanField(_("possibly sent twice"), default=False)
+    # "Send at" (issue 12, item 6): the worker's claim refuses the message before this time, so
+    # no task, sweep or second worker can send it early (outbox.services._deliver).
+    send_after = models.DateTimeField(_("scheduled for"), null=True, blank=True)
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     claimed_at = models.DateTimeField(_("picked up for sending"), null=True, blank=True)
@@ -119,6 +134,7 @@ class OutgoingMessage(models.Model):
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["related_type", "related_id"]),
             models.Index(fields=["job", "state"]),
+            models.Index(fields=["state", "send_after"]),
         ]
 
     def __str__(self) -> str:
@@ -135,6 +151,15 @@ class OutgoingMessage(models.Model):
         if isinstance(customer, models.Model):
             labels.append(f"{capfirst(customer._meta.verbose_name)} {customer}")
         return labels
+
+    @property
+    def is_held(self) -> bool:
+        """Queued and waiting for its "send at" time."""
+        return (
+            self.state == MessageState.QUEUED
+            and self.send_after is not None
+            and self.send_after > timezone.now()
+        )
 
     @property
     def is_final(self) -> bool:

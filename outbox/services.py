@@ -6,7 +6,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -79,8 +79,12 @@ def outbox_enqueue(
     sender: SenderConfig | None = None,
     purpose: str = "",
     extra_headers: dict[str, str] | None = None,
+    send_after: datetime | None = None,
 ) -> OutgoingMessage:
     """Record a mail from `user` and hand its id to the worker once the row is committed.
+
+    `send_after` ("send at", checked by the caller with send_after_clean) holds the mail until
+    then; a time already past sends it now (a job built after its time, for instance).
 
     Every path that sends mail comes through here, so the limits are enforced here (issue 11,
     item 4): at most MAX_RECIPIENTS_PER_MESSAGE recipients, the relay's limits per user and
@@ -126,6 +130,7 @@ def outbox_enqueue(
         body_text=body_text,
         body_html=body_html,
         extra_headers=extra_headers,
+        send_after=send_after if send_after and send_after > timezone.now() else None,
     )
     for filename, content, content_type in attachments:
         attachment = Attachment(message=message, filename=filename, content_type=content_type)
@@ -147,6 +152,34 @@ def _storage_name(filename: str) -> str:
     storage might read differently; the storage adds a random suffix."""
     extension = re.sub(r"[^A-Za-z0-9]", "", os.path.splitext(filename)[1])[:10]
     return f"attachment.{extension}" if extension else "attachment"
+
+
+def send_after_clean(value: datetime | None) -> datetime | None:
+    """A "send at" time a user gave, checked: None for "now", or a ValidationError saying why
+    (in the active language).
+
+    A time up to a minute past is "now" (the form took a while to fill in) and gives None; one
+    further back is refused, as is one beyond SEND_LATER_MAX_DAYS: a message is not held for
+    ever, and nobody parks mail (and the sending slots it took at enqueue) years ahead.
+    """
+    if value is None:
+        return None
+    now = timezone.now()
+    if value < now - timedelta(minutes=1):
+        raise ValidationError(
+            _(
+                "This time has already passed. Choose a later time, or leave the field empty "
+                "to send now."
+            ),
+            code="send_at_past",
+        )
+    if value > now + timedelta(days=settings.SEND_LATER_MAX_DAYS):
+        raise ValidationError(
+            _("A message can be held for at most %(days)s days. Choose an earlier time.")
+            % {"days": settings.SEND_LATER_MAX_DAYS},
+            code="send_at_too_far",
+        )
+    return value if value > now else None
 
 
 PURPOSE_LIMITS = {
@@ -228,10 +261,39 @@ def _has_line_break(subject: str) -> bool:
     return any(c in text for c in "\r\n" for text in (subject, shown))
 
 
+def _dispatch_options(send_after: datetime | None) -> dict | None:
+    """How to hand a message held until `send_after` to the worker: at once ({}), with an eta
+    (a short hold), or not now (None) for a long hold: the sweeper dispatches it when its time
+    has come (outbox_sweep). A long eta is avoided on purpose: on Redis a task not acknowledged
+    within the visibility timeout (1 h by default) is delivered again, over and over until its
+    eta; harmless (the claim refuses a message before its time, and only one claim wins), but
+    a pile of duplicates. A task with an eta lives in a worker's memory; if it is lost (a worker
+    killed, the filesystem broker emptied) the sweeper dispatches the message all the same.
+    """
+    if send_after is None:
+        return {}
+    delay = (send_after - timezone.now()).total_seconds()
+    if delay <= 0:
+        return {}
+    if delay > settings.SEND_LATER_ETA_MAX_SECONDS:
+        return None
+    return {"eta": send_after}
+
+
 def _enqueue_on_commit(message_pk: int) -> None:
+    """Once the transaction commits, hand the message to the worker: at once, or as its
+    committed "send at" says (_dispatch_options)."""
     from .tasks import send_message  # tasks import services
 
-    transaction.on_commit(lambda: send_message.delay(message_pk))
+    def dispatch() -> None:
+        held = OutgoingMessage.objects.filter(pk=message_pk).values_list("send_after", flat=True)
+        options = _dispatch_options(held.first())
+        if options == {}:
+            send_message.delay(message_pk)
+        elif options is not None:
+            send_message.apply_async((message_pk,), **options)
+
+    transaction.on_commit(dispatch)
 
 
 DEFERRED = "deferred"
@@ -297,7 +359,13 @@ class _Connections:
 
 def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError | None]:
     now = timezone.now()
-    claimed = OutgoingMessage.objects.filter(pk=message_id, state=MessageState.QUEUED).update(
+    # Only a queued message whose time has come: a task early for a held message (a duplicate,
+    # a redelivery, a sweep, a second worker) claims nothing and sends nothing.
+    claimed = OutgoingMessage.objects.filter(
+        models.Q(send_after__isnull=True) | models.Q(send_after__lte=now),
+        pk=message_id,
+        state=MessageState.QUEUED,
+    ).update(
         state=MessageState.SENDING,
         claimed_at=now,
         attempts=models.F("attempts") + 1,
@@ -419,7 +487,12 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
       gone out; it is queued again, marked "possibly sent twice", with an Event.
     - Queued messages untouched as long: their task was lost with the worker (a filesystem
       broker, a Redis restart); they are dispatched again. A duplicate task is harmless: only
-      one claim per message can succeed.
+      one claim per message can succeed. A message held for later ("send at") is not lost:
+      it is left alone until its time.
+    - Held messages whose time has come and that nobody touched since (no claim yet): their
+      task had too long a hold for an eta (_dispatch_options), or was lost; they are
+      dispatched, and marked touched, so the next sweep leaves them to the rule above. A
+      held message thus goes within one sweep interval (OUTBOX_SWEEP_SECONDS) of its time.
     - Jobs whose messages are still being built, untouched as long: the building task died;
       it is started again and goes on where it stopped.
     - Limit counters (outbox.limits) of windows long past are deleted.
@@ -441,33 +514,53 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
                 continue
             _duplicate_risk_event(message)
         returned.append(message.pk)
+    now = timezone.now()
+    due = models.Q(send_after__isnull=True) | models.Q(send_after__lte=now)
     lost = returned + list(
-        OutgoingMessage.objects.filter(state=MessageState.QUEUED, updated_at__lte=limit)
+        OutgoingMessage.objects.filter(due, state=MessageState.QUEUED, updated_at__lte=limit)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
+    untouched = OutgoingMessage.objects.filter(
+        state=MessageState.QUEUED, send_after__lte=now, updated_at__lt=models.F("send_after")
+    )
+    came_due = list(untouched.order_by("pk").values_list("pk", flat=True))
+    untouched.filter(pk__in=came_due).update(updated_at=now)
+    lost += [pk for pk in came_due if pk not in set(lost)]
     batches_dispatch(message_ids=lost)
     stalled = list(BulkJob.objects.filter(prepared=False, updated_at__lte=limit))
     for job in stalled:
         bulk_job_prepare_dispatch(job=job)
     limits.limits_forget_old()
-    return {"returned": len(returned), "redispatched": len(lost), "restarted_jobs": len(stalled)}
+    return {
+        "returned": len(returned),
+        "redispatched": len(lost),
+        "came_due": len(came_due),
+        "restarted_jobs": len(stalled),
+    }
 
 
 # -- bulk jobs ---------------------------------------------------------------------------------
 def bulk_job_dispatch(*, job: BulkJob) -> int:
     """Hand the job's queued messages to the workers in batches of BULK_BATCH_SIZE ids."""
     ids = job.messages.filter(state=MessageState.QUEUED).order_by("pk").values_list("pk", flat=True)
-    return batches_dispatch(message_ids=list(ids))
+    return batches_dispatch(message_ids=list(ids), send_after=job.send_after)
 
 
-def batches_dispatch(*, message_ids: list[int]) -> int:
-    """Once the transaction commits, hand these ids to the workers, BULK_BATCH_SIZE a task."""
+def batches_dispatch(*, message_ids: list[int], send_after: datetime | None = None) -> int:
+    """Once the transaction commits, hand these ids to the workers, BULK_BATCH_SIZE a task;
+    messages held until `send_after` as _dispatch_options says (an eta, or the sweeper)."""
     from .tasks import send_batch
 
+    options = _dispatch_options(send_after)
+    if options is None:
+        return 0
     size = settings.BULK_BATCH_SIZE
     batches = [message_ids[i : i + size] for i in range(0, len(message_ids), size)]
-    transaction.on_commit(lambda: [send_batch.delay(batch) for batch in batches])
+    if options:
+        transaction.on_commit(lambda: [send_batch.apply_async((b,), **options) for b in batches])
+    else:
+        transaction.on_commit(lambda: [send_batch.delay(batch) for batch in batches])
     return len(batches)
 
 
@@ -525,7 +618,9 @@ def bulk_job_progress(*, job: BulkJob) -> dict:
             state=JobState.FINISHED, finished_at=now
         ):
             job.state, job.finished_at = JobState.FINISHED, now
-    elapsed = ((job.finished_at or timezone.now()) - job.created_at).total_seconds()
+    # A job held for later ("send at") starts sending at its time, not at the click.
+    started = max(job.created_at, job.send_after) if job.send_after else job.created_at
+    elapsed = max(((job.finished_at or timezone.now()) - started).total_seconds(), 0.0)
     rate = (sent + failed) / elapsed if elapsed > 0 else 0.0
     done = sent + failed + cancelled
     return {

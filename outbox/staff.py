@@ -47,18 +47,23 @@ def outbox_message_retry(*, message: OutgoingMessage) -> None:
     _enqueue_on_commit(message.pk)
 
 
+@transaction.atomic
 def outbox_message_send_now(*, message: OutgoingMessage) -> None:
-    """Hand a queued message to the worker now (e.g. one waiting for its next retry). A task
-    already on its way for it finds it claimed and skips it."""
-    if not OutgoingMessage.objects.filter(pk=message.pk, state=MessageState.QUEUED).exists():
+    """Hand a queued message to the worker now (e.g. one waiting for its next retry, or one
+    held for later: "now" is its meaning, so its "send at" is cleared). A task already on its
+    way for it finds it claimed and skips it."""
+    if not OutgoingMessage.objects.filter(pk=message.pk, state=MessageState.QUEUED).update(
+        send_after=None, updated_at=timezone.now()
+    ):
         raise StaffActionRefused(_("Only a queued message can be sent now."))
-    with transaction.atomic():
-        _enqueue_on_commit(message.pk)
+    _enqueue_on_commit(message.pk)
 
 
 @transaction.atomic
 def outbox_message_cancel(*, message: OutgoingMessage) -> None:
-    """Cancel a queued message. One being sent is not cancelled: the server may have it."""
+    """Cancel a queued message (staff, or its owner from the message page, e.g. one held for
+    later). One being sent is not cancelled: the server may have it. An invoice's message
+    cancelled gives the invoice back (unsent: invoices.signals)."""
     cancelled = OutgoingMessage.objects.filter(pk=message.pk, state=MessageState.QUEUED).update(
         state=MessageState.CANCELLED, updated_at=timezone.now()
     )

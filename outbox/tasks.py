@@ -26,5 +26,6 @@ def send_batch(message_ids: list[int]) -> dict[str, int]:
 
 @shared_task
 def sweep() -> int:
-    """Periodic (beat): return claims abandoned by a worker that died mid-send."""
+    """Periodic (beat): return claims abandoned by a worker that died mid-send, dispatch lost
+    tasks and held messages whose time has come."""
     return outbox_sweep()

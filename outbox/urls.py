@@ -10,6 +10,7 @@ urlpatterns = [
     path("events/", views.events, name="events"),
     path("outbox/<int:pk>/", views.message_status, name="message"),
     path("outbox/<int:pk>/status/", views.message_status_json, name="message_status"),
+    path("outbox/<int:pk>/cancel/", views.message_cancel, name="message_cancel"),
     path("outbox/test-email/", views.test_email, name="test_email"),
     path("dev/mail/", views.mail_catcher, name="catcher"),
     path("dev/mail/status/", views.mail_catcher_status, name="catcher_status"),

@@ -30,7 +30,7 @@ from smtp_settings.selectors import company_get
 
 from .catcher import caught_messages, caught_version
 from .forms import OutboxFilterForm
-from .models import OutgoingMessage
+from .models import MessageState, OutgoingMessage
 from .selectors import events_visible_to, message_visible_to, outbox_messages_filtered
 from .services import outbox_enqueue
 from .staff import (
@@ -75,8 +75,25 @@ def message_status(request: HttpRequest, pk: int) -> HttpResponse:
             "message": message,
             "explanation": explanation if message.explanation else None,
             "version": _message_version(message),
+            "can_cancel": message.user_id == request.user.pk
+            and message.state == MessageState.QUEUED,
         },
     )
+
+
+@require_POST
+@login_required
+def message_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The sender cancels their own queued message, e.g. one held for later (issue 12, item 6);
+    an invoice's message cancelled gives the invoice back. Anyone else's message: 404."""
+    message = get_object_or_404(OutgoingMessage, pk=pk, user=request.user)
+    try:
+        outbox_message_cancel(message=message)
+    except StaffActionRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.success(request, _("The message was cancelled; it will not be sent."))
+    return redirect("outbox:message", pk=pk)
 
 
 @require_GET

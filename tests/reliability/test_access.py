@@ -338,6 +338,13 @@ EXPECT: dict[str, Expect] = {
         get=OWN_OR_STAFF_200, post=ALL_405, kwargs=lambda w: {"pk": w.message.pk}
     ),
     "outbox:test_email": Expect(get=ALL_405, post=_users("302")),
+    # The sender's own cancel (issue 12, item 6): anyone else, staff too, gets 404 here (staff
+    # cancel from the staff outbox). A's message is sent: the refusal is explained, back to it.
+    "outbox:message_cancel": Expect(
+        get=ALL_405,
+        post=_same(anonymous="login", A="302", B="404", staff="404", admin="404"),
+        kwargs=lambda w: {"pk": w.message.pk},
+    ),
     # Staff only (issue 11: it shows everyone's mail), and then only with DEBUG on.
     "outbox:catcher": Expect(
         get=STAFF_ONLY_200 | {"staff": "404", "admin": "404"},
