@@ -230,3 +230,49 @@ def test_a_single_invoice_sent_with_the_composer_in_reply_to_mode_bounces_onto_t
     [event] = Event.objects.filter(message=message, kind=EventKind.BOUNCED)
     assert event.explanation == "recipient_unknown"
     assert rejecting_mx.messages == []
+
+
+@pytest.mark.browser
+@pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
+def test_in_the_browser_a_reply_to_invoice_sent_with_the_composer_turns_bounced_with_the_reason(
+    postfix, listener, relay_is_postfix, rejecting_mx, reply_to_user, chromium, live_server
+):
+    """Issue 12, done when, as a user sees it: a Directo-Reply-to user opens the invoice in
+    Chromium, sends it with the composer to an address its server refuses, and after Postfix's
+    DSN came back the same invoice page says "bounced" with the reason in their language. The
+    send itself runs in this process (as above), so the relay and the event domain are ours."""
+    from tests.test_browser import TIMEOUT_MS, _login
+
+    customer = invoice_factories.customer("Kowalski", emails=[REFUSED], language="en")
+    invoice = invoice_factories.invoice("FV/77/2026", customer=customer)
+    context = chromium.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        _login(page, live_server.url, reply_to_user.code)
+        page.goto(f"{live_server.url}/invoices/{invoice.pk}/")
+        with page.expect_navigation():
+            page.get_by_role("link", name="Send by e-mail").click()
+        assert page.get_by_label("To", exact=True).input_value() == REFUSED
+        with page.expect_navigation():
+            page.get_by_role("button", name="Send").click()
+        [message] = OutgoingMessage.objects.all()
+        assert outbox_send(message_id=message.pk) == MessageState.SENT
+        page.reload()
+        assert page.locator("tr.history-row .message-state").first.inner_text().startswith("sent")
+
+        [mail] = _wait_for_inbound()
+        assert (mail.state, mail.message) == (IntakeState.BOUNCED, message)
+        page.reload()
+        state = page.locator("tr.history-row .message-state").first
+        assert state.locator(".state-bounced").inner_text() == "bounced"
+        with translation.override("en"):
+            reason = explain("recipient_unknown")["title"]
+        assert reason in page.locator("body").inner_text()
+        assert page.locator("dd.send-state").inner_text().startswith("bounced")
+    finally:
+        context.close()
+    invoice.refresh_from_db()
+    assert invoice.send_state == SendState.BOUNCED
+    assert list(Customer.objects.get(pk=customer.pk).bounced_emails) == [REFUSED]
+    assert rejecting_mx.messages == []

@@ -286,7 +286,7 @@ def test_extra_headers_outside_the_allow_list_or_with_a_line_break_are_refused(h
     assert not OutgoingMessage.objects.exists()
     # A row changed behind the service's back is never built either: it fails, named.
     message = outbox_enqueue(user=user, to=["a@b.example"], subject="S", body_text="B")
-    if connection.vendor == "postgresql" and "\x00" in str(headers):
+    if connection.vendor == "postgresql" and any("\x00" in str(v) for v in headers.values()):
         # PostgreSQL cannot even store a NUL in JSON: the row can't be changed that way at all.
         with pytest.raises(DataError), transaction.atomic():
             OutgoingMessage.objects.filter(pk=message.pk).update(extra_headers=headers)
