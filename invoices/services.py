@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from accounts.models import User
+from directo_mail.faults import fault_point
 from directo_mail.placeholders import TemplateError
 from mail_templates.selectors import mail_template_error_text
 from outbox.attachments import uploaded_attachments
@@ -143,6 +144,7 @@ def invoices_job_prepare(*, job_id: int) -> int:
             .select_related("customer")[: settings.BULK_BATCH_SIZE]
         )
         if not chunk:
+            fault_point("prepare.before_prepared")
             with transaction.atomic():
                 job = BulkJob.objects.select_for_update().get(pk=job_id)
                 BulkJob.objects.filter(pk=job.pk).update(prepared=True, updated_at=timezone.now())
@@ -150,6 +152,7 @@ def invoices_job_prepare(*, job_id: int) -> int:
             return built
         drafts = [_invoice_draft(invoice, job=job, seller=seller) for invoice in chunk]
         sender = SenderConfig.from_snapshot(job.sender)
+        fault_point("prepare.chunk_rendered")
         with transaction.atomic():
             job = BulkJob.objects.select_for_update().get(pk=job_id)
             if job.state == JobState.RUNNING:
@@ -166,6 +169,7 @@ def invoices_job_prepare(*, job_id: int) -> int:
                 BulkJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
                 batches_dispatch(message_ids=ids, send_after=job.send_after)
                 built += len(ids)
+        fault_point("prepare.chunk_written")
         last_pk = chunk[-1].pk
 
 

@@ -1,12 +1,19 @@
 """Keep an invoice's send state in step with its message (outbox.signals)."""
 
 from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models.functions import Cast
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from outbox.models import MessageState, OutgoingMessage
-from outbox.signals import message_bounced, message_retry_requested, message_state_changed
+from outbox.signals import (
+    message_bounced,
+    message_retry_requested,
+    message_state_changed,
+    sweep_reconcile,
+)
 from outbox.staff import StaffActionRefused
 
 from .models import Customer, Invoice, SendState
@@ -86,3 +93,41 @@ def invoice_claimed_by_retry(sender, *, message: OutgoingMessage, **kwargs) -> N
                 "is not retried: the invoice would go twice."
             )
         )
+
+
+@receiver(sweep_reconcile, sender=OutgoingMessage)
+def invoices_reconcile(sender, **kwargs) -> int:
+    """Invoices still "sending" (queued) although their message ended: given that message's
+    state. Since the message's final state and the invoice's commit together
+    (outbox.services._deliver, _fail) no crash leaves such a pair; this repairs any older one
+    and anything written behind the services' back. An invoice claimed by a job still being
+    built, or whose last message is not its claim's (another job's), is left alone; each
+    repair is one conditional UPDATE on the state it read, so a new claim is never undone."""
+    about = OutgoingMessage.objects.filter(
+        related_type=ContentType.objects.get_for_model(Invoice),
+        related_id=Cast(models.OuterRef("pk"), models.CharField()),
+    )
+    last = about.order_by("-pk")
+    stuck = (
+        Invoice.objects.filter(send_state=SendState.QUEUED)
+        .filter(models.Q(job__isnull=True) | models.Q(job__prepared=True))
+        .exclude(models.Exists(about.filter(state__in=(MessageState.QUEUED, MessageState.SENDING))))
+        .annotate(
+            last_state=models.Subquery(last.values("state")[:1]),
+            last_job=models.Subquery(last.values("job_id")[:1]),
+            last_sent_at=models.Subquery(last.values("sent_at")[:1]),
+        )
+        .filter(last_state__in=list(_STATES))
+        .values_list("pk", "job_id", "last_state", "last_job", "last_sent_at")
+    )
+    repaired = 0
+    for pk, job_id, state, message_job_id, sent_at in stuck:
+        if job_id != message_job_id:
+            continue
+        fields = {"send_state": _STATES[state]}
+        if state == MessageState.SENT:
+            fields["sent_at"] = sent_at
+        repaired += Invoice.objects.filter(pk=pk, send_state=SendState.QUEUED, job=job_id).update(
+            **fields
+        )
+    return repaired

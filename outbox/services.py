@@ -19,6 +19,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import User, header_text
+from directo_mail.faults import fault_point
 from smtp_settings.crypto import SecretDecryptionError
 from smtp_settings.errors import PermanentSendError, SendError, TransientSendError
 from smtp_settings.resolve import SenderConfig, SenderConfigError, TransportKind
@@ -43,7 +44,7 @@ from .models import (
     MessageState,
     OutgoingMessage,
 )
-from .signals import message_state_changed
+from .signals import message_state_changed, sweep_reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -330,11 +331,7 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
                 attempts = OutgoingMessage.objects.get(pk=message_id).attempts
                 send_message.apply_async((message_id,), countdown=retry_delay(attempts))
             counts[state] = counts.get(state, 0) + 1
-    for job in BulkJob.objects.filter(
-        messages__pk__in=message_ids, state=JobState.RUNNING
-    ).distinct():
-        bulk_job_progress(job=job)  # marks it finished when this was its last batch
-    return counts
+    return counts  # the job is finished by whoever ends its last message (_job_finish_after)
 
 
 class _Connections:
@@ -373,6 +370,7 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
     )
     if not claimed:
         return "skipped", None
+    fault_point("deliver.claimed")
     message = OutgoingMessage.objects.select_related("user").get(pk=message_id)
     sender = SenderConfig.from_snapshot(message.sender)
     try:
@@ -398,17 +396,31 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
         # A bug, not the server: fail visibly rather than leave the row "sending" for ever.
         logger.exception("message %s: unexpected error while sending", message.pk)
         return _fail(message, PermanentSendError("", explanation="generic")), None
-    OutgoingMessage.objects.filter(pk=message.pk).update(
-        state=MessageState.SENT,
-        sent_at=timezone.now(),
-        last_reply=reply,
-        explanation="",
-        explanation_params={},
-        updated_at=timezone.now(),
-    )
+    fault_point("deliver.accepted")
+    # The message's final state and what follows it (the invoice: invoices.signals) commit
+    # together, so a crash can never leave one without the other.
+    with transaction.atomic():
+        OutgoingMessage.objects.filter(pk=message.pk).update(
+            state=MessageState.SENT,
+            sent_at=timezone.now(),
+            last_reply=reply,
+            explanation="",
+            explanation_params={},
+            updated_at=timezone.now(),
+        )
+        message_state_changed.send(OutgoingMessage, message=message, state=MessageState.SENT)
     logger.info("message %s sent: %s", message.pk, reply)
-    message_state_changed.send(OutgoingMessage, message=message, state=MessageState.SENT)
+    fault_point("deliver.recorded")
+    _job_finish_after(message)
     return MessageState.SENT, None
+
+
+def _job_finish_after(message: OutgoingMessage) -> None:
+    """After a message of a job went final (and committed): finish the job if that was its
+    last one. Checked after the commit, so of two workers ending the last two messages at once
+    the later commit sees both; a crash right before it is repaired by the sweep."""
+    if message.job_id:
+        bulk_job_finish_if_done(job_id=message.job_id)
 
 
 def _flag_possibly_duplicated(message: OutgoingMessage) -> None:
@@ -454,9 +466,12 @@ def _record(message: OutgoingMessage, error: SendError, *, state: str, kind: str
 
 
 def _fail(message: OutgoingMessage, error: SendError) -> str:
-    _record(message, error, state=MessageState.FAILED, kind=EventKind.SEND_FAILED)
+    with transaction.atomic():  # the failure, its Event and the invoice's "failed" together
+        _record(message, error, state=MessageState.FAILED, kind=EventKind.SEND_FAILED)
+        message_state_changed.send(OutgoingMessage, message=message, state=MessageState.FAILED)
     logger.warning("message %s failed (%s): %s", message.pk, error.explanation, error.reply or "-")
-    message_state_changed.send(OutgoingMessage, message=message, state=MessageState.FAILED)
+    fault_point("deliver.failed_recorded")
+    _job_finish_after(message)  # (while a job is being built, it is not prepared: a no-op)
     return MessageState.FAILED
 
 
@@ -495,6 +510,9 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
       held message thus goes within one sweep interval (OUTBOX_SWEEP_SECONDS) of its time.
     - Jobs whose messages are still being built, untouched as long: the building task died;
       it is started again and goes on where it stopped.
+    - Jobs with nothing left to send that are still running (a crash right after their last
+      message): finished, at the time of that message; and, through `sweep_reconcile`, what
+      other apps keep in step with a message (invoices.signals).
     - Limit counters (outbox.limits) of windows long past are deleted.
     """
     stuck_after = (
@@ -531,12 +549,28 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     stalled = list(BulkJob.objects.filter(prepared=False, updated_at__lte=limit))
     for job in stalled:
         bulk_job_prepare_dispatch(job=job)
+    # Jobs whose last message ended but which nobody finished (a crash right after it).
+    still_open = OutgoingMessage.objects.filter(
+        job_id=models.OuterRef("pk"), state__in=(MessageState.QUEUED, MessageState.SENDING)
+    )
+    finished = 0
+    for job_id in (
+        BulkJob.objects.filter(state=JobState.RUNNING, prepared=True)
+        .exclude(models.Exists(still_open))
+        .values_list("pk", flat=True)
+    ):
+        finished += bulk_job_finish_if_done(job_id=job_id, at=_last_change(job_id))
+    reconciled = sum(
+        result or 0 for _receiver, result in sweep_reconcile.send(sender=OutgoingMessage)
+    )
     limits.limits_forget_old()
     return {
         "returned": len(returned),
         "redispatched": len(lost),
         "came_due": len(came_due),
         "restarted_jobs": len(stalled),
+        "finished_jobs": finished,
+        "reconciled": reconciled,
     }
 
 
@@ -557,10 +591,13 @@ def batches_dispatch(*, message_ids: list[int], send_after: datetime | None = No
         return 0
     size = settings.BULK_BATCH_SIZE
     batches = [message_ids[i : i + size] for i in range(0, len(message_ids), size)]
-    if options:
-        transaction.on_commit(lambda: [send_batch.apply_async((b,), **options) for b in batches])
-    else:
-        transaction.on_commit(lambda: [send_batch.delay(batch) for batch in batches])
+
+    def dispatch() -> None:
+        fault_point("dispatch.committed")  # the rows committed, their tasks not yet sent
+        for batch in batches:
+            send_batch.apply_async((batch,), **options)
+
+    transaction.on_commit(dispatch)
     return len(batches)
 
 
@@ -596,6 +633,26 @@ def bulk_job_requeue(*, job: BulkJob, message_ids: list[int]) -> int:
     return count
 
 
+def bulk_job_finish_if_done(*, job_id: int, at: datetime | None = None) -> bool:
+    """Mark the job finished if it is running, fully built and has no message queued or being
+    sent: one conditional UPDATE, so any number of workers may call it at once."""
+    still_open = OutgoingMessage.objects.filter(
+        job_id=models.OuterRef("pk"), state__in=(MessageState.QUEUED, MessageState.SENDING)
+    )
+    return bool(
+        BulkJob.objects.filter(pk=job_id, state=JobState.RUNNING, prepared=True)
+        .exclude(models.Exists(still_open))
+        .update(state=JobState.FINISHED, finished_at=at or timezone.now())
+    )
+
+
+def _last_change(job_id: int) -> datetime | None:
+    """When the job's last message changed state (its end, for a job found finished late)."""
+    return OutgoingMessage.objects.filter(job_id=job_id).aggregate(at=models.Max("updated_at"))[
+        "at"
+    ]
+
+
 def bulk_job_progress(*, job: BulkJob) -> dict:
     """Counts, rate and time left of a job; marks it finished once nothing is left to send."""
     counts = dict(
@@ -612,12 +669,14 @@ def bulk_job_progress(*, job: BulkJob) -> dict:
         cancelled += unbuilt
     else:
         remaining += unbuilt
-    if remaining == 0 and job.state == JobState.RUNNING:
-        now = timezone.now()
-        if BulkJob.objects.filter(pk=job.pk, state=JobState.RUNNING).update(
-            state=JobState.FINISHED, finished_at=now
-        ):
-            job.state, job.finished_at = JobState.FINISHED, now
+    # Nothing left, but nobody finished it (a crash after its last message): finish it now, at
+    # the time its last message ended, not at this reading.
+    if (
+        remaining == 0
+        and job.state == JobState.RUNNING
+        and bulk_job_finish_if_done(job_id=job.pk, at=_last_change(job.pk))
+    ):
+        job.refresh_from_db(fields=["state", "finished_at"])
     # A job held for later ("send at") starts sending at its time, not at the click.
     started = max(job.created_at, job.send_after) if job.send_after else job.created_at
     elapsed = max(((job.finished_at or timezone.now()) - started).total_seconds(), 0.0)

@@ -15,3 +15,9 @@ message_bounced = Signal()
 # business object sent again meanwhile (by another message) raises outbox.staff
 # StaffActionRefused, which rolls the retry back, so the object never goes twice.
 message_retry_requested = Signal()
+
+# Sent by every sweep (outbox_sweep), outside any transaction: sender=OutgoingMessage. A
+# receiver repairs what should follow a message's final state and does not (e.g. an invoice
+# still "sending" although its message ended, left by a crash between two commits) and
+# returns how many rows it repaired.
+sweep_reconcile = Signal()

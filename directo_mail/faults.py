@@ -1,0 +1,37 @@
+"""Named crash points for the fault harness (issue 13, tests/reliability/test_kill_points.py).
+
+`fault_point("deliver.sent")` kills this process with SIGKILL, as a power cut or the OOM
+killer would, when the environment variable DIRECTO_FAULT names that point; with
+DIRECTO_FAULT_AT=N only on its Nth pass (default 1). Nothing happens unless the variable is set:
+it is read from the process's own environment, which only whoever starts the worker controls
+(no request, task or setting can set it), so it is no lever for an attacker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_passes: dict[str, int] = {}
+
+# Every point, in the order a mail meets them; the harness kills at each one.
+POINTS = (
+    "prepare.chunk_rendered",  # a chunk's PDFs and bodies made, nothing of it written yet
+    "prepare.chunk_written",  # the chunk's messages committed (and handed to the broker)
+    "dispatch.committed",  # a chunk's (or a click's) rows committed, its tasks not yet sent
+    "prepare.before_prepared",  # every chunk written, the job not yet marked prepared
+    "deliver.claimed",  # the message claimed (queued → sending), nothing sent yet
+    "deliver.accepted",  # the server said 250, nothing recorded yet
+    "deliver.recorded",  # message, invoice and event committed; the job not yet looked at
+    "deliver.failed_recorded",  # a failure committed; the job not yet looked at
+)
+
+
+def fault_point(name: str) -> None:
+    """Die here (SIGKILL) if DIRECTO_FAULT names this point and this is its DIRECTO_FAULT_AT
+    pass. One dictionary lookup when the harness is off."""
+    if os.environ.get("DIRECTO_FAULT") != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] >= int(os.environ.get("DIRECTO_FAULT_AT") or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,122 @@
+"""Issue 13, done when (first part): a SIGKILL at every named step of sending a mail and of
+building a job (directo_mail/faults.py, by fault injection, not by luck) leaves nothing stuck,
+nothing lost and no duplicate unrecorded.
+
+Each case stops the session's worker, starts a job of invoices, and hands it to a worker of its
+own whose environment names one point (DIRECTO_FAULT, with DIRECTO_FAULT_AT: its Nth pass):
+that worker kills itself there with SIGKILL, mid-job. Then, as production would: beat's sweep
+(`outbox_sweep(stuck_after=0)`, what it does once the claim timeout has passed, run while no
+worker is up), the worker up again, and later sweeps. Counted per invoice as in test_faults.py,
+and also "stuck": an invoice still "sending", a message queued or sending, a job still running.
+
+Before the message's final state and the invoice's were one transaction, "deliver.recorded"
+sat between them: the invoice stayed "sending" for ever although its mail was delivered.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+
+from directo_mail.faults import POINTS
+from invoices.models import Invoice, SendState
+from outbox.models import JobState, MessageState, OutgoingMessage
+from outbox.services import outbox_sweep
+from tests.reliability.test_faults import count, received, record, settle, start_job
+from tests.smtp_fixtures import CeleryWorker
+
+AREA = "faults"
+INVOICES = 60
+BATCH = 10  # the faulty worker builds and sends in batches of 10: several chunks and batches
+
+# (point, pass at which the worker dies, invoices its server refuses so that some fail)
+CASES = [
+    ("prepare.chunk_rendered", 2, 0),
+    ("prepare.chunk_written", 2, 0),
+    ("dispatch.committed", 3, 0),
+    ("prepare.before_prepared", 1, 0),
+    ("deliver.claimed", 5, 0),
+    ("deliver.accepted", 5, 0),
+    ("deliver.recorded", 5, 0),
+    ("deliver.recorded", INVOICES, 0),  # right after the job's last message: nobody finishes it
+    ("deliver.failed_recorded", 2, 4),
+]
+
+
+def test_every_point_has_a_case():
+    assert {point for point, _at, _refused in CASES} == set(POINTS)
+
+
+def _stuck(job) -> dict[str, int]:
+    job.refresh_from_db()
+    return {
+        "invoices sending": Invoice.objects.filter(send_state=SendState.QUEUED).count(),
+        "messages open": OutgoingMessage.objects.filter(
+            state__in=(MessageState.QUEUED, MessageState.SENDING)
+        ).count(),
+        "job not finished": int(job.state != JobState.FINISHED or job.finished_at is None),
+    }
+
+
+@pytest.mark.usefixtures("english")
+@pytest.mark.parametrize(("point", "at", "refused"), CASES, ids=lambda v: str(v))
+def test_a_sigkill_at_a_named_point_leaves_nothing_stuck(
+    transactional_db, smtp_servers, celery_worker, figures, tmp_path, point, at, refused
+):
+    server = smtp_servers.plain
+    if refused:
+        server.script("RCPT", "550 5.1.1 No such user here", times=refused)
+    celery_worker.kill()  # the faulty worker alone takes the job's tasks
+    faulty = CeleryWorker(
+        {
+            **celery_worker.env,
+            "DIRECTO_FAULT": point,
+            "DIRECTO_FAULT_AT": str(at),
+            "BULK_BATCH_SIZE": str(BATCH),
+        },
+        tmp_path / "faulty-worker.log",
+        f"faulty-{point}@%h",
+    )
+    started = time.monotonic()
+    try:
+        job = start_job(server, INVOICES, code="KILLED")
+        faulty.start()
+        deadline = time.monotonic() + 60
+        while faulty.process.poll() is None:
+            assert time.monotonic() < deadline, f"never reached {point}:\n{faulty.log_tail()}"
+            time.sleep(0.05)
+        # It died at the point, by SIGKILL (not an error): the case really ran.
+        assert faulty.process.returncode == -signal.SIGKILL, faulty.log_tail()
+        faulty.process = None
+        sweep = outbox_sweep(stuck_after=timedelta(0))  # beat, after the claim timeout
+    finally:
+        faulty.kill()
+        celery_worker.start()
+    received(server, INVOICES - refused, job, quiet=15)
+    settle(job, quiet=10, timeout=120)
+    later = outbox_sweep()  # beat's next round, with the default timeout: live claims kept
+    stuck = _stuck(job)
+    outcome = count(server)
+    name = f"SIGKILL at {point} (pass {at})"
+    record(
+        figures,
+        name,
+        outcome,
+        expect={"delivered": f"= {INVOICES - refused}", "failed with an Event": f"= {refused}"},
+        kills=1,
+    )
+    figures.add(AREA, f"{name}: stuck", sum(stuck.values()), "= 0")
+    figures.add(AREA, f"{name}: seconds", round(time.monotonic() - started, 1))
+    assert stuck == {"invoices sending": 0, "messages open": 0, "job not finished": 0}, (
+        stuck,
+        sweep,
+        later,
+    )
+    assert outcome.lost == 0 and outcome.unrecorded == 0, outcome.examples[:10]
+    assert (outcome.delivered, outcome.failed) == (INVOICES - refused, refused), outcome
+    assert outcome.duplicates <= 1  # only a kill after the server's 250 can cause one
+    assert Invoice.objects.filter(send_state=SendState.SENT).count() == INVOICES - refused
+    assert Invoice.objects.filter(send_state=SendState.FAILED).count() == refused
