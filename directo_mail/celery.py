@@ -3,6 +3,12 @@
 import os
 
 from celery import Celery
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "directo_mail.settings")
 
@@ -10,3 +16,32 @@ app = Celery("directo_mail")
 # https://docs.celeryq.dev/en/stable/django/first-steps-with-django.html
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# Worker leases (outbox.leases): every process that runs tasks holds one. A prefork child gets
+# worker_process_init; a solo (or threads) worker runs tasks in the process that gets
+# worker_ready, which also forgets this host's dead workers and sweeps at once, so a worker
+# restarted after a crash takes their work back without waiting for beat.
+@worker_process_init.connect
+def _child_lease(**kwargs) -> None:
+    from outbox.leases import lease_start
+
+    lease_start()
+
+
+@worker_ready.connect
+def _ready(**kwargs) -> None:
+    from outbox.leases import lease_start, leases_forget_dead_here
+    from outbox.tasks import sweep
+
+    lease_start()
+    if leases_forget_dead_here():
+        sweep.delay()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _lease_end(**kwargs) -> None:
+    from outbox.leases import lease_end
+
+    lease_end()

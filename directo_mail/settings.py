@@ -337,7 +337,14 @@ SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=30.0)
 SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_RETRY_BASE_SECONDS = env.float("SEND_RETRY_BASE_SECONDS", default=30.0)
 # A claim older than this (seconds) is a worker that died mid-send: the sweeper returns it.
+# Only for claims without a worker lease (a process that is no worker: the web, a command);
+# a worker's claims are judged by its lease (outbox.leases).
 SEND_CLAIM_TIMEOUT = env.int("SEND_CLAIM_TIMEOUT", default=600)
+# Worker leases (issue 13): each worker process renews its lease every WORKER_BEAT_SECONDS; a
+# lease without a beat for WORKER_LEASE_SECONDS is a dead process, and the sweep takes back
+# what it held at once. A restarted worker also forgets the dead processes of its own host.
+WORKER_BEAT_SECONDS = env.float("WORKER_BEAT_SECONDS", default=10.0)
+WORKER_LEASE_SECONDS = env.float("WORKER_LEASE_SECONDS", default=45.0)
 # "Send at" (issue 12, item 6): how far ahead a message may be held, in days; holds up to
 # SEND_LATER_ETA_MAX_SECONDS go to the worker with an eta at once (keep it well below Redis'
 # visibility timeout, 1 h by default), longer ones are dispatched by the sweeper when due.

@@ -21,6 +21,7 @@ from directo_mail.faults import fault_point
 from directo_mail.placeholders import TemplateError
 from mail_templates.selectors import mail_template_error_text
 from outbox.attachments import uploaded_attachments
+from outbox.leases import lease_current
 from outbox.limits import TOO_MANY_RECIPIENTS, TooManyRecipients
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import (
@@ -131,6 +132,8 @@ def invoices_job_prepare(*, job_id: int) -> int:
     # A long-lived worker must not trust content type ids it cached once (a test database is
     # flushed and refilled under it); one query a job.
     ContentType.objects.clear_cache()
+    # This worker builds it now: if it dies, the sweep restarts the job once its lease expired.
+    BulkJob.objects.filter(pk=job_id, prepared=False).update(worker=lease_current())
     company = company_get()
     seller = company.name if company else ""
     built = last_pk = 0

@@ -53,6 +53,8 @@ class BulkJob(models.Model):
     created_at = models.DateTimeField(_("started"), auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # The worker process building its messages (WorkerLease.name), "" when none.
+    worker = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         verbose_name = _("bulk job")
@@ -124,6 +126,10 @@ class OutgoingMessage(models.Model):
     job = models.ForeignKey(
         BulkJob, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )
+    # The worker process (WorkerLease.name) that holds it: its task while queued, its claim
+    # while sending; "" when none, or held by a process without a lease (the web, a command).
+    # A holder whose lease expired is dead: the sweep takes the message back at once.
+    worker = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         verbose_name = _("outgoing message")
@@ -247,3 +253,23 @@ class LimitCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} @ {self.window_start:%Y-%m-%d %H:%M}: {self.count}"
+
+
+class WorkerLease(models.Model):
+    """A live worker process: a thread renews `beat_at` every WORKER_BEAT_SECONDS
+    (outbox.leases). Past WORKER_LEASE_SECONDS without a beat the process is dead, and what it
+    held (OutgoingMessage.worker, BulkJob.worker) is taken back by the sweep at once, instead of
+    after SEND_CLAIM_TIMEOUT; a live one is never taken, however long it waits."""
+
+    name = models.CharField(max_length=200, unique=True)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+
+    def __str__(self) -> str:
+        return self.name

@@ -28,6 +28,7 @@ from smtp_settings.transports import Transport, transport_for
 
 from . import limits, ratelimit
 from .attachments import attachments_check
+from .leases import lease_current, leases_forget_old
 from .message import (
     build_message,
     envelope_for,
@@ -43,6 +44,7 @@ from .models import (
     JobState,
     MessageState,
     OutgoingMessage,
+    WorkerLease,
 )
 from .signals import message_state_changed, sweep_reconcile
 
@@ -324,6 +326,14 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
     from .tasks import send_message
 
     counts: dict[str, int] = {}
+    # The batch's messages are this worker's now: if it dies, the sweep knows at once (by its
+    # lease) that they wait for nobody, instead of after SEND_CLAIM_TIMEOUT.
+    if worker := lease_current():
+        OutgoingMessage.objects.filter(
+            models.Q(send_after__isnull=True) | models.Q(send_after__lte=timezone.now()),
+            pk__in=message_ids,
+            state=MessageState.QUEUED,
+        ).update(worker=worker)
     with _Connections() as connections:
         for message_id in message_ids:
             state, _error = _deliver(message_id, connections)
@@ -355,27 +365,42 @@ class _Connections:
 
 
 def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError | None]:
-    now = timezone.now()
     # Only a queued message whose time has come: a task early for a held message (a duplicate,
     # a redelivery, a sweep, a second worker) claims nothing and sends nothing.
+    def due() -> models.Q:
+        return models.Q(send_after__isnull=True) | models.Q(send_after__lte=timezone.now())
+
+    message = (
+        OutgoingMessage.objects.select_related("user")
+        .filter(due(), pk=message_id, state=MessageState.QUEUED)
+        .first()
+    )
+    if message is None:
+        return "skipped", None
+    sender = SenderConfig.from_snapshot(message.sender)
+    # The sender's turn (its rate limit, a server's "slow down") is waited for before the claim:
+    # a waiting message holds no claim, so the sweep never takes it for a dead one.
+    ratelimit.wait_for_turn(sender)
+    now = timezone.now()
     claimed = OutgoingMessage.objects.filter(
-        models.Q(send_after__isnull=True) | models.Q(send_after__lte=now),
-        pk=message_id,
-        state=MessageState.QUEUED,
+        due(), pk=message_id, state=MessageState.QUEUED
     ).update(
         state=MessageState.SENDING,
         claimed_at=now,
+        worker=lease_current(),
         attempts=models.F("attempts") + 1,
         updated_at=now,
     )
     if not claimed:
         return "skipped", None
+    message.state, message.claimed_at, message.attempts = (
+        MessageState.SENDING,
+        now,
+        message.attempts + 1,
+    )
     fault_point("deliver.claimed")
-    message = OutgoingMessage.objects.select_related("user").get(pk=message_id)
-    sender = SenderConfig.from_snapshot(message.sender)
     try:
         mime = build_message(message, sender)
-        ratelimit.wait_for_turn(sender)
         reply = connections.for_sender(sender).send(mime, envelope_for(message, sender))
     except TransientSendError as error:
         if error.explanation == "throttled":  # 421 / 4.7.x: the whole sender slows down
@@ -450,6 +475,7 @@ def _config_error(user: User, error: Exception) -> PermanentSendError:
 def _record(message: OutgoingMessage, error: SendError, *, state: str, kind: str) -> None:
     OutgoingMessage.objects.filter(pk=message.pk).update(
         state=state,
+        worker="",
         last_reply=error.reply,
         explanation=error.explanation,
         explanation_params=error.params,
@@ -482,6 +508,7 @@ def _defer(message: OutgoingMessage, error: SendError) -> None:
     else:
         OutgoingMessage.objects.filter(pk=message.pk).update(
             state=MessageState.QUEUED,
+            worker="",
             last_reply=error.reply,
             explanation=error.explanation,
             explanation_params=error.params,
@@ -498,12 +525,14 @@ def retry_delay(attempt: int) -> float:
 def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     """Recover what a dead worker left behind (periodic, Celery beat).
 
-    - Claims older than SEND_CLAIM_TIMEOUT: the worker died mid-send, so the message may have
-      gone out; it is queued again, marked "possibly sent twice", with an Event.
-    - Queued messages untouched as long: their task was lost with the worker (a filesystem
-      broker, a Redis restart); they are dispatched again. A duplicate task is harmless: only
-      one claim per message can succeed. A message held for later ("send at") is not lost:
-      it is left alone until its time.
+    - Claims of a worker process whose lease expired (outbox.leases: no beat for
+      WORKER_LEASE_SECONDS), or, made without a lease, older than SEND_CLAIM_TIMEOUT: the
+      worker died mid-send, so the message may have gone out; it is queued again, marked
+      "possibly sent twice", with an Event. A live worker's claim is never taken.
+    - Queued messages whose batch a dead worker had taken, or untouched as long: their task
+      was lost with the worker (a filesystem broker, a Redis restart); dispatched again. A
+      duplicate task is harmless: only one claim per message can succeed. A message held for
+      later ("send at") is not lost: it is left alone until its time.
     - Held messages whose time has come and that nobody touched since (no claim yet): their
       task had too long a hold for an eta (_dispatch_options), or was lost; they are
       dispatched, and marked touched, so the next sweep leaves them to the rule above. A
@@ -515,38 +544,57 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
       other apps keep in step with a message (invoices.signals).
     - Limit counters (outbox.limits) of windows long past are deleted.
     """
-    stuck_after = (
-        stuck_after if stuck_after is not None else timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
-    )
+    # Given `stuck_after` (an operator's or a test's "everything older is dead"), the leases
+    # are not asked: every claim and task older than it counts as abandoned.
+    forced = stuck_after is not None
+    stuck_after = stuck_after if forced else timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
     limit = timezone.now() - stuck_after
     returned: list[int] = []
-    for message in OutgoingMessage.objects.filter(
-        state=MessageState.SENDING, claimed_at__lt=limit
-    ).select_related("user"):
+    dead_claims = OutgoingMessage.objects.filter(
+        models.Q(claimed_at__lt=limit) if forced else _abandoned("claimed_at", limit),
+        state=MessageState.SENDING,
+    )
+    for message in dead_claims.select_related("user"):
         with transaction.atomic():
             if not OutgoingMessage.objects.filter(
                 pk=message.pk, state=MessageState.SENDING, claimed_at=message.claimed_at
             ).update(
-                state=MessageState.QUEUED, possibly_duplicated=True, updated_at=timezone.now()
+                state=MessageState.QUEUED,
+                worker="",
+                possibly_duplicated=True,
+                updated_at=timezone.now(),
             ):
                 continue
             _duplicate_risk_event(message)
         returned.append(message.pk)
     now = timezone.now()
     due = models.Q(send_after__isnull=True) | models.Q(send_after__lte=now)
-    lost = returned + list(
-        OutgoingMessage.objects.filter(due, state=MessageState.QUEUED, updated_at__lte=limit)
-        .order_by("pk")
-        .values_list("pk", flat=True)
+    orphans = OutgoingMessage.objects.filter(
+        due,
+        models.Q(updated_at__lte=limit) if forced else _abandoned("updated_at", limit),
+        state=MessageState.QUEUED,
     )
+    orphaned = list(orphans.order_by("pk").values_list("pk", flat=True))
     untouched = OutgoingMessage.objects.filter(
         state=MessageState.QUEUED, send_after__lte=now, updated_at__lt=models.F("send_after")
     )
     came_due = list(untouched.order_by("pk").values_list("pk", flat=True))
-    untouched.filter(pk__in=came_due).update(updated_at=now)
+    # Dispatched again now: fresh, and no longer any dead worker's.
+    redone = orphaned + came_due
+    for start in range(0, len(redone), 1000):  # bounded IN lists (SQLite's variable limit)
+        OutgoingMessage.objects.filter(pk__in=redone[start : start + 1000]).update(
+            worker="", updated_at=now
+        )
+    lost = returned + orphaned
     lost += [pk for pk in came_due if pk not in set(lost)]
     batches_dispatch(message_ids=lost)
-    stalled = list(BulkJob.objects.filter(prepared=False, updated_at__lte=limit))
+    stalled = list(
+        BulkJob.objects.filter(
+            models.Q(updated_at__lte=limit) if forced else _abandoned("updated_at", limit),
+            prepared=False,
+        )
+    )
+    BulkJob.objects.filter(pk__in=[job.pk for job in stalled]).update(worker="", updated_at=now)
     for job in stalled:
         bulk_job_prepare_dispatch(job=job)
     # Jobs whose last message ended but which nobody finished (a crash right after it).
@@ -564,6 +612,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
         result or 0 for _receiver, result in sweep_reconcile.send(sender=OutgoingMessage)
     )
     limits.limits_forget_old()
+    leases_forget_old()
     return {
         "returned": len(returned),
         "redispatched": len(lost),
@@ -572,6 +621,20 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
         "finished_jobs": finished,
         "reconciled": reconciled,
     }
+
+
+def _abandoned(since_field: str, limit: datetime) -> models.Q:
+    """Held by a worker process whose lease expired, or by no worker and untouched since
+    `limit`. The lease is read in the same statement as the rows, so a worker that started
+    after the sweep began is never taken for a dead one. A name without a lease row (the row
+    was deleted: a test database flushed) counts as dead only once `since_field` is older than
+    a lease."""
+    expired = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+    lease = WorkerLease.objects.filter(name=models.OuterRef("worker"))
+    dead = models.Exists(lease.filter(beat_at__lt=expired)) | (
+        ~models.Exists(lease) & models.Q(**{f"{since_field}__lt": expired})
+    )
+    return (models.Q(worker__gt="") & dead) | models.Q(worker="", **{f"{since_field}__lte": limit})
 
 
 # -- bulk jobs ---------------------------------------------------------------------------------

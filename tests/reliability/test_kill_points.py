@@ -120,3 +120,56 @@ def test_a_sigkill_at_a_named_point_leaves_nothing_stuck(
     assert outcome.duplicates <= 1  # only a kill after the server's 250 can cause one
     assert Invoice.objects.filter(send_state=SendState.SENT).count() == INVOICES - refused
     assert Invoice.objects.filter(send_state=SendState.FAILED).count() == refused
+
+
+@pytest.mark.usefixtures("english")
+def test_a_worker_restarted_after_a_sigkill_takes_the_work_back_by_itself(
+    transactional_db, smtp_servers, celery_worker, figures, tmp_path
+):
+    """No sweep by hand and default settings: the worker dies holding a claim and a batch; the
+    restarted worker expires the dead process's lease at its start and sweeps, so sending
+    resumes at once (issue 13: within 120 s of a worker being up again), not after the claim
+    timeout (600 s)."""
+    server = smtp_servers.plain
+    celery_worker.kill()
+    faulty = CeleryWorker(
+        {**celery_worker.env, "DIRECTO_FAULT": "deliver.claimed", "DIRECTO_FAULT_AT": "5"},
+        tmp_path / "faulty-worker.log",
+        "faulty-lease@%h",
+    )
+    try:
+        job = start_job(server, INVOICES, code="LEASED")
+        faulty.start()
+        deadline = time.monotonic() + 60
+        while faulty.process.poll() is None:
+            assert time.monotonic() < deadline, faulty.log_tail()
+            time.sleep(0.05)
+        assert faulty.process.returncode == -signal.SIGKILL, faulty.log_tail()
+        faulty.process = None
+        held = OutgoingMessage.objects.filter(state=MessageState.SENDING).count()
+        taken = OutgoingMessage.objects.filter(state=MessageState.QUEUED, worker__gt="").count()
+    finally:
+        faulty.kill()
+        up = time.monotonic()
+        celery_worker.start()
+    assert held == 1 and taken > 0  # a claim and the rest of its batch, held by the dead
+    deadline = up + 120
+    while (
+        OutgoingMessage.objects.filter(
+            state__in=(MessageState.QUEUED, MessageState.SENDING)
+        ).exists()
+        or job.messages.count() < INVOICES
+    ):
+        assert time.monotonic() < deadline, celery_worker.log_tail()
+        time.sleep(0.1)
+    seconds = round(time.monotonic() - up, 1)
+    figures.add(
+        AREA,
+        "SIGKILL mid-send, default settings: seconds until all final after the restart",
+        seconds,
+        "≤ 120",
+    )
+    outcome = count(server)
+    assert outcome.lost == 0 and outcome.unrecorded == 0, outcome.examples[:10]
+    assert outcome.delivered == INVOICES and outcome.duplicates <= 1
+    assert _stuck(job) == {"invoices sending": 0, "messages open": 0, "job not finished": 0}

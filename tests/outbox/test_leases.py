@@ -1,0 +1,174 @@
+"""Issue 13, item 2: worker leases (outbox/leases.py). A dead worker's claims and tasks are
+taken back at once; a live worker's never, however long they wait; a wait for the sender's
+turn holds no claim; a restarted worker expires its host's dead leases.
+
+The SIGKILL of a real worker, recovered by the restarted worker alone, is
+tests/reliability/test_kill_points.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from outbox import leases, ratelimit
+from outbox.models import Event, EventKind, MessageState, OutgoingMessage, WorkerLease
+from outbox.services import outbox_enqueue, outbox_send, outbox_sweep
+from smtp_settings.resolve import SenderConfig
+from tests import factories
+from tests.invoices import factories as invoice_factories
+
+pytestmark = pytest.mark.usefixtures("english")
+
+
+def _messages(server, count: int) -> list[OutgoingMessage]:
+    factories.company()
+    user = invoice_factories.smtp_sender("LEASE", server)
+    return [
+        outbox_enqueue(user=user, to=["a@b.example"], subject="S", body_text="B")
+        for _ in range(count)
+    ]
+
+
+def _lease(name: str, *, age: float, host: str = "elsewhere", pid: int = 1) -> WorkerLease:
+    return WorkerLease.objects.create(
+        name=name, host=host, pid=pid, beat_at=timezone.now() - timedelta(seconds=age)
+    )
+
+
+def _claim(message: OutgoingMessage, worker: str, *, age: float) -> None:
+    at = timezone.now() - timedelta(seconds=age)
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.SENDING, worker=worker, claimed_at=at, updated_at=at
+    )
+
+
+@pytest.mark.django_db
+def test_a_live_workers_claim_is_never_taken_a_dead_ones_at_once(smtp_servers, settings):
+    settings.WORKER_LEASE_SECONDS = 45
+    settings.SEND_CLAIM_TIMEOUT = 600
+    live, dead, leaseless = _messages(smtp_servers.plain, 3)
+    _lease("live", age=5)
+    _lease("dead", age=60)
+    _claim(live, "live", age=3600)  # an hour on one message: a slow server, but alive
+    _claim(dead, "dead", age=2)  # two seconds ago, but its worker stopped beating
+    _claim(leaseless, "", age=300)  # no lease (a command): the timeout decides
+
+    sweep = outbox_sweep()
+    assert sweep["returned"] == 1
+    states = dict(OutgoingMessage.objects.values_list("pk", "state"))
+    assert states == {
+        live.pk: MessageState.SENDING,
+        dead.pk: MessageState.QUEUED,
+        leaseless.pk: MessageState.SENDING,
+    }
+    dead.refresh_from_db()
+    assert dead.possibly_duplicated and dead.worker == ""
+    assert Event.objects.filter(message=dead, kind=EventKind.SEND_DUPLICATE_RISK).count() == 1
+
+    _claim(leaseless, "", age=601)
+    assert outbox_sweep()["returned"] == 1  # past SEND_CLAIM_TIMEOUT
+    assert OutgoingMessage.objects.get(pk=live.pk).state == MessageState.SENDING
+
+
+@pytest.mark.django_db
+def test_a_name_without_a_lease_row_counts_as_dead_only_after_a_leases_time(smtp_servers, settings):
+    """A flushed table (a test database) must not make a live worker's fresh claim dead."""
+    settings.WORKER_LEASE_SECONDS = 45
+    [message] = _messages(smtp_servers.plain, 1)
+    _claim(message, "gone", age=10)
+    assert outbox_sweep()["returned"] == 0
+    _claim(message, "gone", age=50)
+    assert outbox_sweep()["returned"] == 1
+
+
+@pytest.mark.django_db
+def test_the_queued_messages_a_dead_worker_had_taken_are_dispatched_again_at_once(
+    smtp_servers, settings
+):
+    settings.WORKER_LEASE_SECONDS = 45
+    taken_by_dead, taken_by_live, _waiting = _messages(smtp_servers.plain, 3)
+    _lease("live", age=1)
+    _lease("dead", age=100)
+    OutgoingMessage.objects.filter(pk=taken_by_dead.pk).update(worker="dead")
+    OutgoingMessage.objects.filter(pk=taken_by_live.pk).update(worker="live")
+
+    sweep = outbox_sweep()
+    assert sweep["redispatched"] == 1  # only the dead worker's; the rest wait their turn
+    assert OutgoingMessage.objects.get(pk=taken_by_dead.pk).worker == ""
+    assert OutgoingMessage.objects.get(pk=taken_by_live.pk).worker == "live"
+    assert outbox_sweep()["redispatched"] == 0  # once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_for_the_senders_turn_holds_no_claim_and_the_mail_goes_once(smtp_servers, settings):
+    """A "slow down" pause longer than a lease: while a worker waits, the message is not
+    claimed, so no sweep can take it for a dead claim and a second task cannot send it too."""
+    settings.WORKER_LEASE_SECONDS = 0.5
+    settings.SEND_CLAIM_TIMEOUT = 0
+    server = smtp_servers.plain
+    [message] = _messages(server, 1)
+    sender = SenderConfig.from_snapshot(message.sender)
+    ratelimit.pause(sender, 2.0)
+
+    results: list[str] = []
+    task = threading.Thread(target=lambda: results.append(outbox_send(message_id=message.pk)))
+    task.start()
+    try:
+        time.sleep(1.0)  # it waits for the pause, past the lease and the claim timeout
+        message.refresh_from_db()
+        assert (message.state, message.claimed_at) == (MessageState.QUEUED, None)
+        sweep = outbox_sweep()
+        assert sweep["returned"] == 0
+    finally:
+        task.join(10)
+    assert results == [MessageState.SENT]
+    # The sweep's task for it (or any duplicate) finds it sent: nothing goes twice.
+    assert outbox_send(message_id=message.pk) == "skipped"
+    assert len(server.messages) == 1
+    assert not OutgoingMessage.objects.get(pk=message.pk).possibly_duplicated
+
+
+@pytest.mark.django_db
+def test_a_restarted_worker_expires_its_hosts_dead_leases_only(settings):
+    settings.WORKER_LEASE_SECONDS = 45
+    host = socket.gethostname()[:120]
+    gone = _lease("gone", age=1, host=host, pid=2**22 + 12345)  # no such process
+    alive_here = _lease("here", age=1, host=host, pid=os.getppid())
+    other_host = _lease("there", age=1, host="another-machine", pid=2**22 + 12345)
+
+    assert leases.leases_forget_dead_here() == 1
+    beats = dict(WorkerLease.objects.values_list("name", "beat_at"))
+    expired = timezone.now() - timedelta(seconds=45)
+    assert beats["gone"] < expired
+    assert beats["here"] == alive_here.beat_at and beats["there"] == other_host.beat_at
+    del gone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_is_renewed_by_its_thread_and_given_back(settings, monkeypatch):
+    settings.WORKER_BEAT_SECONDS = 0.05
+    monkeypatch.setattr(leases, "_lease", {"name": "", "pid": 0})
+    name = leases.lease_start()
+    try:
+        assert leases.lease_start() == name == leases.lease_current()
+        first = WorkerLease.objects.get(name=name).beat_at
+        deadline = time.monotonic() + 5
+        while WorkerLease.objects.get(name=name).beat_at == first:
+            assert time.monotonic() < deadline, "the lease was not renewed"
+            time.sleep(0.05)
+        WorkerLease.objects.filter(name=name).delete()  # declared dead (or a flush)
+        deadline = time.monotonic() + 5
+        while not WorkerLease.objects.filter(name=name).exists():
+            assert time.monotonic() < deadline, "the lease was not taken again"
+            time.sleep(0.05)
+    finally:
+        leases.lease_end()
+    assert leases.lease_current() == ""
+    time.sleep(0.2)  # the thread has stopped: it takes nothing again
+    assert not WorkerLease.objects.filter(name=name).exists()
