@@ -27,6 +27,11 @@ from .models import WorkerLease
 
 logger = logging.getLogger(__name__)
 
+# What a row holds instead of a worker's name while its task is not yet with the broker (set in
+# the row's transaction, cleared once the broker has it). No lease ever has this name, so the
+# sweep hands such a row over again once it is older than a lease (outbox.services._abandoned).
+UNDISPATCHED = "(not yet with the broker)"
+
 _lock = threading.Lock()
 _lease = {"name": "", "pid": 0}
 

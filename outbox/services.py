@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -28,7 +28,7 @@ from smtp_settings.transports import Transport, transport_for
 
 from . import limits, ratelimit
 from .attachments import attachments_check
-from .leases import lease_current, leases_forget_old
+from .leases import UNDISPATCHED, lease_current, leases_forget_old
 from .message import (
     build_message,
     envelope_for,
@@ -285,18 +285,42 @@ def _dispatch_options(send_after: datetime | None) -> dict | None:
 
 def _enqueue_on_commit(message_pk: int) -> None:
     """Once the transaction commits, hand the message to the worker: at once, or as its
-    committed "send at" says (_dispatch_options)."""
+    committed "send at" says (_dispatch_options).
+
+    The dispatch is recorded with the row, in the caller's transaction (worker=UNDISPATCHED)
+    and cleared once the broker has the task: if this process dies after the commit, or the
+    broker is down, the row says so and the sweep hands it over again (after a lease's time),
+    and the click still answers (never a 500 for a broker away)."""
     from .tasks import send_message  # tasks import services
+
+    OutgoingMessage.objects.filter(pk=message_pk).update(worker=UNDISPATCHED)
 
     def dispatch() -> None:
         held = OutgoingMessage.objects.filter(pk=message_pk).values_list("send_after", flat=True)
         options = _dispatch_options(held.first())
-        if options == {}:
-            send_message.delay(message_pk)
-        elif options is not None:
-            send_message.apply_async((message_pk,), **options)
+        if options is None:  # held past the eta window: the sweep dispatches it when due
+            return
+        if _to_broker(
+            lambda: send_message.apply_async((message_pk,), **options), f"message {message_pk}"
+        ):
+            OutgoingMessage.objects.filter(pk=message_pk, worker=UNDISPATCHED).update(worker="")
 
     transaction.on_commit(dispatch)
+
+
+_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+
+
+def _to_broker(send: Callable[[], object], what: str) -> bool:
+    """Hand a task to the broker; False (logged, without any credential of its URL) when the
+    broker does not take it: the row stays UNDISPATCHED for the sweep."""
+    try:
+        send()
+    except Exception as error:
+        reason = _CREDENTIALS.sub("//***@", f"{type(error).__name__}: {error}")[:300]
+        logger.warning("%s: the broker did not take the task (%s); the sweep will", what, reason)
+        return False
+    return True
 
 
 DEFERRED = "deferred"
@@ -654,11 +678,19 @@ def batches_dispatch(*, message_ids: list[int], send_after: datetime | None = No
         return 0
     size = settings.BULK_BATCH_SIZE
     batches = [message_ids[i : i + size] for i in range(0, len(message_ids), size)]
+    for batch in batches:  # recorded with the rows: cleared once the broker has the batch
+        OutgoingMessage.objects.filter(pk__in=batch, state=MessageState.QUEUED).update(
+            worker=UNDISPATCHED
+        )
 
     def dispatch() -> None:
         fault_point("dispatch.committed")  # the rows committed, their tasks not yet sent
         for batch in batches:
-            send_batch.apply_async((batch,), **options)
+            if not _to_broker(
+                lambda b=batch: send_batch.apply_async((b,), **options), f"batch of {len(batch)}"
+            ):
+                return
+            OutgoingMessage.objects.filter(pk__in=batch, worker=UNDISPATCHED).update(worker="")
 
     transaction.on_commit(dispatch)
     return len(batches)
@@ -668,7 +700,13 @@ def bulk_job_prepare_dispatch(*, job: BulkJob) -> None:
     """Once the transaction commits, start the task that builds the job's messages."""
     from celery import current_app
 
-    transaction.on_commit(lambda: current_app.send_task(job.prepare_task, (job.pk,)))
+    BulkJob.objects.filter(pk=job.pk).update(worker=UNDISPATCHED)  # with the job's row
+
+    def dispatch() -> None:
+        if _to_broker(lambda: current_app.send_task(job.prepare_task, (job.pk,)), f"job {job.pk}"):
+            BulkJob.objects.filter(pk=job.pk, worker=UNDISPATCHED).update(worker="")
+
+    transaction.on_commit(dispatch)
 
 
 @transaction.atomic

@@ -284,14 +284,17 @@ def test_a_queued_message_carries_the_message_id_and_no_secret(
 ):
     """The task message as the broker holds it, caught before any worker can take it.
 
-    outbox_enqueue publishes with `send_message.delay(pk)` on commit; here `delay` publishes
-    the same message to a queue of this test's own, which no worker consumes.
+    outbox_enqueue publishes with `send_message.apply_async((pk,))` on commit; here it
+    publishes the same message to a queue of this test's own, which no worker consumes.
     """
     queue = f"secrets-probe-{uuid.uuid4().hex}"
+    publish = send_message.apply_async
     monkeypatch.setattr(
         send_message,
-        "delay",
-        lambda *args, **kwargs: send_message.apply_async(args, kwargs, queue=queue),
+        "apply_async",
+        lambda args=None, kwargs=None, **options: publish(
+            args, kwargs, **{**options, "queue": queue}
+        ),
     )
     with django_capture_on_commit_callbacks(execute=True):
         response = world.client.post("/outbox/test-email/")  # Anna's button on the card
