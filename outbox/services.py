@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -282,19 +283,31 @@ def _dispatch_options(send_after: datetime | None) -> dict | None:
 
 
 def _enqueue_on_commit(message_pk: int) -> None:
-    """Once the transaction commits, hand the message to the worker: at once, or as its
-    committed "send at" says (_dispatch_options)."""
-    from .tasks import send_message  # tasks import services
+    """Once the transaction commits, hand the message to its lane (_send_one): at once, or as
+    its committed "send at" says (_dispatch_options)."""
 
     def dispatch() -> None:
-        held = OutgoingMessage.objects.filter(pk=message_pk).values_list("send_after", flat=True)
-        options = _dispatch_options(held.first())
-        if options == {}:
-            send_message.delay(message_pk)
-        elif options is not None:
-            send_message.apply_async((message_pk,), **options)
+        row = OutgoingMessage.objects.filter(pk=message_pk).values_list("send_after", "job_id")
+        send_after, job_id = row.first() or (None, None)
+        options = _dispatch_options(send_after)
+        if options is not None:
+            _send_one(message_pk, job_id=job_id, **options)
 
     transaction.on_commit(dispatch)
+
+
+def _send_one(message_pk: int, *, job_id: int | None, **options: Any) -> None:
+    """Publish the task that sends one message, in its lane (CELERY_TASK_ROUTES): a job's
+    message as a batch of one (the bulk lane: a 20,000-message job's retries never crowd the
+    interactive lane), any other with send_message (the interactive lane)."""
+    from .tasks import send_batch, send_message  # tasks import services
+
+    if job_id is not None:
+        send_batch.apply_async(([message_pk],), **options)
+    elif options:
+        send_message.apply_async((message_pk,), **options)
+    else:
+        send_message.delay(message_pk)
 
 
 DEFERRED = "deferred"
@@ -321,15 +334,14 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
     cancelled job's messages are no longer queued, so their claims fail and they are skipped.
     Transient failures go back to the queue one by one, each with its own backoff.
     """
-    from .tasks import send_message
-
     counts: dict[str, int] = {}
     with _Connections() as connections:
         for message_id in message_ids:
             state, _error = _deliver(message_id, connections)
             if state == DEFERRED:
-                attempts = OutgoingMessage.objects.get(pk=message_id).attempts
-                send_message.apply_async((message_id,), countdown=retry_delay(attempts))
+                message = OutgoingMessage.objects.only("attempts", "job_id").get(pk=message_id)
+                countdown = retry_delay(message.attempts)
+                _send_one(message_id, job_id=message.job_id, countdown=countdown)
             counts[state] = counts.get(state, 0) + 1
     return counts  # the job is finished by whoever ends its last message (_job_finish_after)
 
@@ -519,7 +531,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
         stuck_after if stuck_after is not None else timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
     )
     limit = timezone.now() - stuck_after
-    returned: list[int] = []
+    returned: dict[int, int | None] = {}  # message id -> its job's id (its lane)
     for message in OutgoingMessage.objects.filter(
         state=MessageState.SENDING, claimed_at__lt=limit
     ).select_related("user"):
@@ -531,21 +543,25 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
             ):
                 continue
             _duplicate_risk_event(message)
-        returned.append(message.pk)
+        returned[message.pk] = message.job_id
     now = timezone.now()
     due = models.Q(send_after__isnull=True) | models.Q(send_after__lte=now)
-    lost = returned + list(
+    lost = returned | dict(
         OutgoingMessage.objects.filter(due, state=MessageState.QUEUED, updated_at__lte=limit)
         .order_by("pk")
-        .values_list("pk", flat=True)
+        .values_list("pk", "job_id")
     )
     untouched = OutgoingMessage.objects.filter(
         state=MessageState.QUEUED, send_after__lte=now, updated_at__lt=models.F("send_after")
     )
-    came_due = list(untouched.order_by("pk").values_list("pk", flat=True))
-    untouched.filter(pk__in=came_due).update(updated_at=now)
-    lost += [pk for pk in came_due if pk not in set(lost)]
-    batches_dispatch(message_ids=lost)
+    came_due = dict(untouched.order_by("pk").values_list("pk", "job_id"))
+    untouched.filter(pk__in=list(came_due)).update(updated_at=now)
+    lost |= came_due
+    # Each to its lane: a job's messages in batches, any other on its own (_send_one).
+    batches_dispatch(message_ids=[pk for pk, job_id in lost.items() if job_id is not None])
+    for pk, job_id in lost.items():
+        if job_id is None:
+            _send_one(pk, job_id=None)
     stalled = list(BulkJob.objects.filter(prepared=False, updated_at__lte=limit))
     for job in stalled:
         bulk_job_prepare_dispatch(job=job)

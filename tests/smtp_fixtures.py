@@ -751,15 +751,30 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait(5)
 
 
+def lanes() -> tuple[str, ...]:
+    """The Celery queues of the app (CELERY_TASK_QUEUES): "interactive" and "bulk"."""
+    from django.conf import settings
+
+    return tuple(queue.name for queue in settings.CELERY_TASK_QUEUES)
+
+
 class CeleryWorker:
-    """`celery -A directo_mail worker --pool=solo` in a subprocess, logging to `log_path`."""
+    """`celery -A directo_mail worker --pool=solo` in a subprocess, logging to `log_path`;
+    it consumes `queues` (default: every lane)."""
 
     READY = re.compile(rb"\bready\.")
 
-    def __init__(self, env: dict[str, str], log_path: Path, nodename: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        nodename: str,
+        queues: tuple[str, ...] | None = None,
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.nodename = nodename
+        self.queues = queues or lanes()
         self.process: subprocess.Popen | None = None
 
     @property
@@ -774,6 +789,7 @@ class CeleryWorker:
             "--pool=solo",
             "--loglevel=INFO",
             f"--hostname={self.nodename}",
+            f"--queues={','.join(self.queues)}",
             # No cluster chatter: faster start, and no talk with other workers on a shared redis.
             "--without-gossip",
             "--without-mingle",
