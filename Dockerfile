@@ -1,5 +1,5 @@
 # One image for every directo_mail process in docker-compose.yml: web (gunicorn + whitenoise),
-# Celery worker and beat, the one-shot migrate and the local mail catcher.
+# the Celery workers of both lanes, beat, the one-shot migrate and the local mail catcher.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -8,7 +8,8 @@ PORT ?= 8000
 
 .PHONY: run test install var lint browser postfix messages check clean reliability bench
 
-## run: set everything up and start web, worker and the local mail catcher
+## run: set everything up and start web, a worker per lane (interactive, bulk), beat and the
+## local mail catcher (scripts/run.sh)
 run: install var .env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo

@@ -17,6 +17,7 @@ from django.core.checks.security.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -437,6 +438,22 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
+# Two lanes (issue 13, item 4), so a mail someone is waiting for never queues behind a bulk
+# job. "interactive" (the default): one message at a time (outbox.tasks.send_message: a test
+# e-mail, the composer, staff's retry and send now) and the sweeper, which is short. "bulk": a
+# job's work (building its messages, its batches, a job's message sent on its own as a batch of
+# one: outbox.services._send_one) and the daily Microsoft 365 refresh, which nobody waits for.
+# `make run` and docker-compose start a worker for each lane; a worker without -Q consumes both.
+# Each queue has its own direct exchange, so a task published to one lane never reaches the other.
+CELERY_TASK_QUEUES = [
+    Queue(lane, Exchange(lane), routing_key=lane) for lane in ("interactive", "bulk")
+]
+CELERY_TASK_DEFAULT_QUEUE = "interactive"
+CELERY_TASK_ROUTES = {
+    "outbox.tasks.send_batch": {"queue": "bulk"},
+    "invoices.tasks.prepare_job": {"queue": "bulk"},
+    "accounts.tasks.microsoft365_refresh": {"queue": "bulk"},
+}
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": OUTBOX_SWEEP_SECONDS},
     # Keeps refresh tokens alive and warns users whose consent was withdrawn (S5).

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -284,24 +285,24 @@ def _dispatch_options(send_after: datetime | None) -> dict | None:
 
 
 def _enqueue_on_commit(message_pk: int) -> None:
-    """Once the transaction commits, hand the message to the worker: at once, or as its
-    committed "send at" says (_dispatch_options).
+    """Once the transaction commits, hand the message to its lane (_send_one): at once, or as
+    its committed "send at" says (_dispatch_options).
 
     The dispatch is recorded with the row, in the caller's transaction (worker=UNDISPATCHED)
     and cleared once the broker has the task: if this process dies after the commit, or the
     broker is down, the row says so and the sweep hands it over again (after a lease's time),
     and the click still answers (never a 500 for a broker away)."""
-    from .tasks import send_message  # tasks import services
 
     OutgoingMessage.objects.filter(pk=message_pk).update(worker=UNDISPATCHED)
 
     def dispatch() -> None:
-        held = OutgoingMessage.objects.filter(pk=message_pk).values_list("send_after", flat=True)
-        options = _dispatch_options(held.first())
+        row = OutgoingMessage.objects.filter(pk=message_pk).values_list("send_after", "job_id")
+        send_after, job_id = row.first() or (None, None)
+        options = _dispatch_options(send_after)
         if options is None:  # held past the eta window: the sweep dispatches it when due
             return
         if _to_broker(
-            lambda: send_message.apply_async((message_pk,), **options), f"message {message_pk}"
+            lambda: _send_one(message_pk, job_id=job_id, **options), f"message {message_pk}"
         ):
             OutgoingMessage.objects.filter(pk=message_pk, worker=UNDISPATCHED).update(worker="")
 
@@ -321,6 +322,18 @@ def _to_broker(send: Callable[[], object], what: str) -> bool:
         logger.warning("%s: the broker did not take the task (%s); the sweep will", what, reason)
         return False
     return True
+
+
+def _send_one(message_pk: int, *, job_id: int | None, **options: Any) -> None:
+    """Publish the task that sends one message, in its lane (CELERY_TASK_ROUTES): a job's
+    message as a batch of one (the bulk lane: a 20,000-message job's retries never crowd the
+    interactive lane), any other with send_message (the interactive lane)."""
+    from .tasks import send_batch, send_message  # tasks import services
+
+    if job_id is not None:
+        send_batch.apply_async(([message_pk],), **options)
+    else:
+        send_message.apply_async((message_pk,), **options)
 
 
 DEFERRED = "deferred"
@@ -347,8 +360,6 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
     cancelled job's messages are no longer queued, so their claims fail and they are skipped.
     Transient failures go back to the queue one by one, each with its own backoff.
     """
-    from .tasks import send_message
-
     counts: dict[str, int] = {}
     # The batch's messages are this worker's now: if it dies, the sweep knows at once (by its
     # lease) that they wait for nobody, instead of after SEND_CLAIM_TIMEOUT.
@@ -362,8 +373,9 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
         for message_id in message_ids:
             state, _error = _deliver(message_id, connections)
             if state == DEFERRED:
-                attempts = OutgoingMessage.objects.get(pk=message_id).attempts
-                send_message.apply_async((message_id,), countdown=retry_delay(attempts))
+                message = OutgoingMessage.objects.only("attempts", "job_id").get(pk=message_id)
+                countdown = retry_delay(message.attempts)
+                _send_one(message_id, job_id=message.job_id, countdown=countdown)
             counts[state] = counts.get(state, 0) + 1
     return counts  # the job is finished by whoever ends its last message (_job_finish_after)
 
@@ -573,7 +585,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     forced = stuck_after is not None
     stuck_after = stuck_after if forced else timedelta(seconds=settings.SEND_CLAIM_TIMEOUT)
     limit = timezone.now() - stuck_after
-    returned: list[int] = []
+    returned: dict[int, int | None] = {}  # message id -> its job's id (its lane)
     dead_claims = OutgoingMessage.objects.filter(
         models.Q(claimed_at__lt=limit) if forced else _abandoned("claimed_at", limit),
         state=MessageState.SENDING,
@@ -590,7 +602,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
             ):
                 continue
             _duplicate_risk_event(message)
-        returned.append(message.pk)
+        returned[message.pk] = message.job_id
     now = timezone.now()
     due = models.Q(send_after__isnull=True) | models.Q(send_after__lte=now)
     orphans = OutgoingMessage.objects.filter(
@@ -598,20 +610,24 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
         models.Q(updated_at__lte=limit) if forced else _abandoned("updated_at", limit),
         state=MessageState.QUEUED,
     )
-    orphaned = list(orphans.order_by("pk").values_list("pk", flat=True))
+    orphaned = dict(orphans.order_by("pk").values_list("pk", "job_id"))
     untouched = OutgoingMessage.objects.filter(
         state=MessageState.QUEUED, send_after__lte=now, updated_at__lt=models.F("send_after")
     )
-    came_due = list(untouched.order_by("pk").values_list("pk", flat=True))
+    came_due = dict(untouched.order_by("pk").values_list("pk", "job_id"))
+    lost = returned | orphaned | came_due
     # Dispatched again now: fresh, and no longer any dead worker's.
-    redone = orphaned + came_due
+    redone = list(orphaned) + list(came_due)
     for start in range(0, len(redone), 1000):  # bounded IN lists (SQLite's variable limit)
         OutgoingMessage.objects.filter(pk__in=redone[start : start + 1000]).update(
             worker="", updated_at=now
         )
-    lost = returned + orphaned
-    lost += [pk for pk in came_due if pk not in set(lost)]
-    batches_dispatch(message_ids=lost)
+    # Each to its lane: a job's messages in batches, any other on its own (_enqueue_on_commit
+    # records the dispatch with the row; outside a transaction it goes at once).
+    batches_dispatch(message_ids=[pk for pk, job_id in lost.items() if job_id is not None])
+    for pk, job_id in lost.items():
+        if job_id is None:
+            _enqueue_on_commit(pk)
     stalled = list(
         BulkJob.objects.filter(
             models.Q(updated_at__lte=limit) if forced else _abandoned("updated_at", limit),

@@ -685,6 +685,35 @@ def celery_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     app.conf.broker_transport_options = before
 
 
+def queued_payloads(queue: str, *, forget_queue: bool = False) -> list[bytes]:
+    """The raw task messages waiting in `queue` on the session's broker, oldest first; takes
+    them out. `forget_queue`: also drop what the broker keeps about the queue (a test's own
+    throwaway queue; never a lane, whose binding later publishes still need)."""
+    from directo_mail.celery import app
+
+    url = app.conf.broker_url
+    if url.startswith("filesystem://"):
+        folder = Path(app.conf.broker_transport_options["data_folder_out"])
+        files = sorted(folder.glob(f"*.{queue}.msg"))
+        payloads = [path.read_bytes() for path in files]
+        for path in files:
+            path.unlink()
+        return payloads
+    if url.startswith("redis://"):
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            payloads = client.lrange(queue, 0, -1)
+            client.delete(queue)
+            if forget_queue:  # the exchange is named after the queue
+                client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        finally:
+            client.close()
+        return list(reversed(payloads))  # LPUSH: newest first
+    pytest.fail(f"no reader for the broker {url}: add one, do not skip")
+
+
 def _worker_database_url() -> str:
     """DATABASE_URL of the test database (after pytest-django created it)."""
     from django.db import connection
@@ -751,15 +780,30 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait(5)
 
 
+def lanes() -> tuple[str, ...]:
+    """The Celery queues of the app (CELERY_TASK_QUEUES): "interactive" and "bulk"."""
+    from django.conf import settings
+
+    return tuple(queue.name for queue in settings.CELERY_TASK_QUEUES)
+
+
 class CeleryWorker:
-    """`celery -A directo_mail worker --pool=solo` in a subprocess, logging to `log_path`."""
+    """`celery -A directo_mail worker --pool=solo` in a subprocess, logging to `log_path`;
+    it consumes `queues` (default: every lane)."""
 
     READY = re.compile(rb"\bready\.")
 
-    def __init__(self, env: dict[str, str], log_path: Path, nodename: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        nodename: str,
+        queues: tuple[str, ...] | None = None,
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.nodename = nodename
+        self.queues = queues or lanes()
         self.process: subprocess.Popen | None = None
 
     @property
@@ -774,6 +818,7 @@ class CeleryWorker:
             "--pool=solo",
             "--loglevel=INFO",
             f"--hostname={self.nodename}",
+            f"--queues={','.join(self.queues)}",
             # No cluster chatter: faster start, and no talk with other workers on a shared redis.
             "--without-gossip",
             "--without-mingle",

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-APP_SERVICES = ("web", "worker", "beat", "migrate", "mailcatcher")
-LONG_RUNNING = ("web", "worker", "beat")
+APP_SERVICES = ("web", "worker", "worker-interactive", "beat", "migrate", "mailcatcher")
+LONG_RUNNING = ("web", "worker", "worker-interactive", "beat")
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +88,27 @@ def test_compose_runs_with_debug_off_on_its_own_env_file(compose: dict) -> None:
 def test_commands(services: dict) -> None:
     assert command(services["web"]).startswith("gunicorn directo_mail.wsgi")
     assert command(services["worker"]).startswith("celery -A directo_mail worker")
+    assert command(services["worker-interactive"]).startswith("celery -A directo_mail worker")
     assert command(services["beat"]).startswith("celery -A directo_mail beat")
     assert command(services["migrate"]).startswith("python manage.py migrate")
     catcher = "python manage.py mail_catcher --host 0.0.0.0 --port 1025"
     assert command(services["mailcatcher"]) == catcher
+
+
+def test_each_lane_has_its_own_worker(services: dict) -> None:
+    """Issue 13, item 4: the bulk lane and the interactive lane (CELERY_TASK_QUEUES) are each
+    consumed by a worker of their own, so a test e-mail never waits behind a job."""
+    from django.conf import settings
+
+    lanes = {queue.name for queue in settings.CELERY_TASK_QUEUES}
+    consumed = {}
+    for name in APP_SERVICES:
+        if " worker" in command(services[name]):
+            queues = re.search(r"(?:^| )-Q (\S+)", command(services[name]))
+            assert queues, f"{name} must name its lane with -Q"
+            consumed[name] = set(queues.group(1).split(","))
+    assert consumed == {"worker": {"bulk"}, "worker-interactive": {"interactive"}}
+    assert set().union(*consumed.values()) == lanes
 
 
 def test_migrate_runs_once_before_the_app(services: dict) -> None:

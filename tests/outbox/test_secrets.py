@@ -26,7 +26,6 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -43,7 +42,6 @@ from django.views.debug import ExceptionReporter
 
 from accounts.forms import CardForm
 from accounts.models import User
-from directo_mail.celery import app as celery_app
 from outbox.catcher import CatcherHandler
 from outbox.models import Event, EventKind, MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue
@@ -52,6 +50,7 @@ from smtp_settings import crypto
 from smtp_settings.models import SenderProfile
 from tests import factories
 from tests.outbox.waiting import settled
+from tests.smtp_fixtures import queued_payloads
 
 pytestmark = [pytest.mark.usefixtures("english")]
 
@@ -254,30 +253,6 @@ def _send_all(world: World) -> dict[str, OutgoingMessage]:
 
 
 # -- (a) the broker ------------------------------------------------------------------------------
-def _queued_payloads(queue: str) -> list[bytes]:
-    """The raw messages waiting in `queue` on the session's broker; removes them."""
-    url = celery_app.conf.broker_url
-    if url.startswith("filesystem://"):
-        folder = Path(celery_app.conf.broker_transport_options["data_folder_out"])
-        files = sorted(folder.glob(f"*.{queue}.msg"))
-        payloads = [path.read_bytes() for path in files]
-        for path in files:
-            path.unlink()
-        return payloads
-    if url.startswith("redis://"):
-        import redis
-
-        client = redis.Redis.from_url(url)
-        try:
-            payloads = client.lrange(queue, 0, -1)
-            # The queue and what kombu keeps about it (the exchange is named after the queue).
-            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        finally:
-            client.close()
-        return list(reversed(payloads))  # LPUSH: newest first
-    pytest.fail(f"no reader for the broker {url}: add one, do not skip")
-
-
 @pytest.mark.django_db
 def test_a_queued_message_carries_the_message_id_and_no_secret(
     world, monkeypatch, django_capture_on_commit_callbacks
@@ -303,7 +278,7 @@ def test_a_queued_message_carries_the_message_id_and_no_secret(
         bobs = _mail(world.bob)
     annas = OutgoingMessage.objects.get(user=world.anna)
 
-    payloads = _queued_payloads(queue)
+    payloads = queued_payloads(queue, forget_queue=True)
 
     assert len(payloads) == 2
     for raw, message in zip(payloads, (annas, bobs), strict=True):
