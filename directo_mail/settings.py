@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "invoices",
     "bounces",
     "mail_templates",
+    "filestore",
     "axes",  # login throttling (accounts.throttle)
 ]
 
@@ -192,8 +193,21 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Where PDFs and attachments are kept (issue 13): "local" (MEDIA_ROOT on this machine's disk:
+# the embedded default) or "database" (filestore.storage: every worker on every machine reads
+# them; the default whenever DATABASE_URL is not SQLite).
+FILE_STORAGE = env(
+    "FILE_STORAGE",
+    default="local" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "database",
+)
+_FILE_STORAGES = {
+    "local": "django.core.files.storage.FileSystemStorage",
+    "database": "filestore.storage.DatabaseStorage",
+}
+if FILE_STORAGE not in _FILE_STORAGES:
+    raise ImproperlyConfigured(f"FILE_STORAGE must be one of: {', '.join(_FILE_STORAGES)}")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": _FILE_STORAGES[FILE_STORAGE]},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")

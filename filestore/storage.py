@@ -1,0 +1,73 @@
+"""Django file storage in the database (issue 13, item 5: files on every machine).
+
+The invoices' PDFs and the composer's attachments are written by one process (the web, a
+worker building a job) and read by another (any worker, on any machine). On local disk
+(FileSystemStorage, the embedded default) a worker on a second machine does not find them and
+fails the message; in the database every worker does. Chosen by FILE_STORAGE=database (the
+default whenever DATABASE_URL is not SQLite).
+
+Why not a library: django-db-file-storage keeps base64 text and serves files through its own
+view; this one keeps bytes (BinaryField), serves nothing (the app's views read files and check
+who may), and a file written inside a transaction (an attachment with its message) is
+committed or rolled back with it. Files are small (a PDF of tens of KB, attachments within
+ATTACHMENT_LIMITS_MB), so each is read and written whole.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import Storage
+from django.db import IntegrityError, transaction
+from django.utils.deconstruct import deconstructible
+
+from .models import StoredFile
+
+
+@deconstructible(path="filestore.storage.DatabaseStorage")
+class DatabaseStorage(Storage):
+    def _open(self, name: str, mode: str = "rb") -> File:
+        if any(flag in mode for flag in "wa+"):
+            raise ValueError("files in the database are written with save(), not open()")
+        content = StoredFile.objects.filter(name=name).values_list("content", flat=True).first()
+        if content is None:
+            raise FileNotFoundError(f"no stored file {name!r}")
+        return ContentFile(bytes(content), name=name)
+
+    def _save(self, name: str, content: File) -> str:
+        data = b"".join(content.chunks()) if hasattr(content, "chunks") else content.read()
+        if isinstance(data, str):
+            data = data.encode()
+        while True:
+            try:
+                with transaction.atomic():  # a savepoint: a taken name leaves nothing behind
+                    StoredFile.objects.create(name=name, content=data, size=len(data))
+                return name
+            except IntegrityError:  # another process took the name meanwhile
+                name = self.get_available_name(name)
+
+    def exists(self, name: str) -> bool:
+        return StoredFile.objects.filter(name=name).exists()
+
+    def delete(self, name: str) -> None:
+        StoredFile.objects.filter(name=name).delete()
+
+    def size(self, name: str) -> int:
+        size = StoredFile.objects.filter(name=name).values_list("size", flat=True).first()
+        if size is None:
+            raise FileNotFoundError(f"no stored file {name!r}")
+        return size
+
+    def url(self, name: str) -> str:
+        # Not served from here: the app's own views (the PDF preview) read the file after
+        # checking who asks. As with local storage, MEDIA_URL is not routed.
+        return f"{settings.MEDIA_URL}{name}"
+
+    def get_created_time(self, name: str):
+        created = StoredFile.objects.filter(name=name).values_list("created_at", flat=True).first()
+        if created is None:
+            raise FileNotFoundError(f"no stored file {name!r}")
+        return created
+
+    get_modified_time = get_created_time
+    get_accessed_time = get_created_time
