@@ -453,6 +453,9 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
         return _fail(message, error), None
     except (SenderConfigError, SecretDecryptionError) as error:
         return _fail(message, _config_error(message.user, error)), None
+    except FileNotFoundError:  # stored on another machine's own disk (FILE_STORAGE=local)
+        logger.warning("message %s: an attachment is not in this worker's storage", message.pk)
+        return _fail(message, PermanentSendError("", explanation="file_missing")), None
     except Exception:
         # A bug, not the server: fail visibly rather than leave the row "sending" for ever.
         logger.exception("message %s: unexpected error while sending", message.pk)

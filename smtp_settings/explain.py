@@ -467,6 +467,16 @@ _ENTRIES = [
         transient=False,
     ),
     Explanation(
+        "file_missing",
+        _("The message was not sent: its attachment (or the invoice's PDF) was not found."),
+        _(
+            "The worker that sent it cannot read the file another process stored. If the "
+            "workers run on more than one machine, an administrator must set "
+            "FILE_STORAGE=database for every process; then send the message again."
+        ),
+        transient=False,
+    ),
+    Explanation(
         "header_line_break",
         _("The message was not sent: its %(header)s header would contain a line break."),
         _(

@@ -74,6 +74,7 @@ def test_two_machines_share_a_jobs_work_and_send_every_message_once(
     if storage == "local":  # the control: the other machine's disk has no PDF for it
         failed = [m for m in messages if m.state == MessageState.FAILED]
         assert failed, "with local disks every message went: the control shows nothing"
+        assert {m.explanation for m in failed} == {"file_missing"}  # named, for the admin
         assert all(count == 1 for count in received.values())
         return
     assert [m.state for m in messages] == [MessageState.SENT] * INVOICES
