@@ -3,6 +3,8 @@
     python bench/probe.py pdf-cost            # JSON: time to render every invoice's PDF
     python bench/probe.py job-stats           # JSON: the last bulk job's counts and timestamps
     python bench/probe.py export-mail DIR     # one sent invoice mail, as the worker built it
+    python bench/probe.py interactive-latency COUNT [during-job]
+                                              # JSON: click-to-"250" of COUNT single mails
 
 The environment (DATABASE_URL, MEDIA_ROOT, …) is the one bench/bulk_send.py gives the worker.
 Each command prints one JSON object on stdout.
@@ -118,12 +120,73 @@ def export_mail(directory: str) -> dict:
     return parts
 
 
+def interactive_latency(count: str, when: str = "idle") -> dict:
+    """Click to the server's "250" of single mails (a test e-mail's path: outbox_enqueue, the
+    commit, the interactive lane, the sender), one after another, 0.2 s apart. With
+    `during-job` it first waits until the last bulk job is sending and counts only the mails
+    sent while it still was. Milliseconds from before the enqueue to the message's sent_at."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from accounts.models import User
+    from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
+    from outbox.services import outbox_enqueue
+
+    user = User.objects.get(code="SMTP")
+    during = when == "during-job"
+    deadline = time.monotonic() + 120
+    if during:
+        while not OutgoingMessage.objects.filter(
+            job__isnull=False, state=MessageState.SENT
+        ).exists():
+            if time.monotonic() > deadline:
+                return {"samples": 0, "error": "the job never started sending"}
+            time.sleep(0.05)
+    latencies = []
+    for _ in range(int(count)):
+        clicked = timezone.now()
+        with transaction.atomic():  # as a view: the task leaves on commit
+            message = outbox_enqueue(
+                user=user, to=["latency@bench.example"], subject="Latency probe", body_text="x"
+            )
+        while (
+            sent := OutgoingMessage.objects.filter(pk=message.pk)
+            .values_list("sent_at", flat=True)
+            .first()
+        ) is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        if sent is None:
+            break
+        job = BulkJob.objects.order_by("-pk").first()
+        if during and (job is None or job.state != JobState.RUNNING):
+            break  # the job is over: later samples would be idle ones
+        latencies.append((sent - clicked).total_seconds() * 1000)
+        time.sleep(0.2)
+    latencies.sort()
+
+    def pick(q: float) -> float | None:
+        return latencies[min(int(q * len(latencies)), len(latencies) - 1)] if latencies else None
+
+    return {
+        "when": when,
+        "samples": len(latencies),
+        "p50_ms": pick(0.5),
+        "p95_ms": pick(0.95),
+        "max_ms": latencies[-1] if latencies else None,
+    }
+
+
 def main() -> None:
     _setup()
     command, *args = sys.argv[1:]
-    result = {"pdf-cost": pdf_cost, "job-stats": job_stats, "export-mail": export_mail}[command](
-        *args
-    )
+    result = {
+        "pdf-cost": pdf_cost,
+        "job-stats": job_stats,
+        "export-mail": export_mail,
+        "interactive-latency": interactive_latency,
+    }[command](*args)
     print(json.dumps(result))
 
 
