@@ -12,16 +12,18 @@ a process that is killed stops beating, and after WORKER_LEASE_SECONDS it is dea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import socket
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from .models import WorkerLease
 
@@ -46,9 +48,9 @@ def lease_start() -> str:
     with _lock:
         if name := lease_current():
             return name
-        host, pid = socket.gethostname()[:120], os.getpid()
-        name = f"{host}:{pid}:{secrets.token_hex(4)}"
-        WorkerLease.objects.create(name=name, host=host, pid=pid, beat_at=timezone.now())
+        host, pid = _host(), os.getpid()
+        name = f"{socket.gethostname()[:60]}:{pid}:{secrets.token_hex(4)}"
+        WorkerLease.objects.create(name=name, host=host, pid=pid, beat_at=Now())
         _lease.update(name=name, pid=pid)
     threading.Thread(target=_beat, args=(name,), name="lease-beat", daemon=True).start()
     logger.info("worker lease %s taken", name)
@@ -62,16 +64,25 @@ def _beat(name: str) -> None:
         if _lease["name"] != name or _lease["pid"] != os.getpid():
             return
         try:
-            now = timezone.now()
-            if not WorkerLease.objects.filter(name=name).update(beat_at=now):
+            if not WorkerLease.objects.filter(name=name).update(beat_at=Now()):
                 # Declared dead meanwhile (a stall longer than the lease): what it held has been
                 # taken back and flagged; the process goes on under the same name.
-                host, pid = socket.gethostname()[:120], os.getpid()
-                WorkerLease.objects.create(name=name, host=host, pid=pid, beat_at=now)
+                WorkerLease.objects.create(name=name, host=_host(), pid=os.getpid(), beat_at=Now())
         except Exception:  # the database away for a moment: the next beat tries again
             logger.warning("worker lease %s: could not renew", name, exc_info=True)
         finally:
             connection.close()  # this thread's own connection
+
+
+def _host() -> str:
+    """Where this process's pid means something: the host name, the boot and the pid namespace
+    (two containers with one host name, or a machine rebooted, are different places)."""
+    parts = [socket.gethostname()[:60]]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:36])
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid")[:30])
+    return "/".join(parts)[:200]
 
 
 def lease_end() -> None:
@@ -86,9 +97,9 @@ def leases_forget_dead_here() -> int:
     """At a worker's start: the live-looking leases of this host whose process no longer
     exists are expired now (a worker restarted after a crash need not wait out their lease).
     Returns how many."""
-    host = socket.gethostname()[:120]
+    host = _host()
     dead = []
-    since = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+    since = Now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
     rows = WorkerLease.objects.filter(host=host, beat_at__gte=since).values_list("name", "pid")
     for name, pid in rows:
         if name == lease_current():
@@ -104,10 +115,10 @@ def leases_forget_dead_here() -> int:
             continue
     # Marked expired rather than deleted: the sweep then knows at once that what they held
     # is free (a name without a row counts as dead only after a lease's time).
-    expired = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS + 1)
+    expired = Now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS + 1)
     return WorkerLease.objects.filter(name__in=dead).update(beat_at=expired)
 
 
 def leases_forget_old() -> int:
     """Leases dead for a day: nothing can refer to them any more (the sweep ran since)."""
-    return WorkerLease.objects.filter(beat_at__lt=timezone.now() - timedelta(days=1)).delete()[0]
+    return WorkerLease.objects.filter(beat_at__lt=Now() - timedelta(days=1)).delete()[0]

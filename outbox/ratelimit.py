@@ -56,26 +56,36 @@ def reserve(key: str, limit: int) -> float:
         return (row.window_start + window - now).total_seconds()
 
 
-def wait_for_turn(sender: SenderConfig) -> None:
-    """Block until the sender may send one more mail (at most a window or a pause at a time).
+def turn_delay(sender: SenderConfig) -> float:
+    """0 when the sender may send one more mail now (its place in the window is taken), else
+    the seconds until it may: a full window or a "slow down" pause. Never blocks.
 
-    A sender without a limit only honours a "slow down" pause; that is read at most once a
+    A sender without a limit only honours a pause; that is read at most once a
     PAUSE_CHECK_SECONDS per sender and process, not for each of a bulk job's mails (a pause
-    this process sets itself is seen at once).
-    """
+    this process sets itself is seen at once)."""
     if sender.transport == TransportKind.RELAY:
-        return  # the platform's own MTA or ESP paces itself
+        return 0.0  # the platform's own MTA or ESP paces itself
     key = sender_key(sender)
     if limit := limit_for(sender):
-        while (delay := reserve(key, limit)) > 0:
-            time.sleep(min(delay, 5.0))
-        return
+        return reserve(key, limit)
     now = time.monotonic()
     if now - _pause_checked.get(key, -PAUSE_CHECK_SECONDS) < PAUSE_CHECK_SECONDS:
-        return
-    _pause_checked[key] = now
-    while (delay := _paused_for(key)) > 0:
+        return 0.0
+    delay = _paused_for(key)
+    if delay <= 0:
+        _pause_checked[key] = now
+    return delay
+
+
+def wait_for_turn(sender: SenderConfig, *, max_wait: float | None = None) -> float:
+    """Block until the sender may send one more mail and return 0; or, when the wait would be
+    longer than `max_wait` seconds, return that wait at once without taking a place (the
+    interactive lane re-queues the mail instead of holding a worker: outbox_send)."""
+    while (delay := turn_delay(sender)) > 0:
+        if max_wait is not None and delay > max_wait:
+            return delay
         time.sleep(min(delay, 5.0))
+    return 0.0
 
 
 PAUSE_CHECK_SECONDS = 1.0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +18,7 @@ from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.core.validators import validate_email
 from django.db import models, transaction
+from django.db.models.functions import Now
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -293,7 +296,9 @@ def _enqueue_on_commit(message_pk: int) -> None:
     broker is down, the row says so and the sweep hands it over again (after a lease's time),
     and the click still answers (never a 500 for a broker away)."""
 
-    OutgoingMessage.objects.filter(pk=message_pk).update(worker=UNDISPATCHED)
+    OutgoingMessage.objects.filter(pk=message_pk, state=MessageState.QUEUED).update(
+        worker=UNDISPATCHED
+    )
 
     def dispatch() -> None:
         row = OutgoingMessage.objects.filter(pk=message_pk).values_list("send_after", "job_id")
@@ -306,10 +311,12 @@ def _enqueue_on_commit(message_pk: int) -> None:
         ):
             OutgoingMessage.objects.filter(pk=message_pk, worker=UNDISPATCHED).update(worker="")
 
-    transaction.on_commit(dispatch)
+    # robust: nothing after the commit (a broker that hangs, a locked database) fails the click.
+    transaction.on_commit(dispatch, robust=True)
 
 
-_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+# A URL's user and password (up to the authority's last "@"), and a password= parameter.
+_CREDENTIALS = re.compile(r"//[^/]*@|(?i:password=)[^&\s]*")
 
 
 def _to_broker(send: Callable[[], object], what: str) -> bool:
@@ -318,7 +325,7 @@ def _to_broker(send: Callable[[], object], what: str) -> bool:
     try:
         send()
     except Exception as error:
-        reason = _CREDENTIALS.sub("//***@", f"{type(error).__name__}: {error}")[:300]
+        reason = _CREDENTIALS.sub("***", f"{type(error).__name__}: {error}")[:300]
         logger.warning("%s: the broker did not take the task (%s); the sweep will", what, reason)
         return False
     return True
@@ -345,11 +352,54 @@ def outbox_send(*, message_id: int) -> str:
     The row is claimed (queued → sending) before the SMTP transaction, so two workers never
     send it twice; it is marked sent with the server's reply right after.
     """
-    with _Connections() as connections:
-        state, error = _deliver(message_id, connections)
+    try:
+        with _Connections() as connections:
+            state, error = _deliver(message_id, connections, max_wait=SINGLE_MAX_WAIT)
+    except _NotYourTurn as later:
+        # The sender is at its limit (or paused): the mail comes back when it may go, and this
+        # worker of the interactive lane is free for everybody else's meanwhile.
+        delay = later.delay
+        job_id = OutgoingMessage.objects.filter(pk=message_id).values_list("job_id", flat=True)
+        job_id = job_id.first()
+        _to_broker(
+            lambda: _send_one(message_id, job_id=job_id, countdown=delay),
+            f"message {message_id} (waiting for its turn)",
+        )
+        return WAITING
+    except Exception:
+        _release([message_id])
+        raise
     if state == DEFERRED:
         raise error
     return state
+
+
+# A single mail waits for its sender's turn in the worker at most this long (seconds); a longer
+# wait sends it back to the broker with a countdown, without a claim.
+SINGLE_MAX_WAIT = 1.0
+WAITING = "waiting"
+
+
+class _NotYourTurn(Exception):
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"the sender's turn is in {delay:.1f} s")
+        self.delay = delay
+
+
+def _release(message_ids: list[int]) -> None:
+    """A task failed on an error of its own (the database away, a bug): what this worker still
+    holds of it is let go, so the sweep's rules for rows without a worker take it back (a
+    claim flagged "possibly sent twice" after SEND_CLAIM_TIMEOUT). If even this fails, the cap
+    on a live worker's holdings does it (_abandoned)."""
+    worker = lease_current()
+    if not worker:
+        return
+    with contextlib.suppress(Exception):
+        OutgoingMessage.objects.filter(
+            pk__in=message_ids,
+            worker=worker,
+            state__in=(MessageState.QUEUED, MessageState.SENDING),
+        ).update(worker="")
 
 
 def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
@@ -368,16 +418,28 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
             models.Q(send_after__isnull=True) | models.Q(send_after__lte=timezone.now()),
             pk__in=message_ids,
             state=MessageState.QUEUED,
-        ).update(worker=worker)
-    with _Connections() as connections:
-        for message_id in message_ids:
-            state, _error = _deliver(message_id, connections)
-            if state == DEFERRED:
-                message = OutgoingMessage.objects.only("attempts", "job_id").get(pk=message_id)
-                countdown = retry_delay(message.attempts)
-                _send_one(message_id, job_id=message.job_id, countdown=countdown)
-            counts[state] = counts.get(state, 0) + 1
-    return counts  # the job is finished by whoever ends its last message (_job_finish_after)
+        ).update(worker=worker, updated_at=timezone.now())
+    ended_jobs = _batch_jobs.set(set())  # jobs are looked at once, after the batch
+    try:
+        with _Connections() as connections:
+            for message_id in message_ids:
+                state, _error = _deliver(message_id, connections)
+                if state == DEFERRED:
+                    message = OutgoingMessage.objects.only("attempts", "job_id").get(pk=message_id)
+                    countdown = retry_delay(message.attempts)
+                    _send_one(message_id, job_id=message.job_id, countdown=countdown)
+                counts[state] = counts.get(state, 0) + 1
+    except Exception:
+        _release(message_ids)
+        raise
+    finally:
+        jobs = _batch_jobs.get()
+        _batch_jobs.reset(ended_jobs)
+    # The job is finished by whoever ends its last message: here, once per batch (a crash
+    # before this line is repaired by the sweep).
+    for job_id in sorted(jobs):
+        bulk_job_finish_if_done(job_id=job_id)
+    return counts
 
 
 class _Connections:
@@ -400,7 +462,9 @@ class _Connections:
             transport.close()
 
 
-def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError | None]:
+def _deliver(
+    message_id: int, connections: _Connections, *, max_wait: float | None = None
+) -> tuple[str, SendError | None]:
     # Only a queued message whose time has come: a task early for a held message (a duplicate,
     # a redelivery, a sweep, a second worker) claims nothing and sends nothing.
     def due() -> models.Q:
@@ -416,7 +480,8 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
     sender = SenderConfig.from_snapshot(message.sender)
     # The sender's turn (its rate limit, a server's "slow down") is waited for before the claim:
     # a waiting message holds no claim, so the sweep never takes it for a dead one.
-    ratelimit.wait_for_turn(sender)
+    if (delay := ratelimit.wait_for_turn(sender, max_wait=max_wait)) > 0:
+        raise _NotYourTurn(delay)
     now = timezone.now()
     claimed = OutgoingMessage.objects.filter(
         due(), pk=message_id, state=MessageState.QUEUED
@@ -479,11 +544,20 @@ def _deliver(message_id: int, connections: _Connections) -> tuple[str, SendError
     return MessageState.SENT, None
 
 
+# Inside outbox_send_batch: the jobs whose messages ended, finished after the batch (one
+# statement a batch instead of one a mail); None elsewhere (a single send finishes at once).
+_batch_jobs: ContextVar[set[int] | None] = ContextVar("_batch_jobs", default=None)
+
+
 def _job_finish_after(message: OutgoingMessage) -> None:
     """After a message of a job went final (and committed): finish the job if that was its
     last one. Checked after the commit, so of two workers ending the last two messages at once
     the later commit sees both; a crash right before it is repaired by the sweep."""
-    if message.job_id:
+    if not message.job_id:
+        return
+    if (batch := _batch_jobs.get()) is not None:
+        batch.add(message.job_id)
+    else:
         bulk_job_finish_if_done(job_id=message.job_id)
 
 
@@ -622,9 +696,9 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     # Dispatched again now: fresh, and no longer any dead worker's.
     redone = list(orphaned) + list(came_due)
     for start in range(0, len(redone), 1000):  # bounded IN lists (SQLite's variable limit)
-        OutgoingMessage.objects.filter(pk__in=redone[start : start + 1000]).update(
-            worker="", updated_at=now
-        )
+        OutgoingMessage.objects.filter(
+            pk__in=redone[start : start + 1000], state=MessageState.QUEUED
+        ).update(worker="", updated_at=now)
     # Each to its lane: a job's messages in batches, any other on its own (_enqueue_on_commit
     # records the dispatch with the row; outside a transaction it goes at once).
     batches_dispatch(message_ids=[pk for pk, job_id in lost.items() if job_id is not None])
@@ -668,16 +742,32 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
 
 def _abandoned(since_field: str, limit: datetime) -> models.Q:
     """Held by a worker process whose lease expired, or by no worker and untouched since
-    `limit`. The lease is read in the same statement as the rows, so a worker that started
-    after the sweep began is never taken for a dead one. A name without a lease row (the row
-    was deleted: a test database flushed) counts as dead only once `since_field` is older than
-    a lease."""
-    expired = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+    `limit`, or by a live worker for longer than any send takes (LIVE_HOLD_FACTOR ×
+    SEND_CLAIM_TIMEOUT: a task that failed without letting go, a hung process).
+
+    The lease is read in the same statement as the rows, and its age by the database's clock
+    (as it was written: leases.py), so a worker that started after the sweep began is never
+    taken for a dead one, nor a live one on a machine whose clock is behind. A name without a
+    lease row (the row was deleted: a test database flushed) counts as dead only once
+    `since_field` is older than a lease."""
+    lease_seconds = timedelta(seconds=settings.WORKER_LEASE_SECONDS)
     lease = WorkerLease.objects.filter(name=models.OuterRef("worker"))
-    dead = models.Exists(lease.filter(beat_at__lt=expired)) | (
-        ~models.Exists(lease) & models.Q(**{f"{since_field}__lt": expired})
+    expired = lease.filter(beat_at__lt=Now() - lease_seconds)
+    held_too_long = timezone.now() - LIVE_HOLD_FACTOR * timedelta(
+        seconds=settings.SEND_CLAIM_TIMEOUT
+    )
+    dead = (
+        models.Exists(expired)
+        | (
+            ~models.Exists(lease)
+            & models.Q(**{f"{since_field}__lt": timezone.now() - lease_seconds})
+        )
+        | models.Q(**{f"{since_field}__lt": held_too_long})
     )
     return (models.Q(worker__gt="") & dead) | models.Q(worker="", **{f"{since_field}__lte": limit})
+
+
+LIVE_HOLD_FACTOR = 3
 
 
 # -- bulk jobs ---------------------------------------------------------------------------------
@@ -711,7 +801,7 @@ def batches_dispatch(*, message_ids: list[int], send_after: datetime | None = No
                 return
             OutgoingMessage.objects.filter(pk__in=batch, worker=UNDISPATCHED).update(worker="")
 
-    transaction.on_commit(dispatch)
+    transaction.on_commit(dispatch, robust=True)
     return len(batches)
 
 
@@ -725,7 +815,7 @@ def bulk_job_prepare_dispatch(*, job: BulkJob) -> None:
         if _to_broker(lambda: current_app.send_task(job.prepare_task, (job.pk,)), f"job {job.pk}"):
             BulkJob.objects.filter(pk=job.pk, worker=UNDISPATCHED).update(worker="")
 
-    transaction.on_commit(dispatch)
+    transaction.on_commit(dispatch, robust=True)
 
 
 @transaction.atomic

@@ -19,7 +19,14 @@ from django.utils import timezone
 from outbox import leases, ratelimit
 from outbox.leases import UNDISPATCHED
 from outbox.models import Event, EventKind, MessageState, OutgoingMessage, WorkerLease
-from outbox.services import outbox_enqueue, outbox_send, outbox_sweep
+from outbox.services import (
+    _to_broker,
+    outbox_enqueue,
+    outbox_send,
+    outbox_send_batch,
+    outbox_sweep,
+)
+from outbox.signals import message_state_changed
 from smtp_settings.resolve import SenderConfig
 from tests import factories
 from tests.invoices import factories as invoice_factories
@@ -56,7 +63,7 @@ def test_a_live_workers_claim_is_never_taken_a_dead_ones_at_once(smtp_servers, s
     live, dead, leaseless = _messages(smtp_servers.plain, 3)
     _lease("live", age=5)
     _lease("dead", age=60)
-    _claim(live, "live", age=3600)  # an hour on one message: a slow server, but alive
+    _claim(live, "live", age=1700)  # half an hour on one message: a slow server, but alive
     _claim(dead, "dead", age=2)  # two seconds ago, but its worker stopped beating
     _claim(leaseless, "", age=300)  # no lease (a command): the timeout decides
 
@@ -76,6 +83,11 @@ def test_a_live_workers_claim_is_never_taken_a_dead_ones_at_once(smtp_servers, s
     _claim(leaseless, "", age=601)
     assert outbox_sweep()["returned"] == 1  # past SEND_CLAIM_TIMEOUT
     assert OutgoingMessage.objects.get(pk=live.pk).state == MessageState.SENDING
+    # Held by a live worker for longer than any send takes (3 × SEND_CLAIM_TIMEOUT): a task
+    # that failed without letting go, or a hung process. Taken back, flagged.
+    _claim(live, "live", age=1801)
+    assert outbox_sweep()["returned"] == 1
+    assert OutgoingMessage.objects.get(pk=live.pk).possibly_duplicated
 
 
 @pytest.mark.django_db
@@ -108,10 +120,10 @@ def test_the_queued_messages_a_dead_worker_had_taken_are_dispatched_again_at_onc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_wait_for_the_senders_turn_holds_no_claim_and_the_mail_goes_once(
+def test_a_bulk_wait_for_the_senders_turn_holds_no_claim_and_the_mail_goes_once(
     smtp_servers, settings, monkeypatch
 ):
-    """A "slow down" pause longer than a lease: while a worker waits, the message is not
+    """A "slow down" pause longer than a lease: while a bulk worker waits, the message is not
     claimed, so no sweep can take it for a dead claim and a second task cannot send it too."""
     # This test is the worker: no task for the session's worker (committed rows here).
     monkeypatch.setattr("outbox.services._enqueue_on_commit", lambda pk: None)
@@ -123,31 +135,64 @@ def test_a_wait_for_the_senders_turn_holds_no_claim_and_the_mail_goes_once(
     sender = SenderConfig.from_snapshot(message.sender)
     ratelimit.pause(sender, 2.0)
 
-    results: list[str] = []
-    task = threading.Thread(target=lambda: results.append(outbox_send(message_id=message.pk)))
+    results: list[dict] = []
+    task = threading.Thread(
+        target=lambda: results.append(outbox_send_batch(message_ids=[message.pk]))
+    )
     task.start()
     try:
         time.sleep(1.0)  # it waits for the pause, past the lease and the claim timeout
         message.refresh_from_db()
         assert (message.state, message.claimed_at) == (MessageState.QUEUED, None)
-        sweep = outbox_sweep()
-        assert sweep["returned"] == 0
+        assert outbox_sweep()["returned"] == 0
     finally:
         task.join(10)
-    assert results == [MessageState.SENT]
+    assert results == [{MessageState.SENT: 1}]
     # The sweep's task for it (or any duplicate) finds it sent: nothing goes twice.
     assert outbox_send(message_id=message.pk) == "skipped"
     assert len(server.messages) == 1
     assert not OutgoingMessage.objects.get(pk=message.pk).possibly_duplicated
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_single_mail_whose_sender_must_wait_goes_back_to_the_broker_not_to_sleep(
+    smtp_servers, monkeypatch
+):
+    """The interactive lane never sleeps for a sender's turn: a single mail whose sender is
+    paused (or at its limit) is published again with a countdown, unclaimed, and the worker is
+    free at once for everybody else's mail."""
+    monkeypatch.setattr("outbox.services._enqueue_on_commit", lambda pk: None)
+    published: list[tuple[int, int | None, float]] = []
+    monkeypatch.setattr(
+        "outbox.services._send_one",
+        lambda pk, *, job_id, countdown=0: published.append((pk, job_id, countdown)),
+    )
+    server = smtp_servers.plain
+    [message] = _messages(server, 1)
+    ratelimit.pause(SenderConfig.from_snapshot(message.sender), 30.0)
+
+    started = time.monotonic()
+    assert outbox_send(message_id=message.pk) == "waiting"
+    assert time.monotonic() - started < 1.0  # no sleeping worker
+    message.refresh_from_db()
+    assert (message.state, message.claimed_at, message.attempts) == (MessageState.QUEUED, None, 0)
+    [(pk, job_id, countdown)] = published
+    assert (pk, job_id) == (message.pk, None) and 28 < countdown <= 30
+    assert server.messages == []
+
+
 @pytest.mark.django_db
 def test_a_restarted_worker_expires_its_hosts_dead_leases_only(settings):
     settings.WORKER_LEASE_SECONDS = 45
-    host = socket.gethostname()[:120]
+    host = leases._host()  # host name, boot id, pid namespace
+    assert host.startswith(socket.gethostname()[:60])
     gone = _lease("gone", age=1, host=host, pid=2**22 + 12345)  # no such process
     alive_here = _lease("here", age=1, host=host, pid=os.getppid())
-    other_host = _lease("there", age=1, host="another-machine", pid=2**22 + 12345)
+    # The same host name in another container (its own pid namespace): its pids mean nothing
+    # here, so it is left to its lease.
+    other_host = _lease(
+        "there", age=1, host=f"{socket.gethostname()[:60]}/other-container", pid=2**22 + 12345
+    )
 
     assert leases.leases_forget_dead_here() == 1
     beats = dict(WorkerLease.objects.values_list("name", "beat_at"))
@@ -179,3 +224,42 @@ def test_a_lease_is_renewed_by_its_thread_and_given_back(settings, monkeypatch):
     assert leases.lease_current() == ""
     time.sleep(0.2)  # the thread has stopped: it takes nothing again
     assert not WorkerLease.objects.filter(name=name).exists()
+
+
+@pytest.mark.django_db
+def test_a_task_failing_on_an_error_of_its_own_lets_go_of_what_it_held(smtp_servers, monkeypatch):
+    """An error that is not the server's (the database away, a bug) ends the task: what this
+    worker held of its batch is released, so the sweep's rules take it back instead of the
+    rows waiting for a live worker that will never come back to them."""
+    monkeypatch.setattr(leases, "_lease", {"name": "me", "pid": os.getpid()})
+    _lease("me", age=0)
+    server = smtp_servers.plain
+    messages = _messages(server, 3)
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("the invoice's row cannot be written")
+
+    message_state_changed.connect(broken, sender=OutgoingMessage, dispatch_uid="broken")
+    try:
+        with pytest.raises(RuntimeError):
+            outbox_send_batch(message_ids=[m.pk for m in messages])
+    finally:
+        message_state_changed.disconnect(sender=OutgoingMessage, dispatch_uid="broken")
+    rows = dict(OutgoingMessage.objects.values_list("pk", "worker"))
+    assert set(rows.values()) == {""}  # the claim and the rest of the batch: nobody's
+    states = sorted(OutgoingMessage.objects.values_list("state", flat=True))
+    assert states == [MessageState.QUEUED, MessageState.QUEUED, MessageState.SENDING]
+
+
+def test_the_broker_warning_never_logs_a_password(caplog):
+    def refuse():
+        raise ConnectionError(
+            "Error connecting to redis://:p@ss w0rd@redis.internal:6379/0 "
+            "(amqp://user:secret@rabbit/?password=hunter2&x=1)"
+        )
+
+    assert _to_broker(refuse, "job 1") is False
+    assert "the broker did not take the task" in caplog.text
+    for secret in ("p@ss", "w0rd", "secret", "hunter2"):
+        assert secret not in caplog.text, caplog.text
+    assert "redis.internal:6379" in caplog.text  # what the operator needs stays
