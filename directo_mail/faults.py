@@ -1,10 +1,11 @@
 """Named crash points for the fault harness (issue 13, tests/reliability/test_kill_points.py).
 
-`fault_point("deliver.sent")` kills this process with SIGKILL, as a power cut or the OOM
+`fault_point("deliver.accepted")` kills this process with SIGKILL, as a power cut or the OOM
 killer would, when the environment variable DIRECTO_FAULT names that point; with
 DIRECTO_FAULT_AT=N only on its Nth pass (default 1). Nothing happens unless the variable is set:
-it is read from the process's own environment, which only whoever starts the worker controls
-(no request, task or setting can set it), so it is no lever for an attacker.
+it is read from the process's environment (which .env also fills), which only the operator
+controls (no request or task can set it), so it is no lever for a user; never put it in a
+production .env.
 """
 
 from __future__ import annotations

@@ -10,14 +10,19 @@ Why not a library: django-db-file-storage keeps base64 text and serves files thr
 view; this one keeps bytes (BinaryField), serves nothing (the app's views read files and check
 who may), and a file written inside a transaction (an attachment with its message) is
 committed or rolled back with it. Files are small (a PDF of tens of KB, attachments within
-ATTACHMENT_LIMITS_MB), so each is read and written whole.
+ATTACHMENT_LIMITS_MB), so each is read and written whole: a 25 MB attachment costs a few
+times that in the process that writes or sends it, bounded by UPLOAD_MAX_MB.
+
+Upgrading from local disk: a file not in the table is read from MEDIA_ROOT on this machine, so
+what was queued before the switch still goes from the machine that kept it.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
-from django.core.files.storage import Storage
+from django.core.files.storage import FileSystemStorage, Storage
 from django.db import IntegrityError, transaction
 from django.utils.deconstruct import deconstructible
 
@@ -31,8 +36,24 @@ class DatabaseStorage(Storage):
             raise ValueError("files in the database are written with save(), not open()")
         content = StoredFile.objects.filter(name=name).values_list("content", flat=True).first()
         if content is None:
-            raise FileNotFoundError(f"no stored file {name!r}")
+            if (kept := self._kept_before(name)) is None:
+                raise FileNotFoundError(f"no stored file {name!r}")
+            return ContentFile(kept, name=name)
         return ContentFile(bytes(content), name=name)
+
+    def _kept_before(self, name: str) -> bytes | None:
+        """A file kept on this machine's disk (MEDIA_ROOT) before FILE_STORAGE became
+        "database": read from there, so an upgrade loses nothing queued. Only names inside
+        MEDIA_ROOT (FileSystemStorage's own check)."""
+        legacy = FileSystemStorage(location=settings.MEDIA_ROOT)
+        try:
+            with legacy.open(name, "rb") as stream:
+                return stream.read()
+        except (FileNotFoundError, SuspiciousFileOperation, IsADirectoryError):
+            return None
+
+    def exists(self, name: str) -> bool:
+        return StoredFile.objects.filter(name=name).exists() or self._kept_before(name) is not None
 
     def _save(self, name: str, content: File) -> str:
         data = b"".join(content.chunks()) if hasattr(content, "chunks") else content.read()
@@ -46,16 +67,15 @@ class DatabaseStorage(Storage):
             except IntegrityError:  # another process took the name meanwhile
                 name = self.get_available_name(name)
 
-    def exists(self, name: str) -> bool:
-        return StoredFile.objects.filter(name=name).exists()
-
     def delete(self, name: str) -> None:
         StoredFile.objects.filter(name=name).delete()
 
     def size(self, name: str) -> int:
         size = StoredFile.objects.filter(name=name).values_list("size", flat=True).first()
         if size is None:
-            raise FileNotFoundError(f"no stored file {name!r}")
+            if (kept := self._kept_before(name)) is None:
+                raise FileNotFoundError(f"no stored file {name!r}")
+            return len(kept)
         return size
 
     def url(self, name: str) -> str:

@@ -84,8 +84,10 @@ def render_invoice_pdf(invoice: Invoice, *, seller: str) -> bytes:
 
 def invoice_pdf(invoice: Invoice, *, seller: str) -> str:
     """The storage name of the invoice's PDF: rendered the first time, then kept and reused
-    (a message attaches that very file, never a copy)."""
-    if invoice.pdf:
+    (a message attaches that very file, never a copy). A kept name whose file this storage
+    does not have (kept on another machine's disk, or before FILE_STORAGE changed) is
+    rendered and kept again."""
+    if invoice.pdf and invoice.pdf.storage.exists(invoice.pdf.name):
         return invoice.pdf.name
     content = render_invoice_pdf(invoice, seller=seller)
     invoice.pdf.save(f"{invoice.number.replace('/', '-')}.pdf", ContentFile(content), save=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
@@ -254,10 +255,12 @@ def invoice_pdf_preview(request: HttpRequest, pk: int) -> HttpResponse:
     any message, the same rendering made for this view (a GET writes nothing). One page, a few
     kilobytes: read whole."""
     invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
+    content = None
     if invoice.pdf:
-        with invoice.pdf.open("rb") as pdf:
+        # Kept where this storage cannot read it: rendered again below.
+        with contextlib.suppress(FileNotFoundError), invoice.pdf.open("rb") as pdf:
             content = pdf.read()
-    else:
+    if content is None:
         company = company_get()
         content = render_invoice_pdf(invoice, seller=company.name if company else "")
     response = HttpResponse(content, content_type="application/pdf")

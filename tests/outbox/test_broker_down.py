@@ -9,6 +9,7 @@ nothing listens (connection refused), then back at the session's broker."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 
@@ -31,16 +32,25 @@ def broker_away():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nobody listens there once the probe is closed
     conf = app.conf
+    dead = f"redis://127.0.0.1:{port}/0"
     saved = (conf.broker_url, conf.broker_transport, conf.broker_transport_options)
+    # Celery reads CELERY_BROKER_URL from the environment before its own setting (CI's Redis).
+    environ = os.environ.get("CELERY_BROKER_URL")
     pools = (app._pool, app.amqp._producer_pool)
     app._pool = app.amqp._producer_pool = None
-    conf.broker_url, conf.broker_transport = f"redis://127.0.0.1:{port}/0", None
+    os.environ["CELERY_BROKER_URL"] = dead
+    conf.broker_url, conf.broker_transport = dead, None
     conf.broker_transport_options = {}
     try:
+        assert app.connection_for_write().as_uri().endswith(f":{port}/0")
         yield
     finally:
         if app._pool is not None:
             app._pool.force_close_all()
+        if environ is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = environ
         conf.broker_url, conf.broker_transport, conf.broker_transport_options = saved
         app._pool, app.amqp._producer_pool = pools
 
