@@ -447,6 +447,16 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # (issue 13: a 1 s poll cost a quarter of a bulk job's wall time) for 0.3 % of a core.
         "polling_interval": env.float("CELERY_BROKER_POLLING_INTERVAL", default=0.1),
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A Redis that drops packets must not hang a click for minutes: connect within 3 s, and
+    # publish with one retry (a dispatch that fails is recorded and handed over by the sweep).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 10}
+    CELERY_TASK_PUBLISH_RETRY_POLICY = {
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 0.5,
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
