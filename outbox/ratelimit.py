@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from smtp_settings.resolve import SenderConfig, TransportKind
@@ -54,6 +54,16 @@ def reserve(key: str, limit: int) -> float:
             row.save(update_fields=["window_start", "count"])
             return 0.0
         return (row.window_start + window - now).total_seconds()
+
+
+def give_back(sender: SenderConfig) -> None:
+    """A place taken for a mail that then did not go (another task claimed it first): freed,
+    so duplicate tasks do not eat a limited sender's window."""
+    if sender.transport == TransportKind.RELAY or not limit_for(sender):
+        return
+    SendingWindow.objects.filter(key=sender_key(sender), count__gt=0).update(
+        count=models.F("count") - 1
+    )
 
 
 def turn_delay(sender: SenderConfig) -> float:

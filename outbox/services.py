@@ -492,7 +492,8 @@ def _deliver(
         attempts=models.F("attempts") + 1,
         updated_at=now,
     )
-    if not claimed:
+    if not claimed:  # another task took it while this one waited: its place is given back
+        ratelimit.give_back(sender)
         return "skipped", None
     message.state, message.claimed_at, message.attempts = (
         MessageState.SENDING,

@@ -18,7 +18,14 @@ from django.utils import timezone
 
 from outbox import leases, ratelimit
 from outbox.leases import UNDISPATCHED
-from outbox.models import Event, EventKind, MessageState, OutgoingMessage, WorkerLease
+from outbox.models import (
+    Event,
+    EventKind,
+    MessageState,
+    OutgoingMessage,
+    SendingWindow,
+    WorkerLease,
+)
 from outbox.services import (
     _to_broker,
     outbox_enqueue,
@@ -263,3 +270,25 @@ def test_the_broker_warning_never_logs_a_password(caplog):
     for secret in ("p@ss", "w0rd", "secret", "hunter2"):
         assert secret not in caplog.text, caplog.text
     assert "redis.internal:6379" in caplog.text  # what the operator needs stays
+
+
+@pytest.mark.django_db
+def test_a_task_that_loses_the_claim_after_its_turn_gives_its_place_back(
+    smtp_servers, settings, monkeypatch
+):
+    """Two tasks for one message (a sweep's and the original): the one that took a place in a
+    limited sender's window and then found the message claimed by the other frees the place,
+    so duplicate tasks do not eat the sender's limit."""
+    settings.SEND_RATE_LIMITS = {"smtp": 5}
+    [message] = _messages(smtp_servers.plain, 1)
+    real_wait = ratelimit.wait_for_turn
+
+    def wait_then_lose(sender, **kwargs):
+        delay = real_wait(sender, **kwargs)  # takes a place in the window
+        OutgoingMessage.objects.filter(pk=message.pk).update(state=MessageState.SENDING)
+        return delay  # ... while the other task claimed the message
+
+    monkeypatch.setattr(ratelimit, "wait_for_turn", wait_then_lose)
+    assert outbox_send(message_id=message.pk) == "skipped"
+    [window] = SendingWindow.objects.all()
+    assert window.count == 0
