@@ -53,7 +53,12 @@ class DatabaseStorage(Storage):
             return None
 
     def exists(self, name: str) -> bool:
-        return StoredFile.objects.filter(name=name).exists() or self._kept_before(name) is not None
+        if StoredFile.objects.filter(name=name).exists():
+            return True
+        try:  # kept on this disk before the switch (without reading it)
+            return FileSystemStorage(location=settings.MEDIA_ROOT).exists(name)
+        except SuspiciousFileOperation:
+            return False
 
     def _save(self, name: str, content: File) -> str:
         data = b"".join(content.chunks()) if hasattr(content, "chunks") else content.read()
@@ -73,9 +78,10 @@ class DatabaseStorage(Storage):
     def size(self, name: str) -> int:
         size = StoredFile.objects.filter(name=name).values_list("size", flat=True).first()
         if size is None:
-            if (kept := self._kept_before(name)) is None:
-                raise FileNotFoundError(f"no stored file {name!r}")
-            return len(kept)
+            try:  # kept on this disk before the switch
+                return FileSystemStorage(location=settings.MEDIA_ROOT).size(name)
+            except (SuspiciousFileOperation, OSError):
+                raise FileNotFoundError(f"no stored file {name!r}") from None
         return size
 
     def url(self, name: str) -> str:
