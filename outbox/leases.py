@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def lease_start() -> str:
 def _beat(name: str) -> None:
     """Renew the lease until the process ends (a daemon thread dies with it)."""
     while _lease["name"] == name:
-        threading.Event().wait(settings.WORKER_BEAT_SECONDS)
+        time.sleep(settings.WORKER_BEAT_SECONDS)
         if _lease["name"] != name or _lease["pid"] != os.getpid():
             return
         try:

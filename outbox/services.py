@@ -358,9 +358,7 @@ def outbox_send(*, message_id: int) -> str:
     except _NotYourTurn as later:
         # The sender is at its limit (or paused): the mail comes back when it may go, and this
         # worker of the interactive lane is free for everybody else's meanwhile.
-        delay = later.delay
-        job_id = OutgoingMessage.objects.filter(pk=message_id).values_list("job_id", flat=True)
-        job_id = job_id.first()
+        delay, job_id = later.delay, later.job_id
         _to_broker(
             lambda: _send_one(message_id, job_id=job_id, countdown=delay),
             f"message {message_id} (waiting for its turn)",
@@ -381,9 +379,9 @@ WAITING = "waiting"
 
 
 class _NotYourTurn(Exception):
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, job_id: int | None) -> None:
         super().__init__(f"the sender's turn is in {delay:.1f} s")
-        self.delay = delay
+        self.delay, self.job_id = delay, job_id
 
 
 def _release(message_ids: list[int]) -> None:
@@ -481,7 +479,7 @@ def _deliver(
     # The sender's turn (its rate limit, a server's "slow down") is waited for before the claim:
     # a waiting message holds no claim, so the sweep never takes it for a dead one.
     if (delay := ratelimit.wait_for_turn(sender, max_wait=max_wait)) > 0:
-        raise _NotYourTurn(delay)
+        raise _NotYourTurn(delay, message.job_id)
     now = timezone.now()
     claimed = OutgoingMessage.objects.filter(
         due(), pk=message_id, state=MessageState.QUEUED

@@ -22,6 +22,7 @@ from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import outbox_sweep
 from tests import factories
 from tests.invoices import factories as invoice_factories
+from tests.reliability.test_faults import wait_until
 
 pytestmark = [pytest.mark.usefixtures("english")]
 
@@ -55,13 +56,6 @@ def broker_away():
         app._pool, app.amqp._producer_pool = pools
 
 
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_the_bulk_click_answers_with_the_broker_away_and_the_job_goes_once_it_is_back(
     transactional_db, smtp_servers, celery_worker, client, settings, caplog
 ):
@@ -85,8 +79,10 @@ def test_the_bulk_click_answers_with_the_broker_away_and_the_job_goes_once_it_is
 
     settings.WORKER_LEASE_SECONDS = 0  # beat's next sweep, a lease's time later
     assert outbox_sweep()["restarted_jobs"] == 1
-    _wait(lambda: len(server.messages) >= 3, 30, "the job did not go out after the broker")
-    _wait(lambda: BulkJob.objects.get().state == JobState.FINISHED, 30, "the job did not finish")
+    wait_until(lambda: len(server.messages) >= 3, 30, "the job did not go out after the broker")
+    wait_until(
+        lambda: BulkJob.objects.get().state == JobState.FINISHED, 30, "the job did not finish"
+    )
     time.sleep(0.5)
     assert sorted(m.message_id for m in server.messages) == sorted(
         m.strip("<>") for m in OutgoingMessage.objects.values_list("message_id", flat=True)
@@ -112,6 +108,8 @@ def test_a_test_email_clicked_with_the_broker_away_is_sent_once_it_is_back(
     assert outbox_sweep()["redispatched"] == 1
     [mail] = server.wait_for(1, timeout=20)
     assert mail.message_id == message.message_id.strip("<>")
-    _wait(lambda: OutgoingMessage.objects.get().state == MessageState.SENT, 10, "not marked sent")
+    wait_until(
+        lambda: OutgoingMessage.objects.get().state == MessageState.SENT, 10, "not marked sent"
+    )
     time.sleep(0.5)
     assert len(server.messages) == 1
