@@ -84,22 +84,22 @@ def job_stats() -> dict:
 
 
 def export_mail(directory: str) -> dict:
-    """The first sent message of the last job as bytes (build_message, SMTP policy) and its
+    """The first sent message of the last job as bytes (message_bytes, as sent) and its
     parts for the peer: same From, To, subject, bodies and PDF."""
-    from email import policy
+    from email import message_from_bytes, policy
 
-    from outbox.message import build_message, envelope_for
+    from outbox.message import envelope_for, message_bytes
     from outbox.models import BulkJob, MessageState
     from smtp_settings.resolve import SenderConfig
 
     job = BulkJob.objects.order_by("-pk").first()
     message = job.messages.filter(state=MessageState.SENT).order_by("pk").first()
     sender = SenderConfig.from_snapshot(message.sender)
-    mime = build_message(message, sender)
+    raw = message_bytes(message, sender)
+    mime = message_from_bytes(raw, policy=policy.default)
     envelope = envelope_for(message, sender)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    raw = mime.as_bytes(policy=policy.SMTP)
     (out / "message.eml").write_bytes(raw)
     attachment = message.attachments.first()
     with attachment.file.open("rb") as stream:

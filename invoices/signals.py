@@ -7,6 +7,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from outbox.compiled import RowUpdate
 from outbox.models import MessageState, OutgoingMessage
 from outbox.signals import (
     message_bounced,
@@ -70,10 +71,15 @@ def invoice_follows_its_message(sender, *, message: OutgoingMessage, state: str,
     new_state = _STATES.get(state)
     if new_state is None:
         return
-    fields = {"send_state": new_state}
-    if new_state == SendState.SENT:
-        fields["sent_at"] = timezone.now()
-    Invoice.objects.filter(pk=message.related_id).update(**fields)
+    if new_state == SendState.SENT:  # every mail of a job: the statement is compiled once
+        _INVOICE_SENT.run(
+            {"send_state": new_state, "sent_at": timezone.now()}, {"pk": int(message.related_id)}
+        )
+    else:
+        Invoice.objects.filter(pk=message.related_id).update(send_state=new_state)
+
+
+_INVOICE_SENT = RowUpdate(Invoice, sets=("send_state", "sent_at"), where="{pk} = %s")
 
 
 @receiver(message_retry_requested, sender=OutgoingMessage)

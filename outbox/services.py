@@ -32,11 +32,12 @@ from smtp_settings.transports import Transport, transport_for
 
 from . import limits, ratelimit
 from .attachments import attachments_check
+from .compiled import RowUpdate
 from .leases import UNDISPATCHED, lease_current, leases_forget_old
 from .message import (
-    build_message,
     envelope_for,
     extra_headers_check,
+    message_bytes,
     new_message_id,
     verp_address,
 )
@@ -418,10 +419,22 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
             state=MessageState.QUEUED,
         ).update(worker=worker, updated_at=timezone.now())
     ended_jobs = _batch_jobs.set(set())  # jobs are looked at once, after the batch
+    # The batch's queued rows and their files in two queries; each is still claimed on its own
+    # (the claim checks its state again), right before its SMTP transaction.
+    preloaded = {
+        message.pk: message
+        for message in OutgoingMessage.objects.select_related("user")
+        .prefetch_related("attachments")
+        .filter(pk__in=message_ids, state=MessageState.QUEUED)
+    }
     try:
         with _Connections() as connections:
             for message_id in message_ids:
-                state, _error = _deliver(message_id, connections)
+                message = preloaded.pop(message_id, None)
+                if message is None:  # not queued when the batch began: someone else's now
+                    state = "skipped"
+                else:
+                    state, _error = _deliver(message_id, connections, message=message)
                 if state == DEFERRED:
                     message = OutgoingMessage.objects.only("attempts", "job_id").get(pk=message_id)
                     countdown = retry_delay(message.attempts)
@@ -461,19 +474,22 @@ class _Connections:
 
 
 def _deliver(
-    message_id: int, connections: _Connections, *, max_wait: float | None = None
+    message_id: int,
+    connections: _Connections,
+    *,
+    max_wait: float | None = None,
+    message: OutgoingMessage | None = None,
 ) -> tuple[str, SendError | None]:
     # Only a queued message whose time has come: a task early for a held message (a duplicate,
-    # a redelivery, a sweep, a second worker) claims nothing and sends nothing.
-    def due() -> models.Q:
-        return models.Q(send_after__isnull=True) | models.Q(send_after__lte=timezone.now())
-
-    message = (
-        OutgoingMessage.objects.select_related("user")
-        .filter(due(), pk=message_id, state=MessageState.QUEUED)
-        .first()
-    )
+    # a redelivery, a sweep, a second worker) claims nothing and sends nothing. A batch passes
+    # the row it read already; the claim below checks the same conditions again.
     if message is None:
+        message = (
+            OutgoingMessage.objects.select_related("user")
+            .filter(_due(), pk=message_id, state=MessageState.QUEUED)
+            .first()
+        )
+    if message is None or (message.send_after and message.send_after > timezone.now()):
         return "skipped", None
     sender = SenderConfig.from_snapshot(message.sender)
     # The sender's turn (its rate limit, a server's "slow down") is waited for before the claim:
@@ -481,14 +497,14 @@ def _deliver(
     if (delay := ratelimit.wait_for_turn(sender, max_wait=max_wait)) > 0:
         raise _NotYourTurn(delay, message.job_id)
     now = timezone.now()
-    claimed = OutgoingMessage.objects.filter(
-        due(), pk=message_id, state=MessageState.QUEUED
-    ).update(
-        state=MessageState.SENDING,
-        claimed_at=now,
-        worker=lease_current(),
-        attempts=models.F("attempts") + 1,
-        updated_at=now,
+    claimed = _CLAIM.run(
+        {
+            "state": MessageState.SENDING,
+            "claimed_at": now,
+            "worker": lease_current(),
+            "updated_at": now,
+        },
+        {"pk": message_id, "state": MessageState.QUEUED, "send_after": now},
     )
     if not claimed:  # another task took it while this one waited: its place is given back
         ratelimit.give_back(sender)
@@ -500,8 +516,8 @@ def _deliver(
     )
     fault_point("deliver.claimed")
     try:
-        mime = build_message(message, sender)
-        reply = connections.for_sender(sender).send(mime, envelope_for(message, sender))
+        data = message_bytes(message, sender, list(message.attachments.all()))
+        reply = connections.for_sender(sender).send(data, envelope_for(message, sender))
     except TransientSendError as error:
         if error.explanation == "throttled":  # 421 / 4.7.x: the whole sender slows down
             ratelimit.pause(sender, retry_delay(message.attempts))
@@ -528,19 +544,42 @@ def _deliver(
     # The message's final state and what follows it (the invoice: invoices.signals) commit
     # together, so a crash can never leave one without the other.
     with transaction.atomic():
-        OutgoingMessage.objects.filter(pk=message.pk).update(
-            state=MessageState.SENT,
-            sent_at=timezone.now(),
-            last_reply=reply,
-            explanation="",
-            explanation_params={},
-            updated_at=timezone.now(),
+        now = timezone.now()
+        _SENT.run(
+            {
+                "state": MessageState.SENT,
+                "sent_at": now,
+                "last_reply": reply,
+                "explanation": "",
+                "explanation_params": {},
+                "updated_at": now,
+            },
+            {"pk": message.pk},
         )
         message_state_changed.send(OutgoingMessage, message=message, state=MessageState.SENT)
     logger.info("message %s sent: %s", message.pk, reply)
     fault_point("deliver.recorded")
     _job_finish_after(message)
     return MessageState.SENT, None
+
+
+def _due() -> models.Q:
+    return models.Q(send_after__isnull=True) | models.Q(send_after__lte=timezone.now())
+
+
+# The two statements every sent mail runs, compiled once (the ORM spends ~0.3 ms of CPU a
+# statement building the same SQL again; these are the hot path of a 20,000-mail job).
+_CLAIM = RowUpdate(
+    OutgoingMessage,
+    sets=("state", "claimed_at", "worker", "updated_at"),
+    increments=("attempts",),
+    where="{pk} = %s AND {state} = %s AND ({send_after} IS NULL OR {send_after} <= %s)",
+)
+_SENT = RowUpdate(
+    OutgoingMessage,
+    sets=("state", "sent_at", "last_reply", "explanation", "explanation_params", "updated_at"),
+    where="{pk} = %s",
+)
 
 
 # Inside outbox_send_batch: the jobs whose messages ended, finished after the batch (one

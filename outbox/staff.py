@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from smtp_settings.resolve import SenderConfig
 
-from .message import build_message, envelope_for
+from .message import envelope_for, message_bytes
 from .models import BulkJob, JobState, MessageState, OutgoingMessage
 from .services import _enqueue_on_commit, bulk_job_progress
 from .signals import message_retry_requested, message_state_changed
@@ -82,8 +82,7 @@ def outbox_message_eml(message: OutgoingMessage) -> bytes:
     """The message exactly as the worker builds it (same Message-ID and Date); BCC is in no
     header, and the sender snapshot holds no secret, only a reference to it. CRLF line ends, as
     smtplib puts it on the wire (and as RFC 5322 files are)."""
-    mime = build_message(message, SenderConfig.from_snapshot(message.sender))
-    return mime.as_bytes(policy=mime.policy.clone(linesep="\r\n"))
+    return message_bytes(message, SenderConfig.from_snapshot(message.sender))
 
 
 def outbox_message_envelope(message: OutgoingMessage) -> tuple[str, tuple[str, ...]]:

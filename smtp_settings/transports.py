@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
+import re
 import smtplib
 import socket
 import ssl
-from email import policy
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -44,8 +45,9 @@ class Transport:
     def open(self) -> None:
         raise NotImplementedError
 
-    def send(self, mime: EmailMessage, envelope: Envelope) -> str:
-        """Deliver one message; return the server's final reply."""
+    def send(self, mime: Message, envelope: Envelope) -> str:
+        """Deliver one message (its wire bytes, or a built EmailMessage); return the server's
+        final reply."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -71,6 +73,18 @@ def _connect(address: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
+Message = bytes | EmailMessage  # the wire bytes (CRLF) from outbox.message, or a built message
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def wire_bytes(mime: Message) -> bytes:
+    """The message with CRLF line ends: bytes as given (outbox.message.message_bytes makes them
+    so), an EmailMessage flattened with the SMTP policy and its line ends made CRLF."""
+    if isinstance(mime, bytes):
+        return mime
+    return _LINE_END.sub(b"\r\n", mime.as_bytes(policy=policy.SMTP))
+
+
 class _SMTP(smtplib.SMTP):
     """smtplib.SMTP over a socket this module opened (resolved, checked, maybe TLS-wrapped)."""
 
@@ -86,6 +100,21 @@ class _SMTP(smtplib.SMTP):
         # smtplib.data() sends the whole body in one call, ending with the lone ".".
         if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
             self.body_sent = True
+
+    def data_crlf(self, data: bytes) -> tuple[int, bytes]:
+        """DATA for a message whose line ends are all CRLF already: smtplib's data() runs two
+        regular expressions over the whole message (line ends, leading dots); here the dots are
+        doubled with one bytes.replace (RFC 5321 §4.5.2)."""
+        code, reply = self.docmd("data")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        stuffed = data.replace(b"\r\n.", b"\r\n..")
+        if stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        if not stuffed.endswith(b"\r\n"):
+            stuffed += b"\r\n"
+        self.send(stuffed + b".\r\n")
+        return self.getreply()
 
 
 def _tls_detail(sock: ssl.SSLSocket) -> str:
@@ -285,7 +314,7 @@ class SmtpTransport(Transport):
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
             raise error_from_reply(code, text, stage=self.stage, params=self.params)
 
-    def send(self, mime: EmailMessage, envelope: Envelope) -> str:
+    def send(self, mime: Message, envelope: Envelope) -> str:
         if self.smtp is None:  # never opened, or closed after a broken connection
             self.open()
         self.smtp.body_sent = False
@@ -301,7 +330,7 @@ class SmtpTransport(Transport):
             failure.maybe_delivered = maybe_delivered  # e.g. a timeout waiting for "250"
             raise failure from None
 
-    def _send(self, mime: EmailMessage, envelope: Envelope) -> str:
+    def _send(self, mime: Message, envelope: Envelope) -> str:
         smtp = self.smtp
         self.stage = "mail"
         self._expect(*smtp.mail(envelope.mail_from), 250)
@@ -312,7 +341,7 @@ class SmtpTransport(Transport):
                 # All or nothing: a mail never leaves with part of its recipients.
                 self._expect(code, reply, 250)
         self.stage = "data"
-        code, reply = smtp.data(mime.as_bytes(policy=policy.SMTP))
+        code, reply = smtp.data_crlf(wire_bytes(mime))
         self._expect(code, reply, 250)
         return f"{code} {reply.decode(errors='replace')}"
 
@@ -401,9 +430,11 @@ class EspTransport(Transport):
         self.connection = get_connection(fail_silently=False)
         self.connection.open()
 
-    def send(self, mime: EmailMessage, envelope: Envelope) -> str:
+    def send(self, mime: Message, envelope: Envelope) -> str:
         if self.connection is None:
             self.open()
+        if isinstance(mime, bytes):  # the API takes parts: the wire bytes read back
+            mime = message_from_bytes(mime, policy=policy.default)
         email = _django_message(mime, envelope)
         try:
             self.connection.send_messages([email])
