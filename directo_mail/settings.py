@@ -478,6 +478,7 @@ CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
     "outbox.tasks.send_batch": {"queue": "bulk"},
     "invoices.tasks.prepare_job": {"queue": "bulk"},
+    "invoices.tasks.render_pdfs": {"queue": "bulk"},
     "accounts.tasks.microsoft365_refresh": {"queue": "bulk"},
 }
 CELERY_BEAT_SCHEDULE = {

@@ -19,6 +19,8 @@ what was queued before the switch still goes from the machine that kept it.
 
 from __future__ import annotations
 
+import contextlib
+
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
@@ -97,3 +99,17 @@ class DatabaseStorage(Storage):
 
     get_modified_time = get_created_time
     get_accessed_time = get_created_time
+
+
+def stored_sizes(storage: Storage, names: list[str]) -> dict[str, int]:
+    """The size of each of `names` that `storage` has (a missing one is left out): for the
+    database storage one query for them all (a job's chunk of PDFs), for others one look each.
+    """
+    sizes: dict[str, int] = {}
+    if isinstance(storage, DatabaseStorage):
+        sizes = dict(StoredFile.objects.filter(name__in=names).values_list("name", "size"))
+    for name in names:
+        if name not in sizes:
+            with contextlib.suppress(FileNotFoundError, SuspiciousFileOperation, OSError):
+                sizes[name] = storage.size(name)
+    return sizes

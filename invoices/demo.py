@@ -9,13 +9,16 @@ from decimal import Decimal
 from django.db import transaction
 
 from .models import Customer, Invoice, InvoiceLine
+from .services import invoices_issued
 
 _SERVICES = ["Usługa księgowa", "Raport kwartalny", "Konsultacja", "Licencja ERP", "Szkolenie"]
 
 
 @transaction.atomic
-def seed_invoices(*, customers: int, invoices: int) -> int:
-    """Make sure `customers` demo customers exist and add `invoices` unsent invoices to them."""
+def seed_invoices(*, customers: int, invoices: int, issue: bool = False) -> int:
+    """Make sure `customers` demo customers exist and add `invoices` unsent invoices to them.
+    With `issue` they are issued as an ERP issues them: their PDFs are rendered by the worker
+    (invoices_issued) once this commits."""
     have = Customer.objects.filter(name__startswith="Demo customer").count()
     Customer.objects.bulk_create(
         Customer(
@@ -54,4 +57,6 @@ def seed_invoices(*, customers: int, invoices: int) -> int:
         invoice.total_net, invoice.total_vat = line.net, line.vat
         invoice.total_gross = line.net + line.vat
     Invoice.objects.bulk_update(new, ["total_net", "total_vat", "total_gross"])
+    if issue:
+        invoices_issued(invoice_ids=[invoice.pk for invoice in new])
     return len(new)

@@ -37,14 +37,25 @@ def invoice_mail_context(
     }
 
 
+_UNSET = object()
+
+
 def invoice_mail_render(
-    *, invoice: Invoice, user: User | None, shipped: bool = False
+    *,
+    invoice: Invoice,
+    user: User | None,
+    shipped: bool = False,
+    company: Company | None = _UNSET,
+    sources: dict | None = None,
 ) -> tuple[str, str]:
     """(subject, plain-text body) of `invoice`'s mail sent by `user`: the company's template,
     or with `shipped` the shipped default. Raises TemplateError (keyed by "subject" / "body")
-    when the template does not render for this invoice."""
-    company = company_get()
+    when the template does not render for this invoice. A job's chunk passes the `company` it
+    read and a `sources` dict (mail_template_render), so neither is read again a mail."""
+    if company is _UNSET:
+        company = company_get()
     return mail_template_render(
+        sources=sources,
         kind=MailTemplateKind.INVOICE,
         language=invoice.customer.language,
         context=invoice_mail_context(invoice=invoice, user=user, company=company),

@@ -10,21 +10,24 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.files.base import File
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Cast
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from accounts.models import User
+from accounts.models import Company, User
 from directo_mail.faults import fault_point
 from directo_mail.placeholders import TemplateError
+from filestore.storage import stored_sizes
 from mail_templates.selectors import mail_template_error_text
 from outbox.attachments import uploaded_attachments
 from outbox.leases import lease_current
 from outbox.limits import TOO_MANY_RECIPIENTS, TooManyRecipients
 from outbox.models import BulkJob, JobState, MessageState, OutgoingMessage
 from outbox.services import (
+    Mail,
     batches_dispatch,
     bulk_job_cancel,
     bulk_job_dispatch,
@@ -32,6 +35,7 @@ from outbox.services import (
     bulk_job_progress,
     bulk_job_requeue,
     outbox_enqueue,
+    outbox_enqueue_many,
     outbox_record_unsendable,
 )
 from smtp_settings.resolve import SenderConfig, SenderConfigError
@@ -70,6 +74,41 @@ def mass_mailing_sender(*, user: User) -> SenderConfig:
 
 
 PREPARE_TASK = "invoices.tasks.prepare_job"
+
+
+def invoices_issued(*, invoice_ids: Sequence[int]) -> None:
+    """Invoices were issued (the ERP made them): their PDFs are rendered now, by the bulk lane
+    in chunks, once the caller's transaction commits. Sending them later (a month-end job, the
+    composer) then attaches the kept file and costs only the mail: rendering is most of a
+    mail's CPU (issue 13, item 6)."""
+    from .tasks import render_pdfs  # tasks import services
+
+    ids = sorted(invoice_ids)
+    size = settings.BULK_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        transaction.on_commit(lambda chunk=chunk: render_pdfs.delay(chunk), robust=True)
+
+
+def invoices_render_pdfs(*, invoice_ids: Sequence[int]) -> int:
+    """Render and keep the PDF of each of these invoices that has none (or whose kept file this
+    storage lacks); returns how many were rendered. Safe to run twice: a kept PDF is reused."""
+    company = company_get()
+    seller = company.name if company else ""
+    invoices = list(
+        Invoice.objects.filter(pk__in=invoice_ids)
+        .select_related("customer")
+        .prefetch_related("lines")
+        .order_by("pk")
+    )
+    kept = stored_sizes(default_storage, [i.pdf.name for i in invoices if i.pdf])
+    rendered = 0
+    for invoice in invoices:
+        if invoice.pdf and invoice.pdf.name in kept:
+            continue
+        invoice_pdf(invoice, seller=seller)
+        rendered += 1
+    return rendered
 
 
 def invoices_send(
@@ -135,7 +174,6 @@ def invoices_job_prepare(*, job_id: int) -> int:
     # This worker builds it now: if it dies, the sweep restarts the job once its lease expired.
     BulkJob.objects.filter(pk=job_id, prepared=False).update(worker=lease_current())
     company = company_get()
-    seller = company.name if company else ""
     built = last_pk = 0
     while True:
         job = BulkJob.objects.get(pk=job_id)
@@ -144,7 +182,8 @@ def invoices_job_prepare(*, job_id: int) -> int:
         chunk = list(
             _unbuilt(job)
             .filter(pk__gt=last_pk)
-            .select_related("customer")[: settings.BULK_BATCH_SIZE]
+            .select_related("customer")
+            .prefetch_related("lines")[: settings.BULK_BATCH_SIZE]
         )
         if not chunk:
             fault_point("prepare.before_prepared")
@@ -153,7 +192,10 @@ def invoices_job_prepare(*, job_id: int) -> int:
                 BulkJob.objects.filter(pk=job.pk).update(prepared=True, updated_at=timezone.now())
                 bulk_job_progress(job=job)  # finished, if every message has gone meanwhile
             return built
-        drafts = [_invoice_draft(invoice, job=job, seller=seller) for invoice in chunk]
+        sources: dict = {}  # each template read once a chunk (a change applies from the next)
+        drafts = [
+            _invoice_draft(invoice, job=job, company=company, sources=sources) for invoice in chunk
+        ]
         sender = SenderConfig.from_snapshot(job.sender)
         fault_point("prepare.chunk_rendered")
         with transaction.atomic():
@@ -164,11 +206,11 @@ def invoices_job_prepare(*, job_id: int) -> int:
                     .filter(pk__in=[d.invoice.pk for d in drafts])
                     .values_list("pk", flat=True)
                 )
-                ids = [
-                    _enqueue_draft(draft, sender=sender, job=job)
-                    for draft in drafts
-                    if draft.invoice.pk in still
-                ]
+                ids = _enqueue_drafts(
+                    [draft for draft in drafts if draft.invoice.pk in still],
+                    sender=sender,
+                    job=job,
+                )
                 BulkJob.objects.filter(pk=job.pk).update(updated_at=timezone.now())
                 batches_dispatch(message_ids=ids, send_after=job.send_after)
                 built += len(ids)
@@ -215,11 +257,15 @@ class _Draft:
     params: dict[str, str] = field(default_factory=dict)  # the catalogue entry's parameters
 
 
-def _invoice_draft(invoice: Invoice, *, job: BulkJob, seller: str) -> _Draft:
+def _invoice_draft(
+    invoice: Invoice, *, job: BulkJob, company: Company | None, sources: dict
+) -> _Draft:
     try:
         # A template's error is told in the sender's language (it is stored on the message).
         with translation.override(job.user.language or settings.LANGUAGE_CODE):
-            subject, text = invoice_mail_render(invoice=invoice, user=job.user)
+            subject, text = invoice_mail_render(
+                invoice=invoice, user=job.user, company=company, sources=sources
+            )
     except TemplateError as error:
         # This invoice's message fails with the reason; the job goes on with the others.
         reason = {"message": mail_template_error_text(error)}
@@ -231,34 +277,51 @@ def _invoice_draft(invoice: Invoice, *, job: BulkJob, seller: str) -> _Draft:
         to = [address for address in to if address.lower() not in bounced]
         if invoice.customer.emails and not to:
             return _Draft(invoice, subject, unsendable="address_bounced")
+    seller = company.name if company else ""
     return _Draft(invoice, subject, text, html, to, invoice_pdf(invoice, seller=seller))
 
 
-def _enqueue_draft(draft: _Draft, *, sender: SenderConfig, job: BulkJob) -> int:
-    """Queue the draft's message; one that cannot go (its addresses bounced before, or are
-    missing or invalid) is recorded failed with its reason. Returns the message's id."""
-    invoice = draft.invoice
-    if not draft.unsendable:
-        try:
-            with transaction.atomic():  # a savepoint: a refused message leaves nothing behind
-                return outbox_enqueue(
-                    user=job.user,
-                    to=draft.to,
-                    subject=draft.subject,
-                    body_text=draft.text,
-                    body_html=draft.html,
-                    stored_attachments=[
-                        (f"{invoice.number.replace('/', '-')}.pdf", draft.pdf, "application/pdf")
-                    ],
-                    related=invoice,
-                    job=job,
-                    sender=sender,
-                    send_after=job.send_after,
-                ).pk
-        except TooManyRecipients:
+def _enqueue_drafts(drafts: list[_Draft], *, sender: SenderConfig, job: BulkJob) -> list[int]:
+    """Queue the drafts' messages (outbox_enqueue_many: two INSERTs for the chunk); one that
+    cannot go (its addresses bounced before, or are missing or invalid) is recorded failed
+    with its reason. Returns the messages' ids."""
+    ready = [draft for draft in drafts if not draft.unsendable]
+    unsendable = [draft for draft in drafts if draft.unsendable]
+    results = outbox_enqueue_many(
+        user=job.user,
+        sender=sender,
+        job=job,
+        send_after=job.send_after,
+        mails=[
+            Mail(
+                to=draft.to,
+                subject=draft.subject,
+                body_text=draft.text,
+                body_html=draft.html,
+                stored_attachments=[(_pdf_filename(draft.invoice), draft.pdf, "application/pdf")],
+                related=draft.invoice,
+            )
+            for draft in ready
+        ],
+    )
+    ids = []
+    for draft, result in zip(ready, results, strict=True):
+        if isinstance(result, TooManyRecipients):
             draft.unsendable = TOO_MANY_RECIPIENTS
-        except ValidationError:
-            pass
+        elif not isinstance(result, ValidationError):
+            ids.append(result.pk)
+            continue
+        ids.append(_record_unsendable(draft, sender=sender, job=job))
+    ids += [_record_unsendable(draft, sender=sender, job=job) for draft in unsendable]
+    return ids
+
+
+def _pdf_filename(invoice: Invoice) -> str:
+    return f"{invoice.number.replace('/', '-')}.pdf"
+
+
+def _record_unsendable(draft: _Draft, *, sender: SenderConfig, job: BulkJob) -> int:
+    invoice = draft.invoice
     return outbox_record_unsendable(
         user=job.user,
         subject=draft.subject,

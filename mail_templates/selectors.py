@@ -110,14 +110,28 @@ def mail_template_render_text(
 
 
 def mail_template_render(
-    *, kind: str, language: str, context: dict[str, str], company: Company | None = _UNSET
+    *,
+    kind: str,
+    language: str,
+    context: dict[str, str],
+    company: Company | None = _UNSET,
+    sources: dict | None = None,
 ) -> tuple[str, str]:
     """(subject, body) of the company's `kind` template in `language` for `context`.
+
+    `sources` is a dict the caller keeps while it renders many mails (a chunk of a job): each
+    template is then read once for them all, not once a mail.
 
     Raises TemplateError (a ValidationError keyed by "subject" / "body") when the template does
     not render for these values: an unknown placeholder, a text past the output bound.
     """
-    source = mail_template_source(kind=kind, language=language, company=company)
+    if sources is None:
+        source = mail_template_source(kind=kind, language=language, company=company)
+    else:
+        key = (kind, language, getattr(company, "pk", company))
+        if key not in sources:
+            sources[key] = mail_template_source(kind=kind, language=language, company=company)
+        source = sources[key]
     return mail_template_render_text(subject=source.subject, body=source.body, context=context)
 
 

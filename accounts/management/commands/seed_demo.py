@@ -30,9 +30,17 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="demo", help="login password of demo users")
         parser.add_argument("--customers", type=int, default=5, help="demo customers to have")
         parser.add_argument("--invoices", type=int, default=10, help="unsent invoices to add")
+        parser.add_argument(
+            "--pdfs-at-send",
+            action="store_true",
+            help="leave the PDFs to be rendered when the invoices are sent (by default the "
+            "worker renders them now, as when an ERP issues invoices)",
+        )
 
     @transaction.atomic
-    def handle(self, *args, password: str, customers: int, invoices: int, **options) -> None:
+    def handle(
+        self, *args, password: str, customers: int, invoices: int, pdfs_at_send: bool, **options
+    ) -> None:
         company_update(name="Demo Sp. z o.o.", slug="demo")
         catcher_host = settings.EMAIL_HOST or "127.0.0.1"
         for code, name, group, email, staff, mode in DEMO_USERS:
@@ -63,6 +71,6 @@ class Command(BaseCommand):
                 fields.update(login=email)
             profile_update(user=user, **fields)
             self.stdout.write(f"{code:6} {mode:13} {email}")
-        made = seed_invoices(customers=customers, invoices=invoices)
+        made = seed_invoices(customers=customers, invoices=invoices, issue=not pdfs_at_send)
         self.stdout.write(f"{made} invoices added for {customers} customers")
         self.stdout.write(self.style.SUCCESS(f"Demo users ready; their password is “{password}”."))
