@@ -2,6 +2,7 @@
 
     python bench/probe.py pdf-cost            # JSON: time to render every invoice's PDF
     python bench/probe.py job-stats           # JSON: the last bulk job's counts and timestamps
+    python bench/probe.py pdfs-kept           # JSON: invoices whose PDF is kept
     python bench/probe.py export-mail DIR     # one sent invoice mail, as the worker built it
     python bench/probe.py interactive-latency COUNT [during-job]
                                               # JSON: click-to-"250" of COUNT single mails
@@ -81,6 +82,13 @@ def job_stats() -> dict:
         "invoices_with_pdf": Invoice.objects.exclude(pdf="").count(),
         "attachments": Attachment.objects.filter(message__job=job).count(),
     }
+
+
+def pdfs_kept() -> dict:
+    """How many invoices have their PDF kept (rendered when issued, or by a job)."""
+    from invoices.models import Invoice
+
+    return {"kept": Invoice.objects.exclude(pdf="").count(), "invoices": Invoice.objects.count()}
 
 
 def export_mail(directory: str) -> dict:
@@ -184,6 +192,7 @@ def main() -> None:
     result = {
         "pdf-cost": pdf_cost,
         "job-stats": job_stats,
+        "pdfs-kept": pdfs_kept,
         "export-mail": export_mail,
         "interactive-latency": interactive_latency,
     }[command](*args)

@@ -108,6 +108,10 @@ class _SMTP(smtplib.SMTP):
         code, reply = self.docmd("data")
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
+        return self.body(data)
+
+    def body(self, data: bytes) -> tuple[int, bytes]:
+        """After "354": the message, its leading dots doubled, and the final "."; its reply."""
         stuffed = data.replace(b"\r\n.", b"\r\n..")
         if stuffed.startswith(b"."):
             stuffed = b"." + stuffed
@@ -332,6 +336,8 @@ class SmtpTransport(Transport):
 
     def _send(self, mime: Message, envelope: Envelope) -> str:
         smtp = self.smtp
+        if smtp.has_extn("pipelining"):
+            return self._send_pipelined(wire_bytes(mime), envelope)
         self.stage = "mail"
         self._expect(*smtp.mail(envelope.mail_from), 250)
         self.stage = "rcpt"
@@ -344,6 +350,49 @@ class SmtpTransport(Transport):
         code, reply = smtp.data_crlf(wire_bytes(mime))
         self._expect(code, reply, 250)
         return f"{code} {reply.decode(errors='replace')}"
+
+    def _send_pipelined(self, data: bytes, envelope: Envelope) -> str:
+        """RFC 2920: MAIL, every RCPT and DATA in one write, their replies read in order; then
+        the body. Half the round trips and half the client's CPU of one command at a time.
+
+        All or nothing as without it: when MAIL or any RCPT is refused the body is never
+        sent. If the server answered DATA with 354 all the same (some recipients were
+        accepted), the connection is dropped without the final "." (a QUIT or a "." would be
+        read as the message or end it), so nothing is delivered; the next mail reconnects.
+        """
+        smtp = self.smtp
+        self.stage = "mail"
+        commands = [f"MAIL FROM:{smtplib.quoteaddr(envelope.mail_from)}"]
+        commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in envelope.recipients]
+        commands.append("DATA")
+        smtp.send("".join(f"{command}\r\n" for command in commands).encode("ascii"))
+        replies = [smtp.getreply() for _command in commands]
+        refused = None
+        if replies[0][0] != 250:
+            refused = ("mail", replies[0])
+        else:
+            for code, reply in replies[1:-1]:
+                if code not in (250, 251):
+                    refused = ("rcpt", (code, reply))
+                    break
+        code, reply = replies[-1]
+        if refused is not None:
+            if code == 354:
+                self._drop()
+            self.stage, (code, reply) = refused
+            self._expect(code, reply, 250)
+        self.stage = "data"
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        code, reply = smtp.body(data)
+        self._expect(code, reply, 250)
+        return f"{code} {reply.decode(errors='replace')}"
+
+    def _drop(self) -> None:
+        """Close the socket without QUIT (in the middle of DATA nothing else is safe)."""
+        smtp, self.smtp = self.smtp, None
+        if smtp is not None:
+            smtp.close()
 
     def _reset(self) -> None:
         try:

@@ -274,6 +274,9 @@ class SMTPTestServer:
     # user's own server is never the relay (smtp_settings.transports.check_not_relay), so a
     # test pointing a user at `port` and the relay at `relay_port` reaches one inbox by both.
     relay_port: int | None = None
+    # Advertise PIPELINING (RFC 2920) in the EHLO reply, as Postfix and most servers do: the
+    # client then sends MAIL, RCPT… and DATA at once. Off after each reset.
+    pipelining: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -327,6 +330,7 @@ class SMTPTestServer:
             self.users.clear()
             self.auth_attempts.clear()
             self.accepted.clear()
+            self.pipelining = False
             for actions in self._actions.values():
                 actions.clear()
 
@@ -372,6 +376,14 @@ class _Handler:
 
     def __init__(self, server: SMTPTestServer) -> None:
         self.server = server
+
+    async def handle_EHLO(
+        self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, smtp: _ScriptedSMTP, session: Session, envelope: Envelope) -> str:
         action = self.server._take("DATA")
