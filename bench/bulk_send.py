@@ -142,9 +142,14 @@ class Worker:
     """`celery -A directo_mail worker --concurrency=N` (prefork, as scripts/run.sh starts it)."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, concurrency: int, queues: str = "bulk"
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int,
+        queues: str = "bulk",
+        cwd: Path = BASE_DIR,
     ) -> None:
-        self.env, self.log_path, self.concurrency = env, log_path, concurrency
+        self.env, self.log_path, self.concurrency, self.cwd = env, log_path, concurrency, cwd
         self.queues = queues  # the lane(s), as scripts/run.sh starts one worker per lane
         self.process: subprocess.Popen | None = None
 
@@ -166,7 +171,7 @@ class Worker:
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603
                 command,
-                cwd=BASE_DIR,
+                cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -229,6 +234,57 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+
+
+class Machines:
+    """The bulk lane's workers: one group, or with --machines K (scale-out), K groups, each
+    as another machine would run it: its own working directory and local disk (MEDIA_ROOT),
+    FILE_STORAGE=database, the one PostgreSQL and Redis. Same interface as one Worker."""
+
+    def __init__(self, env: dict[str, str], tmp: Path, concurrency: int, machines: int) -> None:
+        self.workers = []
+        for k in range(machines):
+            machine_env = env
+            if machines > 1:
+                home = tmp / f"machine{k + 1}"
+                (home / "media").mkdir(parents=True)
+                machine_env = {
+                    **env,
+                    "MEDIA_ROOT": str(home / "media"),
+                    "FILE_STORAGE": "database",
+                    "PYTHONPATH": str(BASE_DIR),
+                }
+            self.workers.append(
+                Worker(machine_env, tmp / f"worker{k + 1}.log", concurrency, cwd=home)
+                if machines > 1
+                else Worker(machine_env, tmp / "worker.log", concurrency)
+            )
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def processes(self) -> list[psutil.Process]:
+        return [p for worker in self.workers for p in worker.processes()]
+
+    def cpu_seconds(self) -> dict[int, float]:
+        return {pid: s for worker in self.workers for pid, s in worker.cpu_seconds().items()}
+
+    def peak_rss_kb(self) -> dict[int, int]:
+        return {pid: kb for worker in self.workers for pid, kb in worker.peak_rss_kb().items()}
+
+    def tail(self) -> str:
+        return "\n".join(worker.tail() for worker in self.workers)
+
+    def log_offsets(self) -> list[int]:
+        return [worker.log_path.stat().st_size for worker in self.workers]
+
+    def log_since(self, offsets: list[int]) -> str:
+        return "".join(w.log_since(o) for w, o in zip(self.workers, offsets, strict=True))
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
 
 
 def _task_names(worker_log: str) -> dict[str, int]:
@@ -448,7 +504,7 @@ def project(
                 capture_output=True,
                 check=True,
             )
-        worker = Worker(env, tmp / "worker.log", options.concurrency)
+        worker = Machines(env, tmp, options.concurrency, options.machines)
         worker.start()
         log(f"worker ready (pids {[p.pid for p in worker.processes()]})")
         render: dict = {}
@@ -476,7 +532,7 @@ def project(
             )
             latency_thread.start()
         cpu_before = worker.cpu_seconds()
-        log_offset = worker.log_path.stat().st_size
+        log_offset = worker.log_offsets()
         launched = time.time()
         watch = ProgressWatch(env["DATABASE_URL"], options.stall_timeout)
         try:
@@ -527,6 +583,19 @@ def project(
                 raise RuntimeError(f"not all mails were sent: {progress}\n{worker.tail()}")
             worker_cpu = sum(cpu_after.get(pid, 0) - cpu_before.get(pid, 0) for pid in cpu_after)
             tasks = _task_names(worker.log_since(log_offset))
+            if options.machines > 1:
+                by_pid = probe(env, "sent-by-pid")
+                result[key]["machines"] = [
+                    {
+                        "pids": [p.pid for p in machine.processes()],
+                        "cpu_seconds": sum(
+                            cpu_after.get(p.pid, 0) - cpu_before.get(p.pid, 0)
+                            for p in machine.processes()
+                        ),
+                        "sent": sum(by_pid.get(str(p.pid), 0) for p in machine.processes()),
+                    }
+                    for machine in worker.workers
+                ]
             end_to_end = stats["last_sent"] - launched
             send_phase = stats["last_sent"] - stats["first_claim"]
             result[key] = {
@@ -753,6 +822,16 @@ def report(result: dict) -> str:
             f"{_f(_ratio(b['send_phase_rate'], c['send_phase_rate']), 2)}"
         )
     lines.append(f"- a: smtplib client CPU {a['cpu_ms_per_mail']:.2f} ms/mail")
+    if machines := b.get("machines"):
+        lines.append(
+            f"- scale-out: {len(machines)} worker groups as {len(machines)} machines (own "
+            "directories and disks, FILE_STORAGE=database, one PostgreSQL and Redis): "
+            + "; ".join(
+                f"machine {k} sent {m['sent']:,} mails using {m['cpu_seconds']:.1f} s CPU"
+                + (f" ({1000 * m['cpu_seconds'] / m['sent']:.2f} ms/mail)" if m["sent"] else "")
+                for k, m in enumerate(machines, 1)
+            )
+        )
     latency = result.get("latency", {})
     idle, busy = latency.get("idle", {}), latency.get("during", {})
     if idle or busy:
@@ -804,6 +883,13 @@ def main() -> None:
     parser.add_argument("--database-url", help="postgres://… server for fresh databases")
     parser.add_argument("--broker-url", help="redis://…/DB (purged: use a database of its own)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--machines",
+        type=int,
+        default=1,
+        help="worker groups, each as another machine (own directory and disk); with 2 or more "
+        "--database-url and --broker-url are required",
+    )
     parser.add_argument("--batch-size", type=int, help="BULK_BATCH_SIZE (default: settings)")
     parser.add_argument(
         "--polling-interval",
@@ -825,6 +911,8 @@ def main() -> None:
     options = parser.parse_args()
     if options.n < 1:
         parser.error("--n must be positive")
+    if options.machines > 1 and not (options.database_url and options.broker_url):
+        parser.error("--machines 2 needs --database-url and --broker-url (shared by the machines)")
 
     def _terminate(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")

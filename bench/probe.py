@@ -3,6 +3,7 @@
     python bench/probe.py pdf-cost            # JSON: time to render every invoice's PDF
     python bench/probe.py job-stats           # JSON: the last bulk job's counts and timestamps
     python bench/probe.py pdfs-kept           # JSON: invoices whose PDF is kept
+    python bench/probe.py sent-by-pid         # JSON: the last job's sent mails by worker pid
     python bench/probe.py export-mail DIR     # one sent invoice mail, as the worker built it
     python bench/probe.py interactive-latency COUNT [during-job]
                                               # JSON: click-to-"250" of COUNT single mails
@@ -89,6 +90,23 @@ def pdfs_kept() -> dict:
     from invoices.models import Invoice
 
     return {"kept": Invoice.objects.exclude(pdf="").count(), "invoices": Invoice.objects.count()}
+
+
+def sent_by_pid() -> dict:
+    """The last job's sent messages by the pid in the lease of the worker that sent them."""
+    from django.db.models import Count
+
+    from outbox.models import BulkJob, MessageState
+
+    job = BulkJob.objects.order_by("-pk").first()
+    rows = (
+        job.messages.filter(state=MessageState.SENT).values_list("worker").annotate(n=Count("pk"))
+    )
+    counts: dict[str, int] = {}
+    for lease, n in rows:
+        pid = lease.split(":")[1] if lease.count(":") >= 2 else "?"
+        counts[pid] = counts.get(pid, 0) + n
+    return counts
 
 
 def export_mail(directory: str) -> dict:
@@ -193,6 +211,7 @@ def main() -> None:
         "pdf-cost": pdf_cost,
         "job-stats": job_stats,
         "pdfs-kept": pdfs_kept,
+        "sent-by-pid": sent_by_pid,
         "export-mail": export_mail,
         "interactive-latency": interactive_latency,
     }[command](*args)

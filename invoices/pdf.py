@@ -15,8 +15,8 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfbase import pdfdoc, pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont, TTFontFace
 from reportlab.pdfgen import canvas
 
 from .models import Invoice
@@ -24,11 +24,57 @@ from .models import Invoice
 FONTS = Path(__file__).resolve().parent / "fonts"
 
 
+class _KeptFlate(pdfdoc.PDFStreamFilterZCompress):
+    """reportlab's FlateDecode filter, remembering its last results: the same font subset
+    compressed again gives the same bytes, so they are kept (LRU, bounded)."""
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (one module-level instance, lives forever)
+    def encode(self, text: bytes) -> bytes:
+        return super().encode(text)
+
+
+_KEPT_FLATE = _KeptFlate()
+
+
+class _KeptSubsetFace(TTFontFace):
+    """A font face that builds each glyph subset once (issue 13, item 6).
+
+    reportlab cuts a TrueType subset of the glyphs each PDF uses and compresses it, per
+    document: over a third of a one-page invoice's CPU. Invoices use much the same characters
+    (the ASCII ones keep fixed codes; the few others, Polish or Estonian letters, come in the
+    order of first use), so the same subset recurs, and with it the same bytes: both the
+    subset and its compressed form are kept (LRU, bounded). The PDF is byte for byte what
+    reportlab makes without it (tests/invoices/test_pdf_speed.py).
+    """
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (one instance per font, lives forever)
+    def _subset(self, subset: tuple[int, ...]) -> bytes:
+        return TTFontFace.makeSubset(self, list(subset))
+
+    def makeSubset(self, subset):
+        return self._subset(tuple(subset))
+
+    def addSubsetObjects(self, doc, fontname, subset):
+        reference = super().addSubsetObjects(doc, fontname, subset)
+        stream = doc.idToObject[f"fontFile:{self.filename}({fontname})"]
+        if stream.filters:
+            stream.filters = [_KEPT_FLATE]
+        return reference
+
+
+def _font(name: str, path: Path) -> str:
+    font = TTFont(name, path)
+    font.face.__class__ = _KeptSubsetFace  # the face reportlab read, with kept subsets
+    pdfmetrics.registerFont(font)
+    return name
+
+
 @functools.cache
 def _fonts() -> tuple[str, str]:
-    pdfmetrics.registerFont(TTFont("DejaVuSans", FONTS / "DejaVuSans.ttf"))
-    pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", FONTS / "DejaVuSans-Bold.ttf"))
-    return "DejaVuSans", "DejaVuSans-Bold"
+    return (
+        _font("DejaVuSans", FONTS / "DejaVuSans.ttf"),
+        _font("DejaVuSans-Bold", FONTS / "DejaVuSans-Bold.ttf"),
+    )
 
 
 def render_invoice_pdf(invoice: Invoice, *, seller: str) -> bytes:
