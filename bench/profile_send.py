@@ -114,7 +114,7 @@ def main() -> None:
             if options.no_profile:
                 return
             out = io.StringIO()
-            pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(options.top)
+            pstats.Stats(profile, stream=out).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(options.top)
             print(out.getvalue().split("\n\n", 1)[-1].rstrip())
 
         if options.pdf_issued:
