@@ -477,6 +477,14 @@ def project(
     try:
         env = project_env(options, tmp, sink.port, databases.fresh(f"project_{pdfs}"), ca)
         manage(env, "migrate", "--noinput")
+        if options.broker_url:  # before seeding: the seed queues the PDFs' rendering
+            subprocess.run(  # noqa: S603
+                [CELERY, "-A", "directo_mail", "purge", "-f"],
+                cwd=BASE_DIR,
+                env=env,
+                capture_output=True,
+                check=True,
+            )
         started = time.perf_counter()
         seed = ["seed_demo", "--customers", str(min(CUSTOMERS, n)), "--invoices", str(n)]
         manage(env, *seed, *(["--pdfs-at-send"] if pdfs == "job" else []))
@@ -496,14 +504,6 @@ def project(
             "--login",
             "",
         )
-        if options.broker_url:
-            subprocess.run(  # noqa: S603
-                [CELERY, "-A", "directo_mail", "purge", "-f"],
-                cwd=BASE_DIR,
-                env=env,
-                capture_output=True,
-                check=True,
-            )
         worker = Machines(env, tmp, options.concurrency, options.machines)
         worker.start()
         log(f"worker ready (pids {[p.pid for p in worker.processes()]})")
@@ -583,9 +583,10 @@ def project(
                 raise RuntimeError(f"not all mails were sent: {progress}\n{worker.tail()}")
             worker_cpu = sum(cpu_after.get(pid, 0) - cpu_before.get(pid, 0) for pid in cpu_after)
             tasks = _task_names(worker.log_since(log_offset))
+            machines = None
             if options.machines > 1:
                 by_pid = probe(env, "sent-by-pid")
-                result[key]["machines"] = [
+                machines = [
                     {
                         "pids": [p.pid for p in machine.processes()],
                         "cpu_seconds": sum(
@@ -621,6 +622,8 @@ def project(
                 "invoices_with_pdf": stats["invoices_with_pdf"],
                 "job": stats,
             }
+            if machines:
+                result[key]["machines"] = machines
             log(
                 f"(b, PDFs {pdfs}) project: {n} mails in {end_to_end:.2f} s end to end "
                 f"({n / end_to_end:.0f}/s; send phase {n / send_phase:.0f}/s)"

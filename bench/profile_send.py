@@ -33,12 +33,20 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--pdf-issued", action="store_true")
     parser.add_argument("--no-profile", action="store_true", help="CPU and statements only")
+    parser.add_argument(
+        "--database-url",
+        help="postgres://… server: a fresh database there (dropped at the end), FILE_STORAGE "
+        "database, instead of SQLite",
+    )
     options = parser.parse_args()
 
+    from bulk_send import Databases
     from cryptography.fernet import Fernet
     from sinks import HOST, SmtpSink
 
     tmp = Path(tempfile.mkdtemp(prefix="directo-profile-"))
+    databases = Databases(options.database_url, tmp)
+    database_url = databases.fresh("profile")
     sink = SmtpSink()
     sink.start()
     os.environ.update(
@@ -47,7 +55,8 @@ def main() -> None:
             "DJANGO_DEBUG": "false",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            "DATABASE_URL": database_url,
+            "FILE_STORAGE": "database" if options.database_url else "local",
             "MEDIA_ROOT": str(tmp / "media"),
             "CELERY_BROKER_URL": "filesystem://",
             "CELERY_BROKER_DIR": str(tmp / "broker"),
@@ -114,7 +123,8 @@ def main() -> None:
             if options.no_profile:
                 return
             out = io.StringIO()
-            pstats.Stats(profile, stream=out).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(options.top)
+            order = os.environ.get("PROFILE_SORT", "cumulative")
+            pstats.Stats(profile, stream=out).sort_stats(order).print_stats(options.top)
             print(out.getvalue().split("\n\n", 1)[-1].rstrip())
 
         if options.pdf_issued:
@@ -138,6 +148,10 @@ def main() -> None:
         print(f"\nsent {sent} of {len(ids)}")
     finally:
         sink.stop()
+        from django.db import connections
+
+        connections.close_all()
+        databases.drop_all()
 
 
 if __name__ == "__main__":

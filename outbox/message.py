@@ -113,13 +113,15 @@ def message_bytes(
     message: OutgoingMessage,
     sender: SenderConfig,
     attachments: list[Attachment] | None = None,
+    contents: dict[str, bytes] | None = None,
 ) -> bytes:
     """The message as it goes on the wire (CRLF line ends, nothing dot-stuffed yet).
 
     The plain shape every invoice and letter has is written directly (outbox.mimewrite, a
     tenth of the CPU); anything else is built by build_message, the `email` package. Both make
     the same message (tests/outbox/test_mimewrite.py). `attachments` are the message's
-    Attachment rows when the caller read them already (a batch reads them in one query).
+    Attachment rows when the caller read them already (a batch reads them in one query), and
+    `contents` the files' bytes by storage name that it read already (filestore.read_many).
     """
     if attachments is None:
         attachments = list(message.attachments.all())
@@ -138,10 +140,11 @@ def message_bytes(
     ]
     parts = []
     for attachment in attachments:
-        with attachment.file.open("rb") as stream:
-            parts.append(
-                mimewrite.Part(stream.read(), attachment.content_type, attachment.filename)
-            )
+        content = (contents or {}).get(attachment.file.name)
+        if content is None:
+            with attachment.file.open("rb") as stream:
+                content = stream.read()
+        parts.append(mimewrite.Part(content, attachment.content_type, attachment.filename))
     data = mimewrite.write(
         headers=headers,
         text=_with_text_signature(message.body_text, sender.signature),

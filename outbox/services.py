@@ -25,7 +25,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User, header_text
 from directo_mail.faults import fault_point
-from filestore.storage import stored_sizes
+from filestore.storage import read_many, stored_sizes
 from smtp_settings.crypto import SecretDecryptionError
 from smtp_settings.errors import PermanentSendError, SendError, TransientSendError
 from smtp_settings.resolve import SenderConfig, SenderConfigError, TransportKind
@@ -512,6 +512,10 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
         .prefetch_related("attachments")
         .filter(pk__in=message_ids, state=MessageState.QUEUED)
     }
+    contents = read_many(
+        default_storage,
+        [a.file.name for message in preloaded.values() for a in message.attachments.all()],
+    )
     try:
         with _Connections() as connections:
             for message_id in message_ids:
@@ -519,7 +523,9 @@ def outbox_send_batch(*, message_ids: list[int]) -> dict[str, int]:
                 if message is None:  # not queued when the batch began: someone else's now
                     state = "skipped"
                 else:
-                    state, _error = _deliver(message_id, connections, message=message)
+                    state, _error = _deliver(
+                        message_id, connections, message=message, contents=contents
+                    )
                 if state == DEFERRED:
                     message = OutgoingMessage.objects.only("attempts", "job_id").get(pk=message_id)
                     countdown = retry_delay(message.attempts)
@@ -564,6 +570,7 @@ def _deliver(
     *,
     max_wait: float | None = None,
     message: OutgoingMessage | None = None,
+    contents: dict[str, bytes] | None = None,
 ) -> tuple[str, SendError | None]:
     # Only a queued message whose time has come: a task early for a held message (a duplicate,
     # a redelivery, a sweep, a second worker) claims nothing and sends nothing. A batch passes
@@ -601,7 +608,7 @@ def _deliver(
     )
     fault_point("deliver.claimed")
     try:
-        data = message_bytes(message, sender, list(message.attachments.all()))
+        data = message_bytes(message, sender, list(message.attachments.all()), contents)
         reply = connections.for_sender(sender).send(data, envelope_for(message, sender))
     except TransientSendError as error:
         if error.explanation == "throttled":  # 421 / 4.7.x: the whole sender slows down

@@ -69,3 +69,27 @@ def test_open_for_writing_is_refused():
     for mode in ("wb", "ab", "r+b"):
         with pytest.raises(ValueError):
             storage.open("a.txt", mode)
+
+
+def test_a_batch_reads_its_files_in_one_round_and_within_its_bound(
+    monkeypatch, django_assert_num_queries
+):
+    """read_many (issue 13, item 6): a send batch's PDFs in two queries, never more bytes at
+    once than READ_MANY_MAX_BYTES (a batch of large files cannot make a worker hold them all),
+    the rest left to be read one by one; sizes by stored_sizes in one query."""
+    from django.core.files.storage import FileSystemStorage
+
+    from filestore import storage as module
+
+    storage = DatabaseStorage()
+    names = [storage.save(f"invoices/FV-{n}.pdf", ContentFile(PDF + bytes([n]))) for n in range(5)]
+    monkeypatch.setattr(module, "READ_MANY_MAX_BYTES", 3 * (len(PDF) + 1))
+
+    with django_assert_num_queries(2):
+        contents = module.read_many(storage, [*names, "invoices/missing.pdf"])
+    assert len(contents) == 3
+    assert all(contents[name] == PDF + bytes([int(name[-5])]) for name in contents)
+    with django_assert_num_queries(1):
+        sizes = module.stored_sizes(storage, names)
+    assert sizes == {name: len(PDF) + 1 for name in names}
+    assert module.read_many(FileSystemStorage(), names) == {}
