@@ -27,8 +27,10 @@ class RowUpdate:
         sets: Sequence[str],
         where: str,
         increments: Sequence[str] = (),
+        returning: Sequence[str] = (),
     ) -> None:
         self.model, self.sets, self.where, self.increments = model, tuple(sets), where, increments
+        self.returning = tuple(returning)  # columns the updated row gives back (run_returning)
         self._sql: dict[str, str] = {}  # per database alias (its vendor's quoting)
 
     def _field(self, name: str):
@@ -51,11 +53,31 @@ class RowUpdate:
             # Identifiers from the model's meta, quoted; every value is a parameter.
             table, sets = quote(self.model._meta.db_table), ", ".join(assignments)
             where = self.where.format(**names)
-            self._sql[connection.alias] = f"UPDATE {table} SET {sets} WHERE {where}"  # noqa: S608
+            sql = f"UPDATE {table} SET {sets} WHERE {where}"  # noqa: S608
+            if self.returning:
+                sql += f" RETURNING {', '.join(column(name) for name in self.returning)}"
+            self._sql[connection.alias] = sql
         return self._sql[connection.alias]
 
     def run(self, values: Mapping[str, Any], where: Mapping[str, Any]) -> int:
         """Rows updated. `values` has exactly the fields of `sets`; `where` one value per %s."""
+        if self.returning:
+            raise TypeError("a RowUpdate with `returning` is run with run_returning()")
+        connection, params = self._params(values, where)
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql(connection), params)
+            return cursor.rowcount
+
+    def run_returning(self, values: Mapping[str, Any], where: Mapping[str, Any]) -> tuple | None:
+        """The `returning` columns of the row updated (as the database holds them after the
+        update: an increment's result, not a value read before), or None when no row matched.
+        UPDATE … RETURNING: PostgreSQL, SQLite ≥ 3.35."""
+        connection, params = self._params(values, where)
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql(connection), params)
+            return cursor.fetchone()
+
+    def _params(self, values: Mapping[str, Any], where: Mapping[str, Any]):
         connection = connections[router.db_for_write(self.model)]
         params = [
             self._field(name).get_db_prep_save(values[name], connection) for name in self.sets
@@ -63,9 +85,7 @@ class RowUpdate:
         params += [
             self._field(name).get_db_prep_save(value, connection) for name, value in where.items()
         ]
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql(connection), params)
-            return cursor.rowcount
+        return connection, params
 
 
 def _placeholders(template: str) -> set[str]:

@@ -105,8 +105,22 @@ def envelope_for(message: OutgoingMessage, sender: SenderConfig) -> Envelope:
     recipients = [*message.to, *message.cc, *message.bcc]
     if sender.bcc:
         recipients.append(sender.bcc)
-    unique = tuple(dict.fromkeys(address.lower() for address in recipients))
-    return Envelope(mail_from=message.envelope_from, recipients=unique)
+    unique = tuple(dict.fromkeys(_ascii_domain(address.lower()) for address in recipients))
+    return Envelope(mail_from=_ascii_domain(message.envelope_from), recipients=unique)
+
+
+def _ascii_domain(address: str) -> str:
+    """The address with its domain in IDNA form ("jan@bücher.pl" → "jan@xn--bcher-kva.pl"):
+    what MAIL FROM and RCPT TO carry without SMTPUTF8 (validate_email admits such domains;
+    the local part is ASCII already). One IDNA refuses is left as it is, and refused by the
+    transport."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
 
 
 def message_bytes(
@@ -159,14 +173,15 @@ def message_bytes(
 
 
 def _refuse_control_characters(headers: list[tuple[str, object]], parts: list) -> None:
-    """A value with a line break or another control character (CR, LF, NEL, U+2028 …) is never
-    written into a header: the message fails, naming the header (a row stored before the
-    checks on input, or written some other way)."""
+    """A value with a line break or a control character (mimewrite.FORBIDDEN: CR, LF, NEL,
+    U+2028 …; not a no-break space or an emoji, which are text) is never written into a header:
+    the message fails, naming the header (a row stored before the checks on input, or written
+    some other way)."""
     values = [(name, value) for name, value in headers if name != "From"]
     values += [("From", text) for text in headers[0][1]]
     values += [("Content-Disposition", part.filename) for part in parts]
     for name, value in values:
-        if not str(value).isprintable():
+        if mimewrite.FORBIDDEN.search(str(value)):
             raise PermanentSendError("", explanation="header_line_break", params={"header": name})
 
 
@@ -234,12 +249,15 @@ def _refuse_line_breaks(mime: EmailMessage) -> None:
     """The email package decodes an RFC 2047 encoded word when a header is set, and writes a
     decoded CR/LF back raw ("=?utf-8?q?=0D=0ABcc=3A_x?=" adds a Bcc header; CVE-2024-6923).
     Such a message is never built: it fails at once, with an Event saying which header."""
-    for name, value in mime.items():
-        lines = mime.policy.fold_binary(name, value).rstrip(b"\r\n").split(b"\n")
-        if any(b"\r" in line for line in lines) or any(
-            line[:1] not in (b" ", b"\t") for line in lines[1:]
-        ):
-            raise PermanentSendError("", explanation="header_line_break", params={"header": name})
+    for part in mime.walk():  # an attachment's name is a header too (Content-Disposition)
+        for name, value in part.items():
+            lines = part.policy.fold_binary(name, value).rstrip(b"\r\n").split(b"\n")
+            if any(b"\r" in line for line in lines) or any(
+                line[:1] not in (b" ", b"\t") for line in lines[1:]
+            ):
+                raise PermanentSendError(
+                    "", explanation="header_line_break", params={"header": name}
+                )
 
 
 def _with_text_signature(body: str, signature: str) -> str:

@@ -14,7 +14,8 @@ writes that shape straight into CRLF bytes with the C encoders (binascii, base64
     or the same without the containers that are not needed.
 
 `write` returns None for anything outside that shape (an address with a quoted local part or a
-non-ASCII domain, a value with a control character or an RFC 2047 encoded word in it, a type
+non-ASCII domain, a value with a line break, a control character or an RFC 2047 encoded word in
+it (FORBIDDEN; a no-break space or an emoji is text and is encoded), a type
 that is not a plain token, a parameter too long for one line): build_message (the `email`
 package, with its checks against header injection) writes those. tests/outbox/test_mimewrite.py
 checks that both writers give the same message for every shape, and that no value can add a
@@ -35,8 +36,13 @@ CRLF = b"\r\n"
 # A dot-atom address with an ASCII domain: written as is, no quoting needed in an address list.
 _SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+\Z")
-# Printable ASCII only: no CR, LF, TAB or other control character can reach a header line.
+# Printable ASCII only: written as is (folded at spaces).
 _PRINTABLE = re.compile(r"[ -~]*\Z")
+# What may never be in a header value: every line break of str.splitlines() (CR, LF, VT, FF,
+# FS, GS, RS, NEL, U+2028, U+2029) and the other C0 controls and DEL, TAB aside. Anything else
+# (a no-break space in "Sp. z o.o.", a soft hyphen, a direction mark, an emoji) is text: it is
+# written as an RFC 2047 encoded word.
+FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 MAX_LINE = 998
 FOLD_AT = 78
 
@@ -113,12 +119,12 @@ def _file_part(attachment: Part) -> bytes | None:
     if not _TOKEN.match(attachment.content_type):
         return None
     name = attachment.filename
+    if FORBIDDEN.search(name) or "=?" in name:
+        return None  # the email package decodes an encoded word in a name: its checks decide
     if _PRINTABLE.match(name) and '"' not in name and "\\" not in name:
         parameter = f'filename="{name}"'
-    elif name.isprintable():
-        parameter = f"filename*={encode_rfc2231(name, 'utf-8')}"
     else:
-        return None
+        parameter = f"filename*={encode_rfc2231(name, 'utf-8')}"
     disposition = f"Content-Disposition: attachment; {parameter}"
     if len(disposition) > FOLD_AT:
         disposition = f"Content-Disposition: attachment;\r\n {parameter}"
@@ -140,16 +146,16 @@ def _header(name: str, value: str) -> bytes | None:
         return _fold(name, ", ".join(addresses), separator=", ")
     if name == "From":
         display, address = value
-        if not _SIMPLE_ADDRESS.match(address) or not display.isprintable() or "=?" in display:
+        if not _SIMPLE_ADDRESS.match(address) or FORBIDDEN.search(display) or "=?" in display:
             return None
         # Quoted (with its quotes and backslashes escaped) when it has specials; an encoded
         # word when it is not ASCII.
         written = formataddr((display, address), charset="utf-8")
         return _line(name, written)
     # Unstructured text (Subject) and our own ASCII values (Date, Message-ID, List-*).
-    if not value.isprintable() or "=?" in value:
-        return None  # a control character, or an encoded word a reader would decode
-    if value.isascii():
+    if FORBIDDEN.search(value) or "=?" in value:
+        return None  # a line break or control character, or an encoded word a reader decodes
+    if _PRINTABLE.match(value):
         return _fold(name, value, separator=" ")
     encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
     return f"{name}: {encoded}\r\n".encode("ascii")

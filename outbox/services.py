@@ -43,6 +43,7 @@ from .message import (
     new_message_id,
     verp_address,
 )
+from .mimewrite import FORBIDDEN
 from .models import (
     Attachment,
     BulkJob,
@@ -168,6 +169,7 @@ class Mail:
     related: models.Model | None = None
 
 
+@transaction.atomic  # the slots its mails take and their rows: both or neither
 def outbox_enqueue_many(
     *,
     user: User,
@@ -346,12 +348,13 @@ def _new_message(
 
 
 def _has_line_break(subject: str) -> bool:
-    """A line break in the subject, also an RFC 2047-encoded one (CVE-2024-6923)."""
+    """A line break (CR, LF, NEL, U+2028 … or another control character: mimewrite.FORBIDDEN)
+    in the subject, also an RFC 2047-encoded one (CVE-2024-6923)."""
     try:
         shown = header_text(subject)
     except ValueError:
         return True  # unreadable for the email package: refused like a line break
-    return any(c in text for c in "\r\n" for text in (subject, shown))
+    return any(FORBIDDEN.search(text) for text in (subject, shown))
 
 
 def _dispatch_options(send_after: datetime | None) -> dict | None:
@@ -589,7 +592,7 @@ def _deliver(
     if (delay := ratelimit.wait_for_turn(sender, max_wait=max_wait)) > 0:
         raise _NotYourTurn(delay, message.job_id)
     now = timezone.now()
-    claimed = _CLAIM.run(
+    claimed = _CLAIM.run_returning(
         {
             "state": MessageState.SENDING,
             "claimed_at": now,
@@ -598,14 +601,12 @@ def _deliver(
         },
         {"pk": message_id, "state": MessageState.QUEUED, "send_after": now},
     )
-    if not claimed:  # another task took it while this one waited: its place is given back
+    if claimed is None:  # another task took it while this one waited: its place is given back
         ratelimit.give_back(sender)
         return "skipped", None
-    message.state, message.claimed_at, message.attempts = (
-        MessageState.SENDING,
-        now,
-        message.attempts + 1,
-    )
+    # The attempts as the claim left them (a batch's row was read when the batch began; a
+    # retry or another worker may have changed them since).
+    message.state, message.claimed_at, message.attempts = MessageState.SENDING, now, claimed[0]
     fault_point("deliver.claimed")
     try:
         data = message_bytes(message, sender, list(message.attachments.all()), contents)
@@ -665,6 +666,7 @@ _CLAIM = RowUpdate(
     OutgoingMessage,
     sets=("state", "claimed_at", "worker", "updated_at"),
     increments=("attempts",),
+    returning=("attempts",),
     where="{pk} = %s AND {state} = %s AND ({send_after} IS NULL OR {send_after} <= %s)",
 )
 _SENT = RowUpdate(

@@ -111,7 +111,14 @@ class _SMTP(smtplib.SMTP):
         return self.body(data)
 
     def body(self, data: bytes) -> tuple[int, bytes]:
-        """After "354": the message, its leading dots doubled, and the final "."; its reply."""
+        """After "354": the message, its leading dots doubled, and the final "."; its reply.
+
+        Dot-stuffing by CRLF alone is right only when every line end is CRLF: bytes with a
+        bare CR or LF (no caller of ours makes them) are made CRLF first, so no "\\n.\\n"
+        can end the message early for a server that reads bare line ends (SMTP smuggling).
+        """
+        if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\n"):
+            data = _LINE_END.sub(b"\r\n", data)
         stuffed = data.replace(b"\r\n.", b"\r\n..")
         if stuffed.startswith(b"."):
             stuffed = b"." + stuffed
@@ -327,6 +334,12 @@ class SmtpTransport(Transport):
         except SendError:
             self._reset()
             raise
+        except UnicodeError:  # an address SMTP cannot carry (outbox.message makes them ASCII)
+            self._reset()  # MAIL may have been accepted: the transaction is ended
+            shown = ", ".join((envelope.mail_from, *envelope.recipients))[:200]
+            raise PermanentSendError(
+                "", explanation="bad_recipient", params={"address": shown}
+            ) from None
         except (OSError, smtplib.SMTPException) as error:
             maybe_delivered = self.smtp is not None and self.smtp.body_sent
             self.close()  # the connection is in an unknown state
@@ -366,7 +379,20 @@ class SmtpTransport(Transport):
         commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in envelope.recipients]
         commands.append("DATA")
         smtp.send("".join(f"{command}\r\n" for command in commands).encode("ascii"))
-        replies = [smtp.getreply() for _command in commands]
+        stages = ["mail"] + ["rcpt"] * len(envelope.recipients) + ["data"]
+        replies: list[tuple[int, bytes]] = []
+        try:
+            for _command in commands:
+                replies.append(smtp.getreply())
+        except (OSError, smtplib.SMTPException):
+            # The server hung up after a reply it meant (a 421 "slow down, closing", a 5xx):
+            # that reply is the failure, not the closed connection.
+            for stage, (code, reply) in zip(stages, replies, strict=False):
+                if code >= 400:
+                    self._drop()
+                    self.stage = stage
+                    self._expect(code, reply, 250)
+            raise
         refused = None
         if replies[0][0] != 250:
             refused = ("mail", replies[0])

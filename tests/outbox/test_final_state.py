@@ -139,3 +139,23 @@ def test_the_sweep_leaves_alone_an_invoice_a_job_still_being_built_holds(smtp_se
     BulkJob.objects.filter(pk=later.pk).update(prepared=True)  # built, yet no message of its own
     assert outbox_sweep()["reconciled"] == 0  # the last message is another job's: left alone
     assert Invoice.objects.get().send_state == SendState.QUEUED
+
+
+def test_a_batch_row_read_before_a_retry_counts_the_attempts_the_claim_left(smtp_servers, settings):
+    """A batch reads its rows when it begins; by a message's turn another try may have been
+    made (a retry, a second worker). The claim's own count decides: a message at its last
+    attempt fails for good instead of getting one more (and a second "retrying" Event)."""
+    from outbox.services import _Connections, _deliver
+
+    settings.SEND_MAX_ATTEMPTS = 3
+    server = smtp_servers.plain
+    _, (message, *_rest) = _job(server, 1)
+    stale = OutgoingMessage.objects.select_related("user").get(pk=message.pk)
+    OutgoingMessage.objects.filter(pk=message.pk).update(attempts=2)  # tried twice meanwhile
+    server.script("RCPT", "451 4.3.0 Try again later")
+
+    with _Connections() as connections:
+        state, _error = _deliver(message.pk, connections, message=stale)
+
+    message.refresh_from_db()
+    assert (state, message.state, message.attempts) == ("failed", "failed", 3)

@@ -106,6 +106,14 @@ SHAPES = {
     ),
     "many recipients": ({"to": [f"person{n}@klient.test" for n in range(40)]}, {}, []),
     "a name with specials": ({}, {"from_name": 'Anna "the boss" Kowalska, Acme'}, []),
+    "text that is not ASCII and not printable": (
+        {
+            "subject": "Faktura\u00a0FV/1/2026 \u202f\u200b\u00ad\u200f 👩\u200d💻 a\tb",
+            "body_text": "Dzień\u00a0dobry\n",
+        },
+        {"from_name": "Acme\u00a0Sp. z\u00a0o.o."},
+        [_file(PDF, "Faktura\u00a0FV-1.pdf")],
+    ),
     "the longest file name": ({}, {}, [_file(PDF, "ż" * 146 + ".pdf")]),
     "CRLF and CR in the body": ({"body_text": "one\r\ntwo\rthree\n\n"}, {}, []),
 }
@@ -151,6 +159,7 @@ def _written_directly(message, sender, attachments) -> bool:
         ({"subject": "=?utf-8?q?looks_encoded?="}, {}, []),
         ({}, {"from_name": "=?utf-8?q?Anna?="}, []),
         ({}, {}, [_file(PDF, "x.bin", "application/pdf; name=evil")]),
+        ({}, {}, [_file(PDF, "=?utf-8?q?a.pdf?=")]),  # the email package decodes it
     ],
 )
 def test_other_shapes_go_to_the_email_package(fields, sender_fields, attachments):
@@ -171,15 +180,19 @@ INJECTIONS = [
     ("from_name", "=?utf-8?q?Anna=0D=0ABcc=3A_spy=40evil.test?="),
     ("filename", 'x.pdf"\r\nBcc: spy@evil.test'),
     ("filename", "x.pdf\u2028Bcc: spy@evil.test"),
+    ("filename", "=?utf-8?q?a.pdf=0D=0ABcc:_spy@evil.test?=.pdf"),
+    ("filename", "=?utf-8?q?a.pdf=0D=0AContent-Type:_text=2Fhtml=0D=0A=0D=0A<h1>hi<=2Fh1>?=.pdf"),
 ]
 
 
+@pytest.mark.parametrize("to", ["jan@klient.test", "jan@bücher.test"])  # direct / email package
 @pytest.mark.parametrize(("where", "value"), INJECTIONS)
-def test_no_value_adds_a_header_line(where, value):
-    """The attacker's goal is a Bcc (or any header) of their own in the sent message: whatever
-    the writer does with the value (writes it encoded, leaves it to the email package, or
-    refuses the message), the result has no such header."""
-    message = _message(**({"subject": value} if where == "subject" else {}))
+def test_no_value_adds_a_header_line(where, value, to):
+    """The attacker's goal is a Bcc (or any header, or a part of their own) in the sent
+    message: whatever the writer does with the value (writes it encoded, leaves it to the email
+    package, or refuses the message), the result has no such header and the PDF stays a PDF."""
+    fields = {"to": [to]} | ({"subject": value} if where == "subject" else {})
+    message = _message(**fields)
     sender = _sender(**({"from_name": value} if where == "from_name" else {}))
     attachments = [_file(PDF, value if where == "filename" else "FV.pdf")]
     try:
@@ -191,7 +204,11 @@ def test_no_value_adds_a_header_line(where, value):
     assert "Bcc" not in parsed
     for part in parsed.walk():
         assert "Bcc" not in part
+        assert len(part.get_all("Content-Type") or []) <= 1
     assert b"\nBcc:" not in data
+    (attachment,) = parsed.iter_attachments()
+    assert attachment.get_content_type() == "application/pdf"
+    assert attachment.get_content() == PDF
 
 
 def test_dots_at_line_starts_arrive_intact_through_a_real_server(smtp_servers):
