@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, models, transaction
+from django.db.models import prefetch_related_objects
 from django.db.models.functions import Cast
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -182,9 +183,10 @@ def invoices_job_prepare(*, job_id: int) -> int:
         chunk = list(
             _unbuilt(job)
             .filter(pk__gt=last_pk)
-            .select_related("customer")
-            .prefetch_related("lines")[: settings.BULK_BATCH_SIZE]
+            .select_related("customer")[: settings.BULK_BATCH_SIZE]
         )
+        # Lines only for the PDFs still to render (kept since the invoice was issued: none).
+        prefetch_related_objects([invoice for invoice in chunk if not invoice.pdf], "lines")
         if not chunk:
             fault_point("prepare.before_prepared")
             with transaction.atomic():
