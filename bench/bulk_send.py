@@ -242,23 +242,20 @@ class Machines:
     FILE_STORAGE=database, the one PostgreSQL and Redis. Same interface as one Worker."""
 
     def __init__(self, env: dict[str, str], tmp: Path, concurrency: int, machines: int) -> None:
+        if machines == 1:
+            self.workers = [Worker(env, tmp / "worker.log", concurrency)]
+            return
         self.workers = []
-        for k in range(machines):
-            machine_env = env
-            if machines > 1:
-                home = tmp / f"machine{k + 1}"
-                (home / "media").mkdir(parents=True)
-                machine_env = {
-                    **env,
-                    "MEDIA_ROOT": str(home / "media"),
-                    "FILE_STORAGE": "database",
-                    "PYTHONPATH": str(BASE_DIR),
-                }
-            self.workers.append(
-                Worker(machine_env, tmp / f"worker{k + 1}.log", concurrency, cwd=home)
-                if machines > 1
-                else Worker(machine_env, tmp / "worker.log", concurrency)
-            )
+        for k in range(1, machines + 1):
+            home = tmp / f"machine{k}"
+            (home / "media").mkdir(parents=True)
+            machine_env = {
+                **env,
+                "MEDIA_ROOT": str(home / "media"),
+                "FILE_STORAGE": "database",
+                "PYTHONPATH": str(BASE_DIR),
+            }
+            self.workers.append(Worker(machine_env, tmp / f"worker{k}.log", concurrency, cwd=home))
 
     def start(self) -> None:
         for worker in self.workers:
@@ -426,6 +423,13 @@ def machine() -> dict:
     }
 
 
+def sender_set_args(port: int, security: str) -> list[str]:
+    """`manage.py sender set …` for the bench's SMTP user: its own server is the sink, no login
+    (also used by bench/profile_send.py)."""
+    options = ["--mode", "smtp", "--server", f"{HOST}:{port}", "--security", security]
+    return ["sender", "set", "SMTP", *options, "--login", ""]
+
+
 def project_env(options, tmp: Path, port: int, database_url: str, ca) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
@@ -489,21 +493,7 @@ def project(
         seed = ["seed_demo", "--customers", str(min(CUSTOMERS, n)), "--invoices", str(n)]
         manage(env, *seed, *(["--pdfs-at-send"] if pdfs == "job" else []))
         log(f"seeded {n} invoices in {time.perf_counter() - started:.1f} s (PDFs: {pdfs})")
-        security = "starttls" if options.tls else "none"
-        manage(
-            env,
-            "sender",
-            "set",
-            "SMTP",
-            "--mode",
-            "smtp",
-            "--server",
-            f"{HOST}:{sink.port}",
-            "--security",
-            security,
-            "--login",
-            "",
-        )
+        manage(env, *sender_set_args(sink.port, "starttls" if options.tls else "none"))
         worker = Machines(env, tmp, options.concurrency, options.machines)
         worker.start()
         log(f"worker ready (pids {[p.pid for p in worker.processes()]})")

@@ -40,7 +40,7 @@ def main() -> None:
     )
     options = parser.parse_args()
 
-    from bulk_send import Databases
+    from bulk_send import Databases, sender_set_args
     from cryptography.fernet import Fernet
     from sinks import HOST, SmtpSink
 
@@ -85,20 +85,7 @@ def main() -> None:
     try:
         call_command("migrate", verbosity=0)
         call_command("seed_demo", customers=100, invoices=options.n, stdout=io.StringIO())
-        call_command(
-            "sender",
-            "set",
-            "SMTP",
-            "--mode",
-            "smtp",
-            "--server",
-            f"{HOST}:{sink.port}",
-            "--security",
-            "none",
-            "--login",
-            "",
-            stdout=io.StringIO(),
-        )
+        call_command(*sender_set_args(sink.port, "none"), stdout=io.StringIO())
         user = User.objects.get(code="SMTP")
         settings.DEBUG = True  # count statements
         n = Invoice.objects.count()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Container
 from pathlib import Path
 
 from django.core.files.base import ContentFile
@@ -128,12 +129,17 @@ def render_invoice_pdf(invoice: Invoice, *, seller: str) -> bytes:
     return buffer.getvalue()
 
 
-def invoice_pdf(invoice: Invoice, *, seller: str) -> str:
+def invoice_pdf(invoice: Invoice, *, seller: str, kept: Container[str] | None = None) -> str:
     """The storage name of the invoice's PDF: rendered the first time, then kept and reused
     (a message attaches that very file, never a copy). A kept name whose file this storage
     does not have (kept on another machine's disk, or before FILE_STORAGE changed) is
-    rendered and kept again."""
-    if invoice.pdf and invoice.pdf.storage.exists(invoice.pdf.name):
+    rendered and kept again. `kept` are the names the caller knows the storage has (a chunk's,
+    looked up in one query: filestore.storage.stored_sizes); else the storage is asked."""
+    if invoice.pdf and (
+        invoice.pdf.name in kept
+        if kept is not None
+        else invoice.pdf.storage.exists(invoice.pdf.name)
+    ):
         return invoice.pdf.name
     content = render_invoice_pdf(invoice, seller=seller)
     invoice.pdf.save(f"{invoice.number.replace('/', '-')}.pdf", ContentFile(content), save=False)

@@ -103,13 +103,10 @@ def invoices_render_pdfs(*, invoice_ids: Sequence[int]) -> int:
         .order_by("pk")
     )
     kept = stored_sizes(default_storage, [i.pdf.name for i in invoices if i.pdf])
-    rendered = 0
-    for invoice in invoices:
-        if invoice.pdf and invoice.pdf.name in kept:
-            continue
-        invoice_pdf(invoice, seller=seller)
-        rendered += 1
-    return rendered
+    missing = [i for i in invoices if not (i.pdf and i.pdf.name in kept)]
+    for invoice in missing:
+        invoice_pdf(invoice, seller=seller, kept=kept)
+    return len(missing)
 
 
 def invoices_send(
@@ -185,8 +182,6 @@ def invoices_job_prepare(*, job_id: int) -> int:
             .filter(pk__gt=last_pk)
             .select_related("customer")[: settings.BULK_BATCH_SIZE]
         )
-        # Lines only for the PDFs still to render (kept since the invoice was issued: none).
-        prefetch_related_objects([invoice for invoice in chunk if not invoice.pdf], "lines")
         if not chunk:
             fault_point("prepare.before_prepared")
             with transaction.atomic():
@@ -194,9 +189,14 @@ def invoices_job_prepare(*, job_id: int) -> int:
                 BulkJob.objects.filter(pk=job.pk).update(prepared=True, updated_at=timezone.now())
                 bulk_job_progress(job=job)  # finished, if every message has gone meanwhile
             return built
+        # Which PDFs the storage has, in one query; lines only for those still to render
+        # (kept since the invoice was issued: none).
+        kept = stored_sizes(default_storage, [i.pdf.name for i in chunk if i.pdf])
+        prefetch_related_objects([i for i in chunk if i.pdf.name not in kept], "lines")
         sources: dict = {}  # each template read once a chunk (a change applies from the next)
         drafts = [
-            _invoice_draft(invoice, job=job, company=company, sources=sources) for invoice in chunk
+            _invoice_draft(invoice, job=job, company=company, sources=sources, kept=kept)
+            for invoice in chunk
         ]
         sender = SenderConfig.from_snapshot(job.sender)
         fault_point("prepare.chunk_rendered")
@@ -260,7 +260,7 @@ class _Draft:
 
 
 def _invoice_draft(
-    invoice: Invoice, *, job: BulkJob, company: Company | None, sources: dict
+    invoice: Invoice, *, job: BulkJob, company: Company | None, sources: dict, kept: dict
 ) -> _Draft:
     try:
         # A template's error is told in the sender's language (it is stored on the message).
@@ -280,7 +280,7 @@ def _invoice_draft(
         if invoice.customer.emails and not to:
             return _Draft(invoice, subject, unsendable="address_bounced")
     seller = company.name if company else ""
-    return _Draft(invoice, subject, text, html, to, invoice_pdf(invoice, seller=seller))
+    return _Draft(invoice, subject, text, html, to, invoice_pdf(invoice, seller=seller, kept=kept))
 
 
 def _enqueue_drafts(drafts: list[_Draft], *, sender: SenderConfig, job: BulkJob) -> list[int]:

@@ -9,7 +9,6 @@ sender that names the message, so a bounce finds it (S7.4). A message's own extr
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
@@ -21,6 +20,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from smtp_settings.errors import PermanentSendError
 from smtp_settings.resolve import VERP_LOCAL_PART, SenderConfig
+from smtp_settings.transports import crlf
 
 from . import mimewrite
 from .models import Attachment, OutgoingMessage
@@ -169,7 +169,7 @@ def message_bytes(
         return data
     _refuse_control_characters(headers, parts)
     mime = build_message(message, sender, attachments=attachments)
-    return _crlf(mime.as_bytes(policy=policy.SMTP))
+    return crlf(mime.as_bytes(policy=policy.SMTP))
 
 
 def _refuse_control_characters(headers: list[tuple[str, object]], parts: list) -> None:
@@ -183,14 +183,6 @@ def _refuse_control_characters(headers: list[tuple[str, object]], parts: list) -
     for name, value in values:
         if mimewrite.FORBIDDEN.search(str(value)):
             raise PermanentSendError("", explanation="header_line_break", params={"header": name})
-
-
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-def _crlf(data: bytes) -> bytes:
-    """Every line end CRLF (as smtplib's data() would make it)."""
-    return _LINE_END.sub(b"\r\n", data)
 
 
 def _extra_headers(message: OutgoingMessage) -> dict[str, str]:

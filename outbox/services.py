@@ -115,20 +115,24 @@ def outbox_enqueue(
     """
     extra_headers = extra_headers_check(extra_headers or {})
     sender = sender or sender_config_for(user=user)
-    recipients = _clean_addresses(to, "to")
-    if not recipients:
-        raise ValidationError({"to": _("Give at least one recipient.")})
-    if _has_line_break(subject):
-        raise ValidationError({"subject": _("The subject may not contain line breaks.")})
-    cc, bcc = _clean_addresses(cc, "cc"), _clean_addresses(bcc, "bcc")
     attachments, stored_attachments = list(attachments), list(stored_attachments)
+    sizes = []
     if attachments:
         sizes = [
             len(content) if isinstance(content, bytes) else content.size
             for _name, content, _type in attachments
         ] + [default_storage.size(name) for _name, name, _type in stored_attachments]
-        attachments_check(sender=sender, body=body_text + body_html, sizes=sizes)
-    _limits_take(user=user, sender=sender, addresses=[*recipients, *cc, *bcc], purpose=purpose)
+    recipients, cc, bcc = _mail_checked(
+        user=user,
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=subject,
+        body=body_text + body_html,
+        sizes=sizes,
+        purpose=purpose,
+    )
     message = _new_message(
         user=user,
         sender=sender,
@@ -192,33 +196,25 @@ def outbox_enqueue_many(
     rows: list[tuple[OutgoingMessage, Mail]] = []
     held = send_after if send_after and send_after > timezone.now() else None
     snapshot = sender.to_snapshot()
-    domain = sender.from_email.rpartition("@")[2]
     for mail in mails:
         try:
-            recipients = _clean_addresses(mail.to, "to")
-            if not recipients:
-                raise ValidationError({"to": _("Give at least one recipient.")})
-            if _has_line_break(mail.subject):
-                raise ValidationError({"subject": _("The subject may not contain line breaks.")})
-            if mail.stored_attachments:
+            recipients, _cc, _bcc = _mail_checked(
+                user=user,
+                sender=sender,
+                to=mail.to,
+                subject=mail.subject,
+                body=mail.body_text + mail.body_html,
                 # A file gone meanwhile counts 0 here; sending it then fails as "file_missing".
-                attachments_check(
-                    sender=sender,
-                    body=mail.body_text + mail.body_html,
-                    sizes=[sizes.get(name, 0) for _f, name, _t in mail.stored_attachments],
-                )
-            _limits_take(user=user, sender=sender, addresses=recipients, purpose="")
+                sizes=[sizes.get(name, 0) for _f, name, _t in mail.stored_attachments],
+            )
         except ValidationError as error:
             results.append(error)
             continue
-        related = mail.related
-        message = OutgoingMessage(
+        message = _message_row(
             user=user,
-            sender=snapshot,
-            message_id=new_message_id(domain),
-            envelope_from=sender.envelope_sender,
-            related_type=ContentType.objects.get_for_model(related) if related else None,
-            related_id=str(related.pk) if related is not None else "",
+            sender=sender,
+            snapshot=snapshot,
+            related=mail.related,
             job=job,
             to=recipients,
             subject=mail.subject,
@@ -327,13 +323,48 @@ def outbox_record_unsendable(
     return message
 
 
-def _new_message(
-    *, user: User, sender: SenderConfig, related: models.Model | None, job: BulkJob | None, **fields
+def _mail_checked(
+    *,
+    user: User,
+    sender: SenderConfig,
+    to: Iterable[str],
+    subject: str,
+    body: str,
+    sizes: list[int],
+    cc: Iterable[str] = (),
+    bcc: Iterable[str] = (),
+    purpose: str = "",
+) -> tuple[list[str], list[str], list[str]]:
+    """What every mail passes before it is written (outbox_enqueue and outbox_enqueue_many):
+    valid addresses and at least one recipient, a subject without line breaks, the server's
+    size limit when `sizes` (of its files) are given, then its slots in the limits. Returns
+    the cleaned (to, cc, bcc); raises ValidationError (or its limits subclasses) otherwise."""
+    recipients = _clean_addresses(to, "to")
+    if not recipients:
+        raise ValidationError({"to": _("Give at least one recipient.")})
+    if _has_line_break(subject):
+        raise ValidationError({"subject": _("The subject may not contain line breaks.")})
+    cc, bcc = _clean_addresses(cc, "cc"), _clean_addresses(bcc, "bcc")
+    if sizes:
+        attachments_check(sender=sender, body=body, sizes=sizes)
+    _limits_take(user=user, sender=sender, addresses=[*recipients, *cc, *bcc], purpose=purpose)
+    return recipients, cc, bcc
+
+
+def _message_row(
+    *,
+    user: User,
+    sender: SenderConfig,
+    related: models.Model | None,
+    job: BulkJob | None,
+    snapshot: dict | None = None,
+    **fields,
 ) -> OutgoingMessage:
-    """The row of a message: its sender snapshot, Message-ID, envelope and what it is about."""
-    message = OutgoingMessage.objects.create(
+    """The row of a message, not saved: its sender snapshot (`snapshot` when the caller made it
+    once for many), Message-ID, envelope and what it is about."""
+    return OutgoingMessage(
         user=user,
-        sender=sender.to_snapshot(),
+        sender=snapshot if snapshot is not None else sender.to_snapshot(),
         message_id=new_message_id(sender.from_email.rpartition("@")[2]),
         envelope_from=sender.envelope_sender,
         related_type=ContentType.objects.get_for_model(related) if related is not None else None,
@@ -341,6 +372,14 @@ def _new_message(
         job=job,
         **fields,
     )
+
+
+def _new_message(
+    *, user: User, sender: SenderConfig, related: models.Model | None, job: BulkJob | None, **fields
+) -> OutgoingMessage:
+    """The row of a message, saved (and its VERP envelope, which needs the row's id)."""
+    message = _message_row(user=user, sender=sender, related=related, job=job, **fields)
+    message.save(force_insert=True)
     if sender.verp:  # the VERP address names the message: it needs the row's id first
         message.envelope_from = verp_address(message.pk, settings.EVENT_MAIL_DOMAIN)
         message.save(update_fields=["envelope_from"])
