@@ -21,6 +21,7 @@ This module sits in the project package, below every app, and imports no app: `a
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -180,8 +181,15 @@ def template_parse(source: str, *, names: Iterable[str]) -> list[str | Placehold
     Raises TemplateError (a ValidationError) for a template that is too long, a tag, an
     unclosed or malformed placeholder, an unknown name or filter.
     """
+    return list(_parsed(source, tuple(names), settings.TEMPLATE_MAX_CHARS))
+
+
+# A job renders one template for thousands of mails: it is parsed once. Only a parse that
+# succeeded is kept (an error is raised again, in the language active then); at most 128
+# templates of at most TEMPLATE_MAX_CHARS each.
+@functools.lru_cache(maxsize=128)
+def _parsed(source: str, names: tuple[str, ...], limit: int) -> tuple[str | Placeholder, ...]:
     names = dict.fromkeys(names)  # a set that keeps the caller's order for the messages
-    limit = settings.TEMPLATE_MAX_CHARS
     if len(source) > limit:
         raise TemplateError(
             gettext("The template is too long: %(count)s characters, at most %(limit)s.")
@@ -219,7 +227,7 @@ def template_parse(source: str, *, names: Iterable[str]) -> list[str | Placehold
         position = end + 2
     if position < len(source):
         parts.append(source[position:])
-    return parts
+    return tuple(parts)
 
 
 def template_check(source: str, *, names: Iterable[str]) -> None:

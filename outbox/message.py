@@ -8,6 +8,8 @@ sender that names the message, so a bounce finds it (S7.4). A message's own extr
 
 from __future__ import annotations
 
+import datetime
+import functools
 import html
 from dataclasses import dataclass
 from email import policy
@@ -20,7 +22,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from smtp_settings.errors import PermanentSendError
 from smtp_settings.resolve import VERP_LOCAL_PART, SenderConfig
-from smtp_settings.transports import crlf
+from smtp_settings.transports import CrlfBytes, crlf
 
 from . import mimewrite
 from .models import Attachment, OutgoingMessage
@@ -128,7 +130,7 @@ def message_bytes(
     sender: SenderConfig,
     attachments: list[Attachment] | None = None,
     contents: dict[str, bytes] | None = None,
-) -> bytes:
+) -> CrlfBytes:
     """The message as it goes on the wire (CRLF line ends, nothing dot-stuffed yet).
 
     The plain shape every invoice and letter has is written directly (outbox.mimewrite, a
@@ -148,7 +150,7 @@ def message_bytes(
         headers.append(("Reply-To", sender.reply_to))
     headers += [
         ("Subject", message.subject),
-        ("Date", format_datetime(timezone.localtime(message.created_at))),
+        ("Date", _date(message.created_at)),
         ("Message-ID", message.message_id),
         *extra.items(),
     ]
@@ -166,10 +168,21 @@ def message_bytes(
         attachments=parts,
     )
     if data is not None:
-        return data
+        return CrlfBytes(data)  # mimewrite writes CRLF line ends only
     _refuse_control_characters(headers, parts)
     mime = build_message(message, sender, attachments=attachments)
     return crlf(mime.as_bytes(policy=policy.SMTP))
+
+
+def _date(created_at: datetime.datetime) -> str:
+    """The Date header: when the message was created, in the current time zone (RFC 5322
+    format). A job's mails share their second, so the text is made once a second."""
+    return _date_at(int(created_at.timestamp()), timezone.get_current_timezone())
+
+
+@functools.lru_cache(maxsize=256)
+def _date_at(seconds: int, zone: datetime.tzinfo) -> str:
+    return format_datetime(datetime.datetime.fromtimestamp(seconds, zone))
 
 
 def _refuse_control_characters(headers: list[tuple[str, object]], parts: list) -> None:
@@ -208,7 +221,7 @@ def build_message(
     if sender.reply_to:
         mime["Reply-To"] = sender.reply_to
     mime["Subject"] = message.subject
-    mime["Date"] = format_datetime(timezone.localtime(message.created_at))
+    mime["Date"] = _date(message.created_at)
     mime["Message-ID"] = message.message_id
     for name, value in _extra_headers(message).items():
         mime[name] = _Unfolded(name, value)

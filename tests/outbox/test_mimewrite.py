@@ -17,7 +17,7 @@ from outbox.message import build_message, message_bytes
 from outbox.models import OutgoingMessage
 from smtp_settings.errors import PermanentSendError
 from smtp_settings.resolve import SenderConfig
-from smtp_settings.transports import SmtpTransport
+from smtp_settings.transports import CrlfBytes, SmtpTransport
 from tests.smtp_fixtures import HOST
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
@@ -116,6 +116,16 @@ SHAPES = {
     ),
     "the longest file name": ({}, {}, [_file(PDF, "ż" * 146 + ".pdf")]),
     "CRLF and CR in the body": ({"body_text": "one\r\ntwo\rthree\n\n"}, {}, []),
+    # The bytes are sent without looking for bare line ends again (CrlfBytes): every kind of
+    # line end a body may have becomes CRLF.
+    "every kind of line end": (
+        {
+            "body_text": "a\r\r\nb\n\rc\u2028d\x85e\x0bf\x0cg\r",
+            "body_html": "<p>a\r\r\nb\n\rc</p>\r.\r\n.\n",
+        },
+        {"signature": "Anna\r\nAcme\rB"},
+        [_file(b"x\ry\nz", "raw.bin", "application/octet-stream")],
+    ),
 }
 
 
@@ -127,6 +137,7 @@ def test_the_direct_writer_makes_the_email_packages_message(shape):
     direct = message_bytes(message, sender, attachments=attachments)
 
     assert _written_directly(message, sender, attachments)
+    assert type(direct) is CrlfBytes  # sent as is: its line ends are not looked at again
     assert _shape(direct) == _shape(_reference(message, sender, attachments))
     lines = direct.split(b"\r\n")
     assert b"\r" not in direct.replace(b"\r\n", b"") and b"\n" not in direct.replace(b"\r\n", b"")
@@ -168,6 +179,7 @@ def test_other_shapes_go_to_the_email_package(fields, sender_fields, attachments
     assert not _written_directly(message, sender, attachments)
     data = message_bytes(message, sender, attachments=attachments)
     assert re.fullmatch(rb"(?:[^\r\n]*\r\n)*[^\r\n]*", data)  # CRLF only, as sent
+    assert type(data) is CrlfBytes
 
 
 INJECTIONS = [
