@@ -181,13 +181,20 @@ def template_parse(source: str, *, names: Iterable[str]) -> list[str | Placehold
     Raises TemplateError (a ValidationError) for a template that is too long, a tag, an
     unclosed or malformed placeholder, an unknown name or filter.
     """
-    return list(_parsed(source, tuple(names), settings.TEMPLATE_MAX_CHARS))
+    names = tuple(names)
+    if len(source) > _CACHED_CHARS:
+        return list(_parsed.__wrapped__(source, names, settings.TEMPLATE_MAX_CHARS))
+    return list(_parsed(source, names, settings.TEMPLATE_MAX_CHARS))
 
 
 # A job renders one template for thousands of mails: it is parsed once. Only a parse that
-# succeeded is kept (an error is raised again, in the language active then); at most 128
-# templates of at most TEMPLATE_MAX_CHARS each.
-@functools.lru_cache(maxsize=128)
+# succeeded is kept (an error is raised again, in the language active then), and only of a
+# template of a usual size: a parse takes up to ~100 bytes a character ("{{a}}" 2,000 times),
+# so 32 of at most 4,000 characters hold at most ~13 MB, whatever anyone types.
+_CACHED_CHARS = 4000
+
+
+@functools.lru_cache(maxsize=32)
 def _parsed(source: str, names: tuple[str, ...], limit: int) -> tuple[str | Placeholder, ...]:
     names = dict.fromkeys(names)  # a set that keeps the caller's order for the messages
     if len(source) > limit:

@@ -90,6 +90,9 @@ class RowUpdate:
         return _prepared(self._field(name), value, connection)
 
 
+MAX_ROWS = 100
+
+
 class RowsInsert:
     """`INSERT INTO <table> (…) VALUES (…), (…) … RETURNING <pk>` for model instances, as
     `Model.objects.bulk_create(objs)` writes them (every concrete field but an unset auto
@@ -110,10 +113,17 @@ class RowsInsert:
         if not objs:
             return
         connection = connections[router.db_for_write(self.model)]
-        if not connection.features.can_return_rows_from_bulk_insert:
-            self.model._default_manager.bulk_create(objs)
+        if not connection.features.can_return_rows_from_bulk_insert or any(
+            obj.pk is not None for obj in objs
+        ):
+            self.model._default_manager.bulk_create(objs)  # keys given: bulk_create's rules
             return
-        size = max(connection.ops.bulk_batch_size(self.fields, objs), 1)
+        for obj in objs:  # a related object saved after it was assigned; an unsaved one refused
+            obj._prepare_related_fields_for_save(operation_name="bulk_create")
+        # Rows a statement: as many as the database takes, at most MAX_ROWS (the one statement
+        # kept for a full chunk stays small; a job's chunk is about that size).
+        limit = connection.ops.bulk_batch_size(self.fields, [None] * MAX_ROWS)
+        size = max(min(limit, MAX_ROWS), 1)
         json_cache: dict[int, Any] = {}  # one dump of a dict all rows share (a sender snapshot)
         for start in range(0, len(objs), size):
             chunk = objs[start : start + size]
@@ -131,22 +141,29 @@ class RowsInsert:
                     else:
                         params.append(_prepared(field, value, connection))
             with connection.cursor() as cursor:
-                cursor.execute(self.sql(connection, len(chunk)), params)
+                cursor.execute(self.sql(connection, len(chunk), cache=len(chunk) == size), params)
                 keys = cursor.fetchall()
             for obj, (key,) in zip(chunk, keys, strict=True):
                 setattr(obj, self.model._meta.pk.attname, key)
                 obj._state.adding, obj._state.db = False, connection.alias
 
-    def sql(self, connection, rows: int) -> str:
+    def sql(self, connection, rows: int, *, cache: bool = True) -> str:
+        """The statement for `rows` rows; kept for a full chunk only (a chunk's last rows, of
+        any count up to it, are written by a statement made for them)."""
         key = (connection.alias, rows)
+        if not cache:
+            return self._statement(connection, rows)
         if key not in self._sql:
-            quote = connection.ops.quote_name
-            columns = ", ".join(quote(field.column) for field in self.fields)
-            row = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
-            table, pk = quote(self.model._meta.db_table), quote(self.model._meta.pk.column)
-            values = ", ".join([row] * rows)
-            self._sql[key] = f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING {pk}"  # noqa: S608
+            self._sql[key] = self._statement(connection, rows)
         return self._sql[key]
+
+    def _statement(self, connection, rows: int) -> str:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(field.column) for field in self.fields)
+        row = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+        table, pk = quote(self.model._meta.db_table), quote(self.model._meta.pk.column)
+        values = ", ".join([row] * rows)
+        return f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING {pk}"  # noqa: S608
 
 
 def _prepared(field: Field, value: Any, connection) -> Any:

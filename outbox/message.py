@@ -174,9 +174,11 @@ def message_bytes(
     return crlf(mime.as_bytes(policy=policy.SMTP))
 
 
-def _date(created_at: datetime.datetime) -> str:
+def _date(created_at: datetime.datetime | None) -> str:
     """The Date header: when the message was created, in the current time zone (RFC 5322
     format). A job's mails share their second, so the text is made once a second."""
+    if created_at is None or timezone.is_naive(created_at):  # not a stored row's: as before
+        return format_datetime(timezone.localtime(created_at))
     return _date_at(int(created_at.timestamp()), timezone.get_current_timezone())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.utils.safestring import SafeData
 
+from directo_mail import placeholders
 from directo_mail.placeholders import (
     MAX_ARGUMENT_CHARS,
     MAX_FILTERS,
@@ -137,3 +138,28 @@ def test_errors_are_in_the_users_language():
     with translation.override("pl"):
         message = _error("{{ customer.phone }}").message
     assert "customer.phone" in message and not message.startswith("Unknown placeholder")
+
+
+def test_a_template_is_parsed_once_and_a_huge_one_is_never_kept():
+    """A job renders one template thousands of times: its parse is kept. One of thousands of
+    placeholders ("{{a}}" repeated) is not: parses of 32 such templates would hold a gigabyte."""
+    placeholders._parsed.cache_clear()
+    usual = "Dzień dobry {{ name }}, faktura {{ number|upper }}."
+    for name in ("Anna", "Jan"):
+        assert template_render(usual, {"name": name, "number": "fv/1"}) == (
+            f"Dzień dobry {name}, faktura FV/1."
+        )
+    assert placeholders._parsed.cache_info().hits == 1
+
+    huge = "{{ a }}" * 2000
+    assert template_render(huge, {"a": "x"}) == "x" * 2000
+    assert template_render(huge, {"a": "y"}) == "y" * 2000
+    assert placeholders._parsed.cache_info().currsize == 1  # only the usual one
+
+
+def test_a_kept_parse_still_checks_the_names_of_each_use():
+    placeholders._parsed.cache_clear()
+    template_render("{{ name }}", {"name": "Anna"})
+    with pytest.raises(TemplateError) as refused:
+        template_render("{{ name }}", {"number": "FV/1"})  # another caller's names
+    assert refused.value.code == "unknown_placeholder"

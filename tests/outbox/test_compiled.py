@@ -141,3 +141,32 @@ def test_only_djangos_own_plain_fields_skip_the_field():
     plain.set_attributes_from_name("when")
     with pytest.warns(RuntimeWarning):
         assert _prepared(plain, naive, connection) == plain.get_db_prep_save(naive, connection)
+
+
+def test_rows_insert_checks_related_objects_as_bulk_create_does():
+    user = factories.user("ANNA")
+    job = BulkJob(user=user, kind="invoices", sender={})
+    (message,) = _messages(user, None, "r")[:1]
+    message.job = job
+
+    with pytest.raises(ValueError, match="unsaved related object"):
+        RowsInsert(OutgoingMessage).run([message])  # never a NULL job in place of the job
+
+    job.save()  # saved after it was assigned: its id is written
+    RowsInsert(OutgoingMessage).run([message])
+    assert OutgoingMessage.objects.get(pk=message.pk).job_id == job.pk
+
+
+def test_rows_insert_keeps_one_statement_a_model():
+    """Chunks of every size up to the full one are written, but only the full chunk's statement
+    is kept: a long-lived worker does not collect one for every count it ever wrote."""
+    user = factories.user("ANNA")
+    insert = RowsInsert(OutgoingMessage)
+    for count in (1, 7, 33, 34, 100, 101):
+        batch = _messages(user, None, f"c{count}-")[:count] if count <= 100 else None
+        if batch is None:
+            batch = _messages(user, None, "c101a-") + _messages(user, None, "c101b-")[:1]
+        insert.run(batch)
+        assert all(m.pk for m in batch)
+    assert len(insert._sql) == 1
+    assert OutgoingMessage.objects.count() == 1 + 7 + 33 + 34 + 100 + 101

@@ -4,6 +4,7 @@ real SMTP server (dots at line starts included)."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from email import message_from_bytes, policy
 from types import SimpleNamespace
@@ -243,3 +244,20 @@ def test_dots_at_line_starts_arrive_intact_through_a_real_server(smtp_servers):
     assert received.content.replace(b"\r\n", b"\n") == data.replace(b"\r\n", b"\n")
     text = received.message.get_body(("plain",)).get_content()
     assert text.replace("\r\n", "\n") == body
+
+
+@pytest.mark.parametrize("zone", ["Europe/Warsaw", "Europe/Tallinn", "Asia/Kathmandu", "UTC"])
+def test_the_date_header_is_the_creation_time_in_the_active_zone(zone):
+    from email.utils import format_datetime
+
+    from outbox.message import _date
+
+    moments = [
+        timezone.now(),
+        datetime.datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=datetime.UTC),
+    ]
+    with timezone.override(zone):
+        for moment in moments:
+            assert _date(moment) == format_datetime(timezone.localtime(moment))
+        with pytest.raises(ValueError, match="naive"):  # as timezone.localtime() refuses it
+            _date(datetime.datetime(2026, 3, 29, 2, 30))
