@@ -168,7 +168,9 @@ def message_bytes(
         attachments=parts,
     )
     if data is not None:
-        return CrlfBytes(data)  # mimewrite writes CRLF line ends only
+        wire = CrlfBytes(data)  # mimewrite writes CRLF line ends only
+        wire.dot_lines = data.dot_lines
+        return wire
     _refuse_control_characters(headers, parts)
     mime = build_message(message, sender, attachments=attachments)
     return crlf(mime.as_bytes(policy=policy.SMTP))

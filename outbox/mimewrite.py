@@ -55,13 +55,21 @@ class Part:
     filename: str
 
 
+class Written(bytes):
+    """What write() returns: the message, every line end CRLF. `dot_lines`: whether any of its
+    lines begins with "." (SMTP doubles such dots; only a text part's lines can: header lines
+    begin with a name or a blank, boundary lines with "--", base64 has no ".")."""
+
+    dot_lines: bool = True
+
+
 def write(
     *,
     headers: list[tuple[str, str]],
     text: str,
     html: str = "",
     attachments: list[Part] | tuple[Part, ...] = (),
-) -> bytes | None:
+) -> Written | None:
     """The whole message as sent (CRLF line ends), or None when it is not of the plain shape.
 
     `headers` are (name, value) in order: values of From, To, Cc, Reply-To are addresses
@@ -85,7 +93,9 @@ def write(
     out.append(b"MIME-Version: 1.0\r\n")
     body = body_parts[0] if len(body_parts) == 1 else _multipart("alternative", body_parts)
     whole = body if not files else _multipart("mixed", [body, *files])
-    return b"".join(out) + whole
+    written = Written(b"".join(out) + whole)
+    written.dot_lines = any(b"\n." in part for part in body_parts)
+    return written
 
 
 def _boundary() -> str:

@@ -141,6 +141,8 @@ def test_the_direct_writer_makes_the_email_packages_message(shape):
     assert type(direct) is CrlfBytes  # sent as is: its line ends are not looked at again
     assert _shape(direct) == _shape(_reference(message, sender, attachments))
     lines = direct.split(b"\r\n")
+    # Dots are doubled on the wire only where the writer says a line begins with one.
+    assert direct.dot_lines == any(line.startswith(b".") for line in lines)
     assert b"\r" not in direct.replace(b"\r\n", b"") and b"\n" not in direct.replace(b"\r\n", b"")
     assert max(len(line) for line in lines) <= 998
     headers = direct.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
