@@ -408,6 +408,15 @@ def ceiling(n: int, port: int, mail_dir: Path, ca: TestCA | None) -> dict:
 # ------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------
+def cpu_ticks() -> tuple[int, int] | None:
+    """(all, stolen) CPU ticks of the machine so far (/proc/stat): the time a VM's host gave
+    to others while this one wanted to run. A shared host's steal moves every figure here."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(fields[:8]), fields[7]
+    return None
+
+
 def machine() -> dict:
     model = "?"
     with contextlib.suppress(OSError):
@@ -652,6 +661,7 @@ def project(
 def run(options) -> dict:
     n = options.n
     result: dict = {"n": n, "tls": options.tls, "machine": machine()}
+    ticks_at_start = cpu_ticks()
     tmp = Path(tempfile.mkdtemp(prefix="directo-bench-"))
     tmp.chmod(0o755)
     databases = Databases(options.database_url, tmp)
@@ -724,6 +734,10 @@ def run(options) -> dict:
             log(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    if ticks_at_start and (ticks := cpu_ticks()) and ticks[0] > ticks_at_start[0]:
+        result["steal_percent"] = (
+            100 * (ticks[1] - ticks_at_start[1]) / (ticks[0] - ticks_at_start[0])
+        )
     return result
 
 
@@ -780,7 +794,9 @@ def report(result: dict) -> str:
         f"- sink: {result['sink']}; database {result['database']}, "
         f"broker {result['broker']}; one mail {result['message_bytes']:,} bytes "
         f"(one-page PDF of {result['pdf']['mean_pdf_bytes']:,.0f} bytes); "
-        f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}"
+        f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}; "
+        f"CPU time the VM's host took for others during the run (steal): "
+        f"{_f(result.get('steal_percent'), 1)} %"
     )
     send_vs_a = _f(_ratio(b["send_phase_rate"], a["rate"]), 2)
     lines.append(
@@ -971,6 +987,7 @@ def median_run(runs: list[dict]) -> dict:
         "b mails/s": lambda r: r["b"]["rate"],
         "worker CPU ms/mail beyond PDF": lambda r: r["b"]["worker_cpu_ms_per_mail_beyond_pdf"],
         "PDF ms": lambda r: r["pdf"]["cpu_ms_per_invoice"],
+        "steal %": lambda r: r.get("steal_percent"),
         "b/a in job": lambda r: (
             _ratio(r["b_job"]["rate"], r["a"]["rate"]) if r.get("b_job", {}).get("rate") else None
         ),
