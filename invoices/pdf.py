@@ -146,8 +146,8 @@ def invoice_pdf(invoice: Invoice, *, seller: str, kept: Container[str] | None = 
     invoice.pdf.save(f"{invoice.number.replace('/', '-')}.pdf", ContentFile(content), save=False)
     if Invoice.objects.filter(pk=invoice.pk, pdf=previous).update(pdf=invoice.pdf.name):
         return invoice.pdf.name
-    # Another process kept one meanwhile (a job rendering ahead in the bulk lane, the issue's
-    # task): that one is the invoice's, and ours is not kept (no second file, no orphan).
+    # Another process kept one meanwhile (the render task and a job's builder at the
+    # same invoice): that one is the invoice's, and ours is not kept (no second file, no orphan).
     # If that file is not in this storage (kept on another machine's disk), ours is kept.
     theirs = Invoice.objects.filter(pk=invoice.pk).values_list("pdf", flat=True).first()
     if theirs and invoice.pdf.storage.exists(theirs):

@@ -173,7 +173,6 @@ def invoices_job_prepare(*, job_id: int) -> int:
     BulkJob.objects.filter(pk=job_id, prepared=False).update(worker=lease_current())
     company = company_get()
     built = last_pk = 0
-    _render_ahead(job_id)
     while True:
         job = BulkJob.objects.get(pk=job_id)
         if job.state != JobState.RUNNING:
@@ -244,26 +243,6 @@ def _prepare_stop(job: BulkJob) -> int:
     _unbuilt(job).update(send_state=SendState.UNSENT)
     BulkJob.objects.filter(pk=job.pk).update(prepared=True)
     return 0
-
-
-def _render_ahead(job_id: int) -> None:
-    """The PDFs this job must render (invoices never rendered at issue): every chunk but the
-    first goes to the bulk lane as a render task at once, the last chunk first, so the other
-    worker processes (and machines) render from the end while this one builds from the start;
-    a chunk whose PDFs are kept by the time it is built only attaches them. A PDF rendered by
-    both is kept once (invoices.pdf.invoice_pdf). An optimisation only: with the broker away,
-    this task renders everything itself, as before. Handed out once committed (here, at once)."""
-    from .tasks import render_pdfs  # tasks import services
-
-    unrendered = list(
-        Invoice.objects.filter(job_id=job_id, send_state=SendState.QUEUED, pdf="")
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    size = settings.BULK_BATCH_SIZE
-    chunks = [unrendered[start : start + size] for start in range(size, len(unrendered), size)]
-    for chunk in reversed(chunks):  # (robust: a broker away is logged, and changes nothing)
-        transaction.on_commit(lambda chunk=chunk: render_pdfs.delay(chunk), robust=True)
 
 
 def _with_message(job: BulkJob, invoice_ids: list[int]) -> set[int]:

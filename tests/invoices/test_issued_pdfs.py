@@ -59,9 +59,9 @@ def test_rendering_again_keeps_what_was_kept_and_ignores_unknown_ids():
 
 @pytest.mark.django_db
 def test_a_pdf_rendered_twice_at_once_is_kept_once():
-    """A job renders ahead in the bulk lane while its builder reaches the same invoice: the
-    second to finish keeps the first one's file and removes its own (no orphan, and the mail
-    attaches the invoice's very file)."""
+    """The issue's render task (invoices_issued) and a job's builder reach the same invoice at
+    once: the second to finish keeps the first one's file and removes its own (no orphan, and
+    the mail attaches the invoice's very file)."""
     from django.core.files.storage import default_storage
 
     from invoices.pdf import invoice_pdf
@@ -90,27 +90,3 @@ def _all_files(storage, folder: str = "") -> set[str]:
     for sub in folders:
         found |= _all_files(storage, f"{folder}/{sub}".lstrip("/"))
     return found
-
-
-def test_a_job_renders_its_pdfs_ahead_in_every_worker_process(
-    transactional_db, smtp_servers, celery_worker
-):
-    # The worker's chunks are BULK_BATCH_SIZE (100) long: 150 invoices are two chunks, the
-    # second rendered ahead by a render task.
-    server = smtp_servers.plain
-    user = factories.user("PIOTR", email="piotr@acme.example")
-    factories.profile(user, host=server.host, port=server.port, security="none")
-    seed_invoices(customers=3, invoices=150)  # not issued: no PDF yet
-    offset = len(celery_worker.log_text())
-
-    job = invoices_send(user=user, unsent=True)
-    wait_until(lambda: bulk_job_progress(job=job)["remaining"] == 0, 60, "the job sent")
-
-    assert bulk_job_progress(job=job)["sent"] == 150
-    kept = dict(Invoice.objects.values_list("pk", "pdf"))
-    attached = {
-        int(a.message.related_id): a.file.name for a in Attachment.objects.select_related("message")
-    }
-    assert attached == kept and "" not in kept.values()  # each mail: its invoice's one file
-    assert len(server.messages) == 150
-    assert "invoices.tasks.render_pdfs" in celery_worker.log_text()[offset:]
