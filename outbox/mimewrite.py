@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import encode_rfc2231, formataddr
 
+from smtp_settings.transports import DOT_ATOM_ADDRESS
+
 CRLF = b"\r\n"
-# A dot-atom address with an ASCII domain: written as is, no quoting needed in an address list.
-_SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+\Z")
 # Printable ASCII only: written as is (folded at spaces).
 _PRINTABLE = re.compile(r"[ -~]*\Z")
@@ -162,12 +162,12 @@ def _base64_lines(content: bytes) -> bytes:
 def _header(name: str, value: str) -> bytes | None:
     if name in ("To", "Cc", "Reply-To"):
         addresses = [address.strip() for address in value.split(",")]
-        if not all(_SIMPLE_ADDRESS.match(address) for address in addresses):
+        if not all(DOT_ATOM_ADDRESS.match(address) for address in addresses):
             return None
         return _fold(name, ", ".join(addresses), separator=", ")
     if name == "From":
         display, address = value
-        if not _SIMPLE_ADDRESS.match(address) or FORBIDDEN.search(display) or "=?" in display:
+        if not DOT_ATOM_ADDRESS.match(address) or FORBIDDEN.search(display) or "=?" in display:
             return None
         # Quoted (with its quotes and backslashes escaped) when it has specials; an encoded
         # word when it is not ASCII.

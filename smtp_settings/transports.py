@@ -75,13 +75,14 @@ def _connect(address: str, port: int, timeout: float) -> socket.socket:
 
 Message = bytes | EmailMessage  # the wire bytes (CRLF) from outbox.message, or a built message
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-# A dot-atom address with an ASCII domain: its SMTP path is "<address>" (what smtplib.quoteaddr
-# makes of it, without parsing it as an RFC 5322 address list first).
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
+# A dot-atom address with an ASCII domain: written as is in a header (outbox.mimewrite) and as
+# "<address>" for an SMTP path (what smtplib.quoteaddr makes of it, without parsing it as an
+# RFC 5322 address list first).
+DOT_ATOM_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
 
 
 def _path(address: str) -> str:
-    return f"<{address}>" if _DOT_ATOM.match(address) else smtplib.quoteaddr(address)
+    return f"<{address}>" if DOT_ATOM_ADDRESS.match(address) else smtplib.quoteaddr(address)
 
 
 class CrlfBytes(bytes):
