@@ -6,6 +6,7 @@
     python bench/probe.py sent-by-pid         # JSON: the last job's sent mails by worker pid
     python bench/probe.py export-mail DIR     # one sent invoice mail, as the worker built it
     python bench/probe.py interactive-latency COUNT [during-job]
+    python bench/probe.py click               # "Send all unsent" through the web view, then wait
                                               # JSON: click-to-"250" of COUNT single mails
 
 The environment (DATABASE_URL, MEDIA_ROOT, …) is the one bench/bulk_send.py gives the worker.
@@ -204,6 +205,50 @@ def interactive_latency(count: str, when: str = "idle") -> dict:
     }
 
 
+def click(timeout: str = "3600") -> dict:
+    """The SMTP user's click on "Send all unsent" as a running web server handles it: Django's
+    test client in this warm process (the whole middleware stack, ATOMIC_REQUESTS, the view,
+    the commit that hands the job to the worker), after one GET of the invoice list so the
+    URLs, templates and session are loaded as in a server that has been up. Then waits, as
+    `bulk_send --wait` does, until the job is no longer running. `clicked` is the wall clock
+    just before the POST; the answer's time and CPU are the click's own cost."""
+    from django.conf import settings
+    from django.test import Client
+    from django.urls import reverse
+
+    from accounts.models import User
+    from outbox.models import BulkJob, JobState
+    from outbox.services import bulk_job_progress
+
+    host = next((h for h in settings.ALLOWED_HOSTS if h not in ("*", "")), "localhost")
+    client = Client(HTTP_HOST=host.lstrip("."))
+    client.force_login(User.objects.get(code="SMTP"))
+    page = client.get(reverse("invoices:list"))
+    if page.status_code != 200:
+        raise RuntimeError(f"the invoice list answered {page.status_code}")
+    cpu = time.process_time()
+    clicked = time.time()
+    answer = client.post(reverse("invoices:send"), {"action": "unsent"})
+    answered = time.time()
+    cpu = time.process_time() - cpu
+    job = BulkJob.objects.order_by("-pk").first()
+    expected = reverse("invoices:job", args=[job.pk]) if job else None
+    if answer.status_code != 302 or answer.url != expected:
+        raise RuntimeError(f"the click answered {answer.status_code} {answer.get('Location')}")
+    progress = bulk_job_progress(job=job)
+    deadline = time.monotonic() + float(timeout)
+    while progress["state"] == JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job.refresh_from_db()
+        progress = bulk_job_progress(job=job)
+    return {
+        **progress,
+        "clicked": clicked,
+        "answered": answered,
+        "click_cpu_seconds": cpu,
+    }
+
+
 def main() -> None:
     _setup()
     command, *args = sys.argv[1:]
@@ -214,6 +259,7 @@ def main() -> None:
         "sent-by-pid": sent_by_pid,
         "export-mail": export_mail,
         "interactive-latency": interactive_latency,
+        "click": click,
     }[command](*args)
     print(json.dumps(result))
 

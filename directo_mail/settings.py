@@ -147,6 +147,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The web server and the worker share the file: WAL lets readers and the writer go on
     # together, IMMEDIATE takes the write lock up front instead of failing to upgrade to it.
     # https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-transaction-behavior
+    # directo_mail.sqlite: Django's backend, handing the write lock over sooner (its docstring).
+    DATABASES["default"]["ENGINE"] = "directo_mail.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
@@ -198,7 +200,7 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 # them; the default whenever DATABASE_URL is not SQLite).
 FILE_STORAGE = env(
     "FILE_STORAGE",
-    default="local" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "database",
+    default="local" if DATABASES["default"]["ENGINE"] == "directo_mail.sqlite" else "database",
 )
 _FILE_STORAGES = {
     "local": "django.core.files.storage.FileSystemStorage",
