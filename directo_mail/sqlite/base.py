@@ -11,9 +11,14 @@ and each write statement run in autocommit) first takes an advisory lock on a fi
 database (`<database>.writelock`), polling it every 50–500 µs instead. SQLite's own lock and busy
 timeout stay underneath unchanged, so a program that does not take the file lock (the sqlite3
 shell, an older process) is still waited for correctly; the file lock only decides who goes next,
-and sooner. The kernel drops it when a process dies, so a kill -9 never leaves it held. A writer
-that cannot get it within the database's `timeout` gets SQLite's own "database is locked".
-An in-memory database has no file and no other process: nothing changes there.
+and sooner. The kernel drops it when the last holder of the open file dies: a forked child closes
+its copies of its parent's lock files at once (`os.register_at_fork`), so a kill -9 of the holder
+never leaves the lock held. A write statement that returns rows (`INSERT … RETURNING` in
+autocommit) keeps SQLite's lock until its rows are read, so it keeps the file lock until its
+cursor is closed. A writer that cannot get the file lock within the database's `timeout` gets
+SQLite's own "database is locked" (a program holding SQLite's lock without the file lock can
+make that wait up to twice the timeout). An in-memory database has no file and no other process:
+nothing changes there.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+import weakref
+from sqlite3 import ProgrammingError
 
 from django.db.backends.sqlite3 import base
 from django.db.utils import OperationalError
@@ -30,9 +37,25 @@ _LONGEST_PAUSE = 0.0005
 _READS = ("SELECT", "PRAGMA", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK")
 
 
+_open_lock_files: weakref.WeakSet[DatabaseWrapper] = weakref.WeakSet()
+
+
+def _forget_parents_lock_files() -> None:
+    """In a forked child: close the copies of the parent's lock files. A flock belongs to the
+    open file, which fork shares, so a child keeping them would "get" a lock its parent holds,
+    or keep it held after the parent is killed."""
+    for wrapper in list(_open_lock_files):
+        if wrapper._lock_fd is not None:
+            os.close(wrapper._lock_fd)
+        wrapper._lock_fd, wrapper._locked = None, False
+    _open_lock_files.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_lock_files)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     _lock_fd: int | None = None
-    _lock_pid = 0
     _locked = False
     _in_file = False
 
@@ -52,6 +75,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         finally:
             self._write_unlock()
             if self._lock_fd is not None:
+                _open_lock_files.discard(self)
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
@@ -67,39 +91,31 @@ class DatabaseWrapper(base.DatabaseWrapper):
         try:
             super()._commit()
         finally:
-            if not self.connection.in_transaction:
-                self._write_unlock()
+            self._unlock_unless_in_transaction()
 
     def _rollback(self):
         try:
             super()._rollback()
         finally:
-            if not self.connection.in_transaction:
-                self._write_unlock()
+            self._unlock_unless_in_transaction()
 
-    def _lock_file(self) -> int:
-        """This process's own descriptor of the lock file. A forked child (Celery's pool) must
-        not use its parent's: a flock belongs to the open file, which fork shares, so the child
-        would "get" a lock its parent holds, or release it."""
-        if self._lock_fd is not None and self._lock_pid != os.getpid():
-            os.close(self._lock_fd)  # the parent's copy stays open: its lock is untouched
-            self._lock_fd, self._locked = None, False
+    def _unlock_unless_in_transaction(self) -> None:
+        if self.connection is None or not self.connection.in_transaction:
+            self._write_unlock()
+
+    def _write_lock(self) -> None:
+        if not self._in_file or self._locked:
+            return
         if self._lock_fd is None:
             path = os.path.abspath(str(self.settings_dict["NAME"])) + ".writelock"
             self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._lock_pid = os.getpid()
-        return self._lock_fd
-
-    def _write_lock(self) -> None:
-        if not self._in_file or (self._locked and self._lock_pid == os.getpid()):
-            return
-        fd = self._lock_file()
+            _open_lock_files.add(self)
         started = time.monotonic()
         timeout = float(self.settings_dict["OPTIONS"].get("timeout", 5))
         pause = _FIRST_PAUSE
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 waited = time.monotonic() - started
                 if waited > timeout:
@@ -113,38 +129,85 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 return
 
     def _write_unlock(self) -> None:
-        if self._locked and self._lock_pid == os.getpid():
+        if self._locked:
             self._locked = False
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
 
 class CursorWrapper(base.SQLiteCursorWrapper):
     """Takes the write lock around a write statement that runs in autocommit (its own
-    transaction); inside a transaction the lock is held already."""
+    transaction); inside a transaction the lock is held already. A write that returns rows
+    holds SQLite's lock until they are read: its file lock is given back when the cursor is
+    closed (Django closes every cursor it opens) or its rows have run out."""
 
     _wrapper: DatabaseWrapper | None = None
+    _returning = False
 
     def execute(self, query, params=None):
-        wrapper = self._wrapper
-        if wrapper is None or self.connection.in_transaction or _reads(query):
-            return super().execute(query, params)
-        wrapper._write_lock()
-        try:
-            return super().execute(query, params)
-        finally:
-            if not self.connection.in_transaction:
-                wrapper._write_unlock()
+        return self._locked_run(super().execute, query, params)
 
     def executemany(self, query, param_list):
+        return self._locked_run(super().executemany, query, param_list)
+
+    def _locked_run(self, run, query, params):
         wrapper = self._wrapper
         if wrapper is None or self.connection.in_transaction or _reads(query):
-            return super().executemany(query, param_list)
+            return run(query, params)
+        self._give_back()  # an earlier statement's rows on this cursor are discarded now
         wrapper._write_lock()
         try:
-            return super().executemany(query, param_list)
+            result = run(query, params)
+        except BaseException:
+            self._unlock()
+            raise
+        if self.description is None:
+            self._unlock()
+        else:
+            self._returning = True
+        return result
+
+    def fetchone(self):
+        row = super().fetchone()
+        if row is None:
+            self._give_back()
+        return row
+
+    def fetchmany(self, size=None):
+        rows = super().fetchmany(self.arraysize if size is None else size)
+        if not rows:
+            self._give_back()
+        return rows
+
+    def fetchall(self):
+        rows = super().fetchall()
+        self._give_back()
+        return rows
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except StopIteration:
+            self._give_back()
+            raise
+
+    def close(self):
+        try:
+            super().close()
         finally:
-            if not self.connection.in_transaction:
-                wrapper._write_unlock()
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self._returning:
+            self._returning = False
+            self._unlock()
+
+    def _unlock(self) -> None:
+        try:
+            in_transaction = self.connection.in_transaction
+        except ProgrammingError:  # the connection is closed: so is its transaction
+            in_transaction = False
+        if not in_transaction:
+            self._wrapper._write_unlock()
 
 
 def _reads(query: str) -> bool:
