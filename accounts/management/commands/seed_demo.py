@@ -1,6 +1,8 @@
 """`manage.py seed_demo`: a demo company, an admin and one user in each sender mode.
 
-Idempotent: running it again resets the demo users' cards and senders, nothing else.
+Idempotent: running it again resets the demo users' cards and senders, nothing else. Demo
+invoices are added on the first run only (`make run` runs it at every start), unless
+`--invoices N` asks for N more.
 """
 
 from django.conf import settings
@@ -10,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from invoices.demo import seed_invoices
+from invoices.models import Invoice
 from smtp_settings.models import Security, SenderMode
 from smtp_settings.services import company_update, profile_update
 
@@ -29,7 +32,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--password", default="demo", help="login password of demo users")
         parser.add_argument("--customers", type=int, default=5, help="demo customers to have")
-        parser.add_argument("--invoices", type=int, default=10, help="unsent invoices to add")
+        parser.add_argument(
+            "--invoices",
+            type=int,
+            default=None,
+            help="unsent invoices to add (default: 10 on the first run, none after)",
+        )
         parser.add_argument(
             "--pdfs-at-send",
             action="store_true",
@@ -39,7 +47,13 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(
-        self, *args, password: str, customers: int, invoices: int, pdfs_at_send: bool, **options
+        self,
+        *args,
+        password: str,
+        customers: int,
+        invoices: int | None,
+        pdfs_at_send: bool,
+        **options,
     ) -> None:
         company_update(name="Demo Sp. z o.o.", slug="demo")
         catcher_host = settings.EMAIL_HOST or "127.0.0.1"
@@ -71,6 +85,8 @@ class Command(BaseCommand):
                 fields.update(login=email)
             profile_update(user=user, **fields)
             self.stdout.write(f"{code:6} {mode:13} {email}")
+        if invoices is None:
+            invoices = 0 if Invoice.objects.exists() else 10
         made = seed_invoices(customers=customers, invoices=invoices, issue=not pdfs_at_send)
         self.stdout.write(f"{made} invoices added for {customers} customers")
         self.stdout.write(self.style.SUCCESS(f"Demo users ready; their password is “{password}”."))
