@@ -26,7 +26,14 @@ from smtp_settings.selectors import (
     system_settings_get,
     user_profile_get,
 )
-from smtp_settings.services import connection_test_refusal, profile_update
+from smtp_settings.services import (
+    DomainCheckRefused,
+    connection_test_refusal,
+    domain_check_refresh,
+    profile_test_passed,
+    profile_update,
+)
+from smtp_settings.tasks import domain_check
 
 from . import microsoft365, verification
 from .forms import CardForm
@@ -63,7 +70,11 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
         "global_server": global_server_get(),
     }
     test = None
-    if request.method == "POST" and request.POST.get("action") == "test_connection":
+    recheck = request.method == "POST" and request.POST.get("action") == "check_domain"
+    if recheck:
+        card_form = CardForm(instance=user)
+        profile_form = SenderProfileForm(card_email=user.email, **profile_kwargs)
+    elif request.method == "POST" and request.POST.get("action") == "test_connection":
         test = _connection_test(request, user)
         card_form = CardForm(instance=user)
         profile_form = SenderProfileForm(card_email=user.email, **profile_kwargs)
@@ -83,6 +94,14 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
         card_form = CardForm(instance=user)
         profile_form = SenderProfileForm(card_email=user.email, **profile_kwargs)
     stored = User.objects.get(pk=user.pk) if request.method == "POST" else user
+    # Before the effective sender: Default mode goes by the stored verdict (issue 14).
+    domain = None
+    if stored.email_verified and settings.PLATFORM_SENDING_IPS:
+        try:
+            domain = domain_check_refresh(address=stored.email, force=recheck, user=request.user)
+        except DomainCheckRefused as refused:
+            messages.error(request, refused.message)
+            domain = refused.verdict
     return render(
         request,
         "accounts/card.html",
@@ -99,6 +118,7 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
             "m365_configured": microsoft365.configured(),
             "m365": Microsoft365Connection.objects.filter(user=stored).first(),
             "test": test,
+            "domain": domain,
         },
     )
 
@@ -117,7 +137,14 @@ def _connection_test(request: HttpRequest, user: User) -> ConnectionTest | None:
     own = user.email or sender.from_email
     to = request.POST.get("to", "").strip() or own
     # Only staff may ask whether a server accepts some other address (issue 11, item 10).
-    return connection_test(sender, to=to, own_address=None if request.user.is_staff else own)
+    test = connection_test(sender, to=to, own_address=None if request.user.is_staff else own)
+    if (
+        test.passed
+        and sender.needs_connection_test
+        and profile_test_passed(user=user, config=sender)
+    ):
+        messages.success(request, _("The connection test passed: mass mailing is available now."))
+    return test
 
 
 @require_POST
@@ -180,7 +207,11 @@ def email_verify(request: HttpRequest, token: str) -> HttpResponse:
     context: dict = {"token": token}
     try:
         if request.method == "POST":
-            context["done"] = verification.email_verification_confirm(token=token)
+            done = verification.email_verification_confirm(token=token)
+            context["done"] = done
+            # The verified address's domain is checked at once, outside this request (its
+            # DNS must not hold the transaction): Default mode goes by it from the next mail.
+            transaction.on_commit(lambda: domain_check.delay(done.address))
         else:
             context["pending"] = verification.verification_check(token)
     except verification.VerificationError as error:

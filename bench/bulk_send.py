@@ -505,6 +505,8 @@ def project(
         manage(env, *seed, *(["--pdfs-at-send"] if pdfs == "job" else []))
         log(f"seeded {n} invoices in {time.perf_counter() - started:.1f} s (PDFs: {pdfs})")
         manage(env, *sender_set_args(sink.port, "starttls" if options.tls else "none"))
+        # Mass mailing through an own server unlocks after a passed connection test (issue 14).
+        manage(env, "sender", "test", "SMTP")
         worker = Machines(env, tmp, options.concurrency, options.machines)
         worker.start()
         log(f"worker ready (pids {[p.pid for p in worker.processes()]})")

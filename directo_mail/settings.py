@@ -332,6 +332,17 @@ SMTP_ALLOWED_PORTS = [int(p) for p in env.list("SMTP_ALLOWED_PORTS", default=["2
 SMTP_ALLOW_PRIVATE_HOSTS = env.bool("SMTP_ALLOW_PRIVATE_HOSTS", default=DEBUG)
 # The platform's outgoing IP addresses, shown on the card for whitelisting (S3.6).
 PLATFORM_SENDING_IPS = env.list("PLATFORM_SENDING_IPS", default=[])
+# What a domain publishes in SPF to let the platform send as it (issue 14): an include the
+# platform maintains (e.g. _spf.directo.example); empty: the card suggests PLATFORM_SENDING_IPS.
+PLATFORM_SPF_INCLUDE = env("PLATFORM_SPF_INCLUDE", default="")
+# The domain check's DNS (smtp_settings.domaincheck): name servers as host[:port], comma-
+# separated ([v6]:port); empty: the system's resolver. DNS_TIMEOUT: seconds one whole check
+# may take. Verdicts are cached this many seconds; a user may cause this many fresh checks
+# an hour.
+DNS_NAMESERVERS = env.list("DNS_NAMESERVERS", default=[])
+DNS_TIMEOUT = env.float("DNS_TIMEOUT", default=5.0)
+DOMAIN_CHECK_CACHE_SECONDS = env.int("DOMAIN_CHECK_CACHE_SECONDS", default=3600)
+DOMAIN_CHECKS_PER_HOUR = env.int("DOMAIN_CHECKS_PER_HOUR", default=20)
 # Domain of the platform's event mailbox: Reply-To mode From and bounce addresses (S7).
 EVENT_MAIL_DOMAIN = env("EVENT_MAIL_DOMAIN", default="event.directo-mail.localhost")
 # The bounce intake (bounces.services): a larger mail is kept cut at this size; a bounce for a
@@ -482,11 +493,17 @@ CELERY_TASK_ROUTES = {
     "invoices.tasks.prepare_job": {"queue": "bulk"},
     "invoices.tasks.render_pdfs": {"queue": "bulk"},
     "accounts.tasks.microsoft365_refresh": {"queue": "bulk"},
+    "smtp_settings.tasks.domain_checks_refresh": {"queue": "bulk"},
 }
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": OUTBOX_SWEEP_SECONDS},
     # Keeps refresh tokens alive and warns users whose consent was withdrawn (S5).
     "microsoft365-refresh": {"task": "accounts.tasks.microsoft365_refresh", "schedule": 86400.0},
+    # Keeps the domain check's verdicts current (issue 14): Default mode goes by them.
+    "domain-checks-refresh": {
+        "task": "smtp_settings.tasks.domain_checks_refresh",
+        "schedule": 3600.0,
+    },
 }
 
 # ------------------------------------------------------------------------------

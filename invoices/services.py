@@ -63,6 +63,14 @@ def mass_mailing_sender(*, user: User) -> SenderConfig:
         sender = sender_config_for(user=user)
     except SenderConfigError as error:
         raise MassMailingLocked(str(error.message)) from None
+    if sender.needs_connection_test:
+        raise MassMailingLocked(
+            _(
+                "Mass mailing through your own mail server unlocks after a passed connection "
+                "test: open your user card and press “Test connection”. A change of "
+                "server, port, security or user name asks for a new test."
+            )
+        )
     if not sender.mass_mailing_allowed:
         raise MassMailingLocked(
             _(

@@ -35,6 +35,7 @@ RELAY_COMPANY = "relay_company"
 TEST_EMAILS = "test_emails"
 VERIFICATION_MAILS = "verification_mails"
 CONNECTION_TESTS = "connection_tests"
+DOMAIN_CHECKS = "domain_checks"
 TOO_MANY_RECIPIENTS = "too_many_recipients"
 
 
@@ -124,6 +125,10 @@ def _refusal(limit: Limit, retry_at: datetime.datetime) -> str:
             "You have tested the connection %(limit)s times this hour, the most allowed. Try "
             "again in %(wait)s."
         ),
+        (DOMAIN_CHECKS, "hour"): _(
+            "Domains have been looked up %(limit)s times for you this hour, the most allowed. "
+            "The last known result is shown; try again in %(wait)s."
+        ),
     }
     return texts[(limit.kind, limit.window)] % params
 
@@ -207,6 +212,12 @@ def connection_test_limits(*, user_id: int) -> list[Limit]:
         Limit(CONNECTION_TESTS, key, "minute", settings.CONNECTION_TESTS_PER_MINUTE),
         Limit(CONNECTION_TESTS, key, "hour", settings.CONNECTION_TESTS_PER_HOUR),
     ]
+
+
+def domain_check_limits(*, user_id: int) -> list[Limit]:
+    """Fresh DNS lookups of the domain check on a user's behalf (the card, "Check again")."""
+    key = f"domain-check:user:{user_id}"
+    return [Limit(DOMAIN_CHECKS, key, "hour", settings.DOMAIN_CHECKS_PER_HOUR)]
 
 
 def recipients_check(count: int) -> None:

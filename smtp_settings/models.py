@@ -63,6 +63,13 @@ class SenderProfile(models.Model):
     )
     # Whoever entered the password confirmed it may travel unencrypted to that very server.
     password_unencrypted_ok = models.BooleanField(default=False, editable=False)
+    # The server, port, security and login of the last passed connection test (issue 14,
+    # item 3): mass mailing through an own server unlocks only while they are the profile's.
+    tested_host = models.CharField(max_length=253, blank=True, editable=False)
+    tested_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    tested_security = models.CharField(max_length=10, blank=True, editable=False)
+    tested_login = models.CharField(max_length=254, blank=True, editable=False)
+    tested_at = models.DateTimeField(null=True, blank=True, editable=False)
     rate_limit = models.PositiveIntegerField(
         _("messages per minute"),
         null=True,
@@ -99,6 +106,17 @@ class SenderProfile(models.Model):
     @property
     def has_password(self) -> bool:
         return bool(self.password_encrypted)
+
+    @property
+    def server_and_login(self) -> tuple[str, int | None, str, str]:
+        return (self.host, self.port, self.security, self.login)
+
+    @property
+    def tested(self) -> tuple[str, int | None, str, str] | None:
+        """What the last passed connection test was for; None: never passed."""
+        if self.tested_at is None:
+            return None
+        return (self.tested_host, self.tested_port, self.tested_security, self.tested_login)
 
     @property
     def password_server(self) -> tuple[str, int, str] | None:
@@ -139,3 +157,19 @@ class SystemSettings(models.Model):
 
     def __str__(self) -> str:
         return str(_("System settings"))
+
+
+class DomainCheck(models.Model):
+    """The last domain check of an e-mail domain (smtp_settings.domaincheck): what the card
+    shows, and what Default mode goes by without a DNS lookup per mail. A DNS failure never
+    replaces a stored verdict."""
+
+    domain = models.CharField(max_length=253, unique=True)
+    verdict = models.JSONField()
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("domain check")
+
+    def __str__(self) -> str:
+        return self.domain

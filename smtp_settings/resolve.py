@@ -7,6 +7,9 @@ The rules (DESIGN.md, SEED.md S1, S6, S7):
   mode does (platform From, the user in Reply-To, VERP envelope), so nobody sends From an
   address they do not own through the platform's IPs. It is always the sending user's own
   card that is checked: the mail sending user only lends a server, never the relay's From.
+  The same happens when the card e-mail's domain refuses the platform's mail (issue 14: its
+  DMARC policy rejects or quarantines it, or its SPF fails for the platform's IPs): mail From
+  that domain through the relay would be refused or junked.
 - The global configuration is either the global profile, or the profile of the "mail sending
   user" (S6.1), who must not inherit in turn.
 - SMTP with a server of its own uses that server; SMTP with only login and password takes
@@ -73,6 +76,9 @@ class CardData:
     # The card e-mail was verified by its link (User.email_verified). Unverified by default:
     # a caller that forgets it gets the safe sender, never a spoofable From.
     email_verified: bool = False
+    # The card e-mail's domain refuses the platform's mail (domain check: DMARC reject or
+    # quarantine, or SPF fail, for the platform's IPs): the relay sends as Reply-To mode does.
+    domain_rejects_platform: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class ProfileData:
     owner_id: int | None = None
     # (host, port, security) the password or token was entered for; it goes nowhere else.
     secret_server: tuple[str, int, str] | None = None
+    # (host, port, security, login) of the last passed connection test (issue 14, item 3).
+    tested: tuple[str, int | None, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,9 @@ class SenderConfig:
     source: Mapping[str, str] = field(default_factory=dict)
     rate_limit: int | None = None  # messages a minute, set on the card of the server's profile
     secret_server: tuple[str, int, str] | None = None  # where the secret was entered for
+    # An own server (the user's card, SMTP) passed a connection test as it is now (issue 14):
+    # mass mailing through it unlocks only then. Inherited servers are the admin's: True.
+    tested: bool = True
 
     @property
     def secret_bound(self) -> bool:
@@ -158,7 +169,12 @@ class SenderConfig:
         """
         if self.transport == TransportKind.MICROSOFT365:
             return self.secret is not None
-        return self.transport == TransportKind.SMTP
+        return self.transport == TransportKind.SMTP and self.tested is not False
+
+    @property
+    def needs_connection_test(self) -> bool:
+        """An own SMTP server that has not passed a connection test as it is saved now."""
+        return self.transport == TransportKind.SMTP and self.tested is False
 
     @property
     def transport_label(self) -> str:
@@ -313,7 +329,11 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
 
     # From, Reply-To and envelope for the modes where the user's own address is the sender.
     # The platform relay (Default) uses the card e-mail only once it is verified.
-    relay_as_reply_to = mode == SenderMode.DEFAULT and card.email and not card.email_verified
+    relay_as_reply_to = (
+        mode == SenderMode.DEFAULT
+        and card.email
+        and (not card.email_verified or card.domain_rejects_platform)
+    )
     if card.email and not relay_as_reply_to:
         from_email, source["from"] = card.email, Source.CARD
     elif _EMAIL_LIKE.match(effective.login or "") and mode != SenderMode.DEFAULT:
@@ -329,6 +349,7 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
     host, port, security, login, secret = "", None, None, "", None
     rate_limit = None
     secret_server = None
+    tested = True
 
     if mode == SenderMode.DEFAULT:
         transport = TransportKind.RELAY
@@ -389,6 +410,9 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
         # A limit is the server's: a login-only user (S6.2) keeps under the global server's.
         rate_limit = server_profile.rate_limit
         login = effective.login
+        if mode_source == Source.USER:
+            own = (effective.host, effective.port, effective.security, effective.login)
+            tested = effective.tested == own
         if login:
             source["login"] = mode_source
             if not (effective.has_password and effective.profile_id is not None):
@@ -429,4 +453,5 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
         source=MappingProxyType(source),
         rate_limit=rate_limit,
         secret_server=secret_server,
+        tested=tested,
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.db.models import QuerySet
 
 from accounts.models import Company, Microsoft365Connection, User
 
-from .models import Security, SenderMode, SenderProfile, SystemSettings
+from .domaincheck import DomainError, DomainVerdict, domain_of
+from .models import DomainCheck, Security, SenderMode, SenderProfile, SystemSettings
 from .resolve import (
     CardData,
     PlatformData,
@@ -56,6 +59,7 @@ def profile_data(profile: SenderProfile) -> ProfileData:
         profile_id=profile.pk,
         owner_id=profile.user_id,
         secret_server=secret_server,
+        tested=profile.tested,
     )
 
 
@@ -66,7 +70,24 @@ def microsoft365_server(connection: Microsoft365Connection) -> tuple[str, int, s
     return (connection.smtp_host, connection.smtp_port, Security.STARTTLS)
 
 
+def domain_check_stored(address: str) -> tuple[DomainVerdict, datetime.datetime] | None:
+    """The stored verdict of an address's domain and when it was checked (no DNS): only one
+    checked for the platform's sending IPs as they are now (none configured: no verdict)."""
+    ips = list(settings.PLATFORM_SENDING_IPS)
+    if not ips:
+        return None
+    try:
+        domain = domain_of(address)
+    except DomainError:
+        return None
+    row = DomainCheck.objects.filter(domain=domain).first()
+    if row is None or row.verdict.get("ips") != ips:
+        return None
+    return DomainVerdict.from_json(row.verdict), row.checked_at
+
+
 def card_data(user: User) -> CardData:
+    stored = domain_check_stored(user.email) if user.email else None
     return CardData(
         user_id=user.pk,
         code=user.code,
@@ -76,6 +97,7 @@ def card_data(user: User) -> CardData:
         reply_to=user.reply_to,
         signature=user.signature,
         email_verified=user.email_verified,
+        domain_rejects_platform=bool(stored and stored[0].rejects_platform),
     )
 
 

@@ -5,15 +5,29 @@ from __future__ import annotations
 import logging
 
 from django.apps import apps
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Company, User
-from outbox.limits import LimitReached, connection_test_limits, limits_take
+from outbox.limits import (
+    LimitReached,
+    connection_test_limits,
+    domain_check_limits,
+    limits_take,
+)
 
 from . import crypto
-from .models import SenderProfile, SystemSettings
-from .selectors import global_server_get, system_settings_get, users_waiting_for_password
+from .domaincheck import DomainError, DomainVerdict, cached_verdict, check_domain, domain_of
+from .models import DomainCheck, SenderMode, SenderProfile, SystemSettings
+from .resolve import SenderConfig, Source, TransportKind
+from .selectors import (
+    domain_check_stored,
+    global_server_get,
+    system_settings_get,
+    users_waiting_for_password,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -189,3 +203,90 @@ def connection_test_refusal(*, user: User) -> str | None:
     except LimitReached as refused:
         return refused.message
     return None
+
+
+# "Check again" looks the domain up afresh at most this often (seconds); in between, the
+# stored verdict is the answer: a button pressed in a loop costs no DNS.
+DOMAIN_RECHECK_INTERVAL = 60
+
+
+def domain_check_refresh(
+    *, address: str, force: bool = False, user: User | None = None
+) -> DomainVerdict | None:
+    """The verdict of an address's domain: the stored one while it is fresh
+    (DOMAIN_CHECK_CACHE_SECONDS; "Check again", `force`, after a minute), else the cached one,
+    else looked up and stored. A lookup on behalf of `user` counts against their
+    DOMAIN_CHECKS_PER_HOUR (refused: DomainCheckRefused, with the message). A DNS failure keeps
+    the stored verdict (the failure is returned only when there is none, and remembered for a
+    minute). None: not a domain, or no sending IPs to check for."""
+    if not settings.PLATFORM_SENDING_IPS:
+        return None
+    try:
+        domain = domain_of(address)
+    except DomainError:
+        return None
+    stored = domain_check_stored(domain)
+    if stored:
+        age = (timezone.now() - stored[1]).total_seconds()
+        if age < (DOMAIN_RECHECK_INTERVAL if force else settings.DOMAIN_CHECK_CACHE_SECONDS):
+            return stored[0]
+    cached = cached_verdict(domain)
+    if cached is not None and (not force or cached.dns_failed or stored is None):
+        verdict = cached
+    else:
+        if user is not None:
+            try:
+                limits_take(domain_check_limits(user_id=user.pk))
+            except LimitReached as refused:
+                raise DomainCheckRefused(refused.message, stored[0] if stored else None) from None
+        verdict = check_domain(domain, use_cache=False)
+    if verdict.dns_failed:
+        return stored[0] if stored else verdict
+    domain_check_save(verdict=verdict)
+    return verdict
+
+
+class DomainCheckRefused(Exception):
+    """Too many fresh domain checks for one user; `verdict` is the stored one, if any."""
+
+    def __init__(self, message: str, verdict: DomainVerdict | None) -> None:
+        super().__init__(message)
+        self.message, self.verdict = message, verdict
+
+
+def domain_check_save(*, verdict: DomainVerdict) -> None:
+    """Store a verdict for its domain (what Default mode goes by); a DNS failure is not one."""
+    if verdict.dns_failed:
+        return
+    DomainCheck.objects.update_or_create(
+        domain=verdict.domain, defaults={"verdict": verdict.as_json(), "checked_at": timezone.now()}
+    )
+
+
+def profile_test_passed(*, user: User, config: SenderConfig) -> bool:
+    """A connection test of `user`'s saved sender passed with `config`: when that is their own
+    SMTP server as the profile holds it now (not changed meanwhile), it counts as tested, and
+    mass mailing through it unlocks (issue 14, item 3). True when recorded."""
+    if config.transport != TransportKind.SMTP or config.source.get("mode") != Source.USER:
+        return False
+    with transaction.atomic():
+        profile = SenderProfile.objects.select_for_update().filter(user=user).first()
+        if profile is None or profile.mode != SenderMode.SMTP:
+            return False
+        effective = (config.host, config.port, config.security, config.login)
+        own_server = (profile.host, profile.port, profile.security)
+        if (profile.host and own_server != effective[:3]) or profile.login != config.login:
+            return False  # saved differently since the test began
+        profile.tested_host, profile.tested_port = profile.host, profile.port
+        profile.tested_security, profile.tested_login = profile.security, profile.login
+        profile.tested_at = timezone.now()
+        profile.save(
+            update_fields=[
+                "tested_host",
+                "tested_port",
+                "tested_security",
+                "tested_login",
+                "tested_at",
+            ]
+        )
+    return True

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.m365_fixtures",
     "tests.postfix_fixtures",
     "tests.processes",
+    "tests.dns_fixtures",
 ]
 
 # aiosmtpd warns at every AUTH; keep test output readable.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import secrets
 
+from django.utils import timezone
+
 from accounts.models import Company, User
 from smtp_settings import crypto
 from smtp_settings.models import Security, SenderMode, SenderProfile, SystemSettings
@@ -28,11 +30,26 @@ def user(code: str | None = None, *, verified: bool = True, **fields) -> User:
     return User.objects.create_user(code, LOGIN_PASSWORD, **fields)
 
 
-def profile(owner: User | None, mode: str = SenderMode.SMTP, password: str = "", **fields):
+def profile(
+    owner: User | None,
+    mode: str = SenderMode.SMTP,
+    password: str = "",
+    *,
+    tested: bool = True,
+    **fields,
+):
     """A profile as the forms would store it: a password is bound to the server it was entered
     for (its own, or for a login-only profile the inherited one of this moment), and with
-    security "none" the unencrypted AUTH is confirmed. Pass the password_* fields to differ."""
+    security "none" the unencrypted AUTH is confirmed. Pass the password_* fields to differ.
+    An SMTP profile has passed its connection test as it is (mass mailing unlocked) unless
+    `tested=False`."""
     fields.setdefault("security", "ssl")
+    if tested and mode == SenderMode.SMTP:
+        fields.setdefault("tested_host", fields.get("host", ""))
+        fields.setdefault("tested_port", fields.get("port"))
+        fields.setdefault("tested_security", fields["security"])
+        fields.setdefault("tested_login", fields.get("login", ""))
+        fields.setdefault("tested_at", timezone.now())
     if password:
         fields["password_encrypted"] = crypto.encrypt(password)
         server = (

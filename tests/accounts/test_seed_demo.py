@@ -39,3 +39,10 @@ def test_a_second_start_keeps_a_changed_password():
     _seed()
     user.refresh_from_db()
     assert user.check_password("changed by the user")
+
+
+def test_the_demo_smtp_user_may_mass_mail_at_once():
+    from invoices.services import mass_mailing_sender
+
+    _seed()
+    assert mass_mailing_sender(user=User.objects.get(code="SMTP")).mass_mailing_allowed

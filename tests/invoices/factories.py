@@ -8,7 +8,6 @@ from decimal import Decimal
 
 from accounts.models import User
 from invoices.models import Customer, Invoice, InvoiceLine
-from smtp_settings.models import SenderProfile
 from tests import factories
 
 _seq = itertools.count(1)
@@ -59,7 +58,5 @@ def smtp_sender(code: str, server, **card) -> User:
 def smtp_user_without_server(code: str) -> User:
     """A user with an SMTP sender the worker never reaches (plain `db` tests)."""
     user = factories.user(code)
-    SenderProfile.objects.create(
-        user=user, mode="smtp", host="smtp.acme.example", port=587, security="starttls"
-    )
+    factories.profile(user, host="smtp.acme.example", port=587, security="starttls")
     return user

@@ -45,8 +45,11 @@ OWN_SMTP = ProfileData(
     has_password=True,
     profile_id=11,
     owner_id=1,
+    tested=("smtp.acme.test", 587, Security.STARTTLS, "anna@acme.test"),
 )
-OWN_SMTP_NO_AUTH = replace(OWN_SMTP, login="", has_password=False)
+OWN_SMTP_NO_AUTH = replace(
+    OWN_SMTP, login="", has_password=False, tested=("smtp.acme.test", 587, Security.STARTTLS, "")
+)
 LOGIN_ONLY = ProfileData(
     mode=SenderMode.SMTP, login="anna", has_password=True, profile_id=11, owner_id=1
 )
@@ -157,6 +160,34 @@ TABLE = [
             "from_email": "anna@acme.test",
         },
         {"mode": Source.MAIL_SENDING_USER, "login": Source.MAIL_SENDING_USER},
+    ),
+    (
+        "An own server not tested as it is now: mass mailing waits for a passed test",
+        inputs(
+            replace(OWN_SMTP, tested=("smtp.acme.test", 465, Security.STARTTLS, "anna@acme.test"))
+        ),
+        {
+            "transport": TransportKind.SMTP,
+            "mass_mailing_allowed": False,
+            "needs_connection_test": True,
+        },
+        {"server": Source.USER},
+    ),
+    (
+        "An own server never tested: the same",
+        inputs(replace(OWN_SMTP, tested=None)),
+        {"mass_mailing_allowed": False, "needs_connection_test": True},
+        {"server": Source.USER},
+    ),
+    (
+        "An inherited server is the admin's: no test asked of the user",
+        inputs(DEFAULT, replace(GLOBAL_SMTP, tested=None)),
+        {
+            "transport": TransportKind.SMTP,
+            "mass_mailing_allowed": True,
+            "needs_connection_test": False,
+        },
+        {"server": Source.GLOBAL},
     ),
     (
         "SMTP with a server of its own: that server, the user's credentials",

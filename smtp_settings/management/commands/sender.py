@@ -1,4 +1,5 @@
-"""`manage.py sender show|set`: the effective sender of a user, and changing it from a shell.
+"""`manage.py sender show|test|set|domain`: the effective sender of a user, its connection
+test, changing it from a shell, and the domain check of an address (SPF/DMARC for the platform).
 
 `set` runs the same forms as the card and system settings pages: the same input is refused
 with the same message, and a refused command changes nothing.
@@ -16,6 +17,7 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 
 from ...diagnose import connection_test
+from ...domaincheck import DomainError, check_domain, verdict_lines
 from ...forms import MailSendingUserForm, SenderProfileForm, check_dependents_keep_server
 from ...models import Security, SenderMode
 from ...resolve import SenderConfigError
@@ -26,7 +28,12 @@ from ...selectors import (
     system_settings_get,
     user_profile_get,
 )
-from ...services import mail_sending_user_set, profile_update
+from ...services import (
+    domain_check_save,
+    mail_sending_user_set,
+    profile_test_passed,
+    profile_update,
+)
 
 
 class Command(BaseCommand):
@@ -44,6 +51,14 @@ class Command(BaseCommand):
         test.add_argument("user", metavar="USER", help="user code")
         test.add_argument("--to", metavar="ADDRESS", help="recipient for RCPT TO (default: own)")
         test.add_argument("--json", action="store_true", help="print JSON")
+
+        domain = sub.add_parser(
+            "domain",
+            help="May the platform send From this address's domain? (MX, SPF, DMARC)",
+        )
+        domain.add_argument("address", metavar="ADDRESS-OR-DOMAIN")
+        domain.add_argument("--json", action="store_true", help="print JSON")
+        domain.add_argument("--fresh", action="store_true", help="look up again, not cached")
 
         set_ = sub.add_parser("set", help="Change USER's sender, or the global one.")
         who = set_.add_mutually_exclusive_group(required=True)
@@ -79,6 +94,8 @@ class Command(BaseCommand):
             self._show(options["user"], as_json=options["json"])
         elif action == "test":
             self._test(options["user"], to=options["to"], as_json=options["json"])
+        elif action == "domain":
+            self._domain(options["address"], as_json=options["json"], fresh=options["fresh"])
         else:
             self._set(options)
 
@@ -90,8 +107,15 @@ class Command(BaseCommand):
         except SenderConfigError as error:
             raise CommandError(str(error.message)) from None
         result = connection_test(config, to=to or user.email or config.from_email)
+        # A pass of an own server as saved unlocks its mass mailing (issue 14, item 3).
+        unlocked = (
+            result.passed
+            and config.needs_connection_test
+            and profile_test_passed(user=user, config=config)
+        )
         if as_json:
-            self.stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+            data = {**result.as_dict(), "mass_mailing_unlocked": unlocked}
+            self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
         else:
             if result.config_error:
                 self.stdout.write(result.config_error)
@@ -105,8 +129,24 @@ class Command(BaseCommand):
                 if step.explanation:
                     self.stdout.write(f"       {step.explanation['title']}")
                     self.stdout.write(f"       {step.explanation['fix']}")
+            if unlocked:
+                self.stdout.write(_("The connection test passed: mass mailing is available now."))
         if not result.passed:
             raise CommandError(_("The connection test failed."))
+
+    # -- domain ----------------------------------------------------------------------------
+    def _domain(self, address: str, *, as_json: bool, fresh: bool) -> None:
+        try:
+            verdict = check_domain(address, use_cache=not fresh)
+        except DomainError as error:
+            raise CommandError(str(error)) from None
+        domain_check_save(verdict=verdict)  # Default mode goes by the latest verdict
+        if as_json:
+            data = {**verdict.as_json(), "headline": verdict.headline}
+            self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
+            return
+        for line in verdict_lines(verdict):
+            self.stdout.write(line)
 
     # -- show ------------------------------------------------------------------------------
     def _show(self, code: str, *, as_json: bool) -> None:
