@@ -341,6 +341,9 @@ PLATFORM_SPF_INCLUDE = env("PLATFORM_SPF_INCLUDE", default="")
 # an hour.
 DNS_NAMESERVERS = env.list("DNS_NAMESERVERS", default=[])
 DNS_TIMEOUT = env.float("DNS_TIMEOUT", default=5.0)
+# A name any working DNS answers for: when a mail server's name cannot be looked up, asking for
+# it tells "the platform is offline" from "the name has a typo" (smtp_settings.transports).
+DNS_CANARY_HOST = env("DNS_CANARY_HOST", default="smtp.gmail.com")
 DOMAIN_CHECK_CACHE_SECONDS = env.int("DOMAIN_CHECK_CACHE_SECONDS", default=3600)
 DOMAIN_CHECKS_PER_HOUR = env.int("DOMAIN_CHECKS_PER_HOUR", default=20)
 # Domain of the platform's event mailbox: Reply-To mode From and bounce addresses (S7).

@@ -350,6 +350,16 @@ _ENTRIES = [
         transient=False,
     ),
     Explanation(
+        "platform_offline",
+        _("The platform cannot reach the internet right now."),
+        _(
+            "This is not your settings: the platform could not look up %(host)s, because its "
+            "own name lookup (DNS) or network is down. It tries again later; if this lasts, "
+            "tell your administrator."
+        ),
+        transient=True,
+    ),
+    Explanation(
         "dns_temporary",
         _("The mail server's name could not be looked up right now."),
         _(

@@ -163,11 +163,65 @@ def resolve_host(host: str, port: int, *, allow_private: bool) -> str:
 
     The check and the connection use the same address, so DNS cannot change it in between.
     """
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        # Whose fault? A provider's well-known server always exists, and when the platform
+        # cannot look up any name at all, its own DNS or network is down: not a typo.
+        if host.lower().rstrip(".") in WELL_KNOWN_HOSTS or not platform_resolves():
+            raise TransientSendError(
+                f"{type(error).__name__}: {error}",
+                explanation="platform_offline",
+                params={"host": host},
+            ) from error
+        raise
     addresses = [info[4][0] for info in infos]
     if not allow_private:
         check_resolved(host, addresses)
     return addresses[0]
+
+
+# Mail servers of the providers the card names (its presets and help): they exist, so a
+# failure to look one up is the platform's, never the user's typo.
+WELL_KNOWN_HOSTS = frozenset(
+    {
+        "smtp.gmail.com",
+        "smtp.googlemail.com",
+        "smtp.office365.com",
+        "smtp-mail.outlook.com",
+        "outlook.office365.com",
+    }
+)
+_resolves_cache: dict[str, tuple[float, bool]] = {}
+
+
+def platform_resolves() -> bool:
+    """Whether the platform can look names up at all now: any answer from its resolver
+    (DNS_NAMESERVERS, else the system's) about DNS_CANARY_HOST, "no such name" included,
+    says yes; no answer says no. Remembered for 30 seconds."""
+    import time
+
+    import dns.exception
+    import dns.resolver
+
+    from .domaincheck import resolver
+
+    canary = settings.DNS_CANARY_HOST
+    now = time.monotonic()
+    cached = _resolves_cache.get(canary)
+    if cached and now - cached[0] < 30:
+        return cached[1]
+    ask = resolver()
+    ask.lifetime = min(ask.lifetime, 3.0)
+    try:
+        ask.resolve(canary, "A", search=False)
+        answered = True
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        answered = True
+    except dns.exception.DNSException:
+        answered = False
+    _resolves_cache[canary] = (now, answered)
+    return answered
 
 
 def check_resolved(host: str, addresses: list[str]) -> None:

@@ -799,5 +799,6 @@ def test_transient_entries_are_exactly_the_ones_worth_waiting_for():
         "connection_timeout",
         "connection_lost",
         "dns_temporary",
+        "platform_offline",  # the platform's own DNS or network: it comes back
         "possibly_duplicated",
     }
