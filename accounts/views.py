@@ -16,7 +16,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from outbox.limits import LimitReached
+from outbox.limits import LimitReached, domain_check_limits, limits_take
+from smtp_settings import presets
 from smtp_settings.diagnose import ConnectionTest, connection_test
 from smtp_settings.forms import SenderProfileForm
 from smtp_settings.resolve import SenderConfigError
@@ -74,6 +75,8 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
     if recheck:
         card_form = CardForm(instance=user)
         profile_form = SenderProfileForm(card_email=user.email, **profile_kwargs)
+    elif request.method == "POST" and request.POST.get("action") == "preset":
+        card_form, profile_form = _preset_forms(request, user, profile_kwargs)
     elif request.method == "POST" and request.POST.get("action") == "test_connection":
         test = _connection_test(request, user)
         card_form = CardForm(instance=user)
@@ -121,6 +124,45 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
             "domain": domain,
         },
     )
+
+
+def _preset_forms(request: HttpRequest, user: User, profile_kwargs: dict):
+    """ "Fill in from my e-mail's provider": the card as typed, the sender filled from the
+    typed e-mail's MX (issue 14, item 2), nothing saved. A fresh MX lookup counts against the
+    user's DOMAIN_CHECKS_PER_HOUR."""
+    typed = request.POST.get("email", "").strip()
+    card_initial = {name: request.POST.get(name, "") for name in CardForm.Meta.fields}
+    card_form = CardForm(instance=user, initial=card_initial)
+    sender_initial = {
+        name: request.POST.get(name, "") for name in ("mode", "server", "security", "login")
+    }
+    provider = None
+    refused = None
+    if typed and presets.needs_lookup(typed):
+        try:
+            limits_take(domain_check_limits(user_id=request.user.pk))
+        except LimitReached as limit:
+            refused = limit.message
+    if refused:
+        messages.error(request, refused)
+    elif not typed:
+        messages.error(request, _("Enter your e-mail on the card first."))
+    else:
+        provider = presets.mx_provider(typed)
+        preset = presets.PRESETS.get(provider or "")
+        if preset:
+            sender_initial.update(preset.fields(typed))
+            messages.info(request, preset.filled)
+        else:
+            messages.info(
+                request,
+                _(
+                    "Your e-mail's provider is not one the card knows: ask them for the SMTP "
+                    "server name, port and SSL/TLS, and enter them below."
+                ),
+            )
+    profile_form = SenderProfileForm(card_email=typed, initial=sender_initial, **profile_kwargs)
+    return card_form, profile_form
 
 
 def _connection_test(request: HttpRequest, user: User) -> ConnectionTest | None:

@@ -346,6 +346,8 @@ DNS_TIMEOUT = env.float("DNS_TIMEOUT", default=5.0)
 DNS_CANARY_HOST = env("DNS_CANARY_HOST", default="smtp.gmail.com")
 DOMAIN_CHECK_CACHE_SECONDS = env.int("DOMAIN_CHECK_CACHE_SECONDS", default=3600)
 DOMAIN_CHECKS_PER_HOUR = env.int("DOMAIN_CHECKS_PER_HOUR", default=20)
+# Gmail / Google Workspace's SMTP server, which the card's Google preset fills in (issue 14).
+GOOGLE_SMTP_SERVER = env("GOOGLE_SMTP_SERVER", default="smtp.gmail.com:465")
 # Domain of the platform's event mailbox: Reply-To mode From and bounce addresses (S7).
 EVENT_MAIL_DOMAIN = env("EVENT_MAIL_DOMAIN", default="event.directo-mail.localhost")
 # The bounce intake (bounces.services): a larger mail is kept cut at this size; a bounce for a

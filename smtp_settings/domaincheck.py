@@ -321,6 +321,11 @@ def _is_spf(text: str) -> bool:
     return text.lower() == "v=spf1" or text[:7].lower() == "v=spf1 "
 
 
+def provider_of_mx(hosts: list[str]) -> str | None:
+    """The provider the first (most preferred) MX host names; None: no MX."""
+    return _provider(hosts)
+
+
 def _provider(hosts: list[str]) -> str | None:
     if not hosts:
         return None

@@ -1,0 +1,95 @@
+"""Presets from MX (issue 14, item 2): the card e-mail's mail provider, found from its domain's
+MX records, fills the mail sender with one click.
+
+Only providers whose settings are the same for every customer are here: Google (Gmail and
+Google Workspace: its SMTP server with an app password) and Microsoft 365 (OAuth; its SMTP
+server is the platform's setting). Anything else is "Other": the card says to ask the
+provider, and fills nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils.translation import gettext_lazy as _
+
+from .domaincheck import DomainError, _Lookups, domain_of, provider_of_mx
+from .models import Security, SenderMode
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    mode: str
+    filled: str  # what the card says after filling it in
+
+    def fields(self, email: str) -> dict:
+        """The sender fields it fills for a card e-mail (the login is that address)."""
+        if self.mode == SenderMode.SMTP:
+            return {
+                "mode": self.mode,
+                "server": settings.GOOGLE_SMTP_SERVER,
+                "security": Security.SSL,
+                "login": email,
+            }
+        return {"mode": self.mode, "login": email}
+
+
+PRESETS = {
+    "google": Preset(
+        "google",
+        _("Gmail / Google Workspace"),
+        SenderMode.SMTP,
+        _(
+            "Filled in for Gmail / Google Workspace. Create an app password in your Google "
+            "account (2-Step Verification must be on), paste it below as Google shows it, then "
+            "Save and press “Test connection”."
+        ),
+    ),
+    "microsoft365": Preset(
+        "microsoft365",
+        _("Microsoft 365"),
+        SenderMode.MICROSOFT365,
+        _("Filled in for Microsoft 365. Save, then authenticate with Microsoft 365."),
+    ),
+}
+
+
+def mx_provider(address: str) -> str | None:
+    """ "google", "microsoft365", "other", or None (no MX, not a domain, DNS did not answer),
+    from the stored domain check or a lookup of the MX records alone (cached an hour; a
+    failure a minute). The caller counts a lookup against the user's limit: `needs_lookup`."""
+    try:
+        domain = domain_of(address)
+    except DomainError:
+        return None
+    cached = cache.get(_key(domain))
+    if cached is not None:
+        return cached or None
+    lookups = _Lookups()
+    try:
+        hosts = [
+            r.exchange.to_text(True).lower()
+            for r in sorted(lookups.answers(domain, "MX"), key=lambda r: r.preference)
+        ]
+    except Exception:  # DNS did not answer: nothing to suggest now
+        cache.set(_key(domain), "", 60)
+        return None
+    provider = provider_of_mx(hosts)
+    cache.set(_key(domain), provider or "", int(settings.DOMAIN_CHECK_CACHE_SECONDS))
+    return provider
+
+
+def needs_lookup(address: str) -> bool:
+    """Whether `mx_provider` would ask DNS (nothing cached for the domain)."""
+    try:
+        return cache.get(_key(domain_of(address))) is None
+    except DomainError:
+        return False
+
+
+def _key(domain: str) -> str:
+    return f"mxprovider:{domain}"
