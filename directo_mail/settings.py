@@ -184,6 +184,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = env("LANGUAGE_CODE", default="en")
 LANGUAGES = [("en", _("English")), ("pl", _("Polish")), ("et", _("Estonian"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Date and time formats Django's own locales lack (Estonian date-times): directo_mail/formats.
+FORMAT_MODULE_PATH = ["directo_mail.formats"]
 TIME_ZONE = env("TIME_ZONE", default="Europe/Warsaw")
 USE_I18N = True
 USE_TZ = True

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Length
 from django.utils.translation import gettext_lazy as _
 
 
@@ -86,7 +87,9 @@ class Invoice(models.Model):
     class Meta:
         verbose_name = _("invoice")
         verbose_name_plural = _("invoices")
-        ordering = ["-issue_date", "-number"]
+        # Numbers in natural order (FV/10 after FV/9, not between FV/1 and FV/2): the longer
+        # number first, then the number itself, within a day.
+        ordering = ["-issue_date", Length("number").desc(), "-number"]
         indexes = [models.Index(fields=["send_state"])]
 
     def __str__(self) -> str:

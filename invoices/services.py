@@ -510,7 +510,11 @@ def letters_send(
             LetterDelivery.objects.filter(pk=delivery.pk).update(message=message)
             count += 1
         job.total = count
-        job.options = {"include_bounced": include_bounced, "skipped": skipped}
+        job.options = {
+            "include_bounced": include_bounced,
+            "skipped": skipped,
+            "subject": letter.subject[:200],  # the title, in each viewer's language (BulkJob.title)
+        }
         job.description = (
             ngettext(
                 "Letter “%(subject)s” to %(count)s customer",

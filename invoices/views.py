@@ -76,8 +76,11 @@ CUSTOMERS_PER_PAGE = 100
 ROWS_PER_PAGE = 100
 
 
-def duration(seconds: int) -> str:
-    """ "1:05:09", "5:09", "0:09": as static/js/progress.js shows the time left."""
+def duration(seconds: int | None) -> str:
+    """ "1:05:09", "5:09", "0:09": as static/js/progress.js shows the time left; "—" when it
+    cannot be told yet (nothing sent)."""
+    if seconds is None:
+        return "—"
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"

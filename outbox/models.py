@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 
 class MessageState(models.TextChoices):
@@ -63,6 +64,23 @@ class BulkJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"
+
+    @property
+    def title(self) -> str:
+        """What the job is, in the language of whoever looks (issue 14, item 5); the stored
+        `description` is in the language of whoever started it."""
+        if self.kind == "invoices":
+            return ngettext("%(count)s invoice", "%(count)s invoices", self.total) % {
+                "count": self.total
+            }
+        subject = (self.options or {}).get("subject")
+        if self.kind == "letters" and subject:
+            return ngettext(
+                "Letter “%(subject)s” to %(count)s customer",
+                "Letter “%(subject)s” to %(count)s customers",
+                self.total,
+            ) % {"subject": subject, "count": self.total}
+        return self.description
 
     @property
     def is_held(self) -> bool:

@@ -1048,6 +1048,13 @@ def _last_change(job_id: int) -> datetime | None:
     ]
 
 
+def _seconds_left(remaining: int, rate: float) -> int | None:
+    """None while nothing is sent: no rate to tell the time left by ("—", not "0:00")."""
+    if not remaining:
+        return 0
+    return round(remaining / rate) if rate else None
+
+
 def bulk_job_progress(*, job: BulkJob) -> dict:
     """Counts, rate and time left of a job; marks it finished once nothing is left to send."""
     counts = dict(
@@ -1087,6 +1094,9 @@ def bulk_job_progress(*, job: BulkJob) -> dict:
         "remaining": remaining,
         "percent": round(100 * done / job.total, 1) if job.total else 100.0,
         "rate": round(rate, 1),
-        "seconds_left": round(remaining / rate) if rate and remaining else 0,
+        # None: nothing sent yet, so no rate to tell the time left by ("—", not "0:00").
+        "seconds_left": round(remaining / rate)
+        if rate and remaining
+        else (None if remaining else 0),
         "seconds": round(elapsed, 1),
     }

@@ -19,7 +19,9 @@
   var refreshedAt = 0;
 
   function duration(total) {
-    // "1:05:09", "5:09", "0:09", as invoices.views.duration renders it.
+    // "1:05:09", "5:09", "0:09", as invoices.views.duration renders it; "—" before the
+    // first mail (no rate yet: null).
+    if (total === null || total === undefined) return "\u2014";
     total = Math.max(0, Math.round(total));
     var hours = Math.floor(total / 3600);
     var minutes = Math.floor((total % 3600) / 60);

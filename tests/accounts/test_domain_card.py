@@ -248,3 +248,22 @@ def test_confirming_the_link_checks_the_domain_after_the_commit(
     assert DomainCheck.objects.get(domain="rejects.test").verdict["recommendation"] == "reply_to"
     user.refresh_from_db()
     assert sender_config_for(user=user).verp
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("email", "shown", "reply_to_style"),
+    [
+        ("ewa@includes.test", "The platform may send as you", False),
+        ("ewa@rejects.test", "fails SPF/DMARC (SPF softfail, DMARC policy reject)", True),
+        ("ewa@monitors.test", "fails SPF/DMARC (SPF fail, DMARC policy none)", True),
+        ("ewa@bare.test", "delivered but not authenticated (SPF none, no DMARC policy)", False),
+        ("ewa@loop.test", "delivered but not authenticated (SPF permerror", False),
+    ],
+)
+def test_the_card_shows_each_zones_verdict(client, email, shown, reply_to_style):
+    """The five zones of issue 14's "done when", as the card shows them."""
+    user = _default_user(email)
+    html = _card(client, user)
+    assert shown in html
+    assert sender_config_for(user=user).verp is reply_to_style

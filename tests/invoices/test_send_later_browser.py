@@ -55,7 +55,7 @@ def test_send_at_holds_the_invoice_until_its_time(chromium, live_server, smtp_se
         with page.expect_navigation():
             page.get_by_role("button", name="Send").click()
         assert page.url == f"{live_server.url}/invoices/{invoice.pk}/"
-        assert "will be sent at" in page.locator("ul.messages li.success").inner_text()
+        assert "will be sent at" in page.locator(".messages .message.success").inner_text()
         row = page.locator("tr.history-row").first
         assert "state-queued" in row.get_attribute("class")
         assert row.locator(".scheduled").inner_text().startswith("scheduled for")

@@ -261,7 +261,7 @@ def test_the_test_email_needs_a_card_email(client):
     response = client.post("/outbox/test-email/", follow=True)
 
     assert response.redirect_chain == [("/accounts/card/", 302)]
-    assert f'<li class="message error" role="status">{escape(NO_EMAIL)}</li>' in _html(response)
+    assert f'<p class="message error" role="alert">{escape(NO_EMAIL)}</p>' in _html(response)
     assert not OutgoingMessage.objects.exists()
 
 
@@ -278,7 +278,7 @@ def test_the_test_email_explains_a_configuration_that_cannot_send(client, smtp_s
     response = client.post("/outbox/test-email/", follow=True)
 
     assert response.redirect_chain == [("/accounts/card/", 302)]
-    assert f'<li class="message error" role="status">{escape(NO_PASSWORD)}</li>' in _html(response)
+    assert f'<p class="message error" role="alert">{escape(NO_PASSWORD)}</p>' in _html(response)
     assert not OutgoingMessage.objects.exists()
     assert server.auth_attempts == [] and server.messages == []
 

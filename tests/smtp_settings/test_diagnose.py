@@ -463,7 +463,7 @@ def test_card_shows_a_configuration_error_instead_of_steps(client):
     html = _test_on_card(client).content.decode()
 
     message = "A login is set but no password. Enter the password, or clear the login."
-    assert f'<li class="message error" role="status">{escape(message)}</li>' in html
+    assert f'<p class="message error" role="alert">{escape(message)}</p>' in html
     assert 'class="connection-test"' not in html
 
 

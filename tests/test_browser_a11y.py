@@ -1,0 +1,93 @@
+"""Accessibility (issue 14, item 5): axe-core (axe-playwright-python) on the pages users live
+in, in each card mode, with a validation error and with a flash message shown: no critical or
+serious finding. Plus what axe cannot judge: the skip link works, and after a refused Save
+the focus is on the message.
+"""
+
+from __future__ import annotations
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+
+from smtp_settings.models import SenderMode
+from tests import factories
+from tests.test_browser import _login
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.filterwarnings("ignore:No directory at:UserWarning"),
+]
+BLOCKING = {"critical", "serious"}
+
+
+def _findings(page) -> list[str]:
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — "
+        + "; ".join(node["target"][0] if node["target"] else "?" for node in v["nodes"][:3])
+        for v in results.response["violations"]
+        if v["impact"] in BLOCKING
+    ]
+
+
+@pytest.fixture
+def people(transactional_db, settings):
+    settings.PLATFORM_SENDING_IPS = ["203.0.113.10"]
+    factories.company(slug="acme")
+    users = {}
+    for code, mode, extra in [
+        ("DEF", SenderMode.DEFAULT, {}),
+        ("SMTP", SenderMode.SMTP, {"host": "smtp.acme.test", "port": 587, "security": "starttls"}),
+        ("M365", SenderMode.MICROSOFT365, {"login": "m365@acme.test"}),
+        ("REPLY", SenderMode.REPLY_TO, {}),
+    ]:
+        users[code] = factories.user(code, name=code.title(), email=f"{code.lower()}@acme.test")
+        factories.profile(users[code], mode=mode, **extra)
+    users["ADMIN"] = factories.user(
+        "ADMIN", email="admin@acme.test", is_staff=True, is_superuser=True
+    )
+    return users
+
+
+PAGES = ["/accounts/card/", "/invoices/", "/jobs/", "/customers/", "/letters/", "/events/"]
+
+
+def test_no_critical_or_serious_findings_on_the_pages_of_each_mode(chromium, live_server, people):
+    found: dict[str, list[str]] = {}
+    for code in ("DEF", "SMTP", "M365", "REPLY", "ADMIN"):
+        context = chromium.new_context(locale="pl-PL")
+        page = context.new_page()
+        _login(page, live_server.url, code)
+        for path in PAGES + (["/outbox/staff/", "/settings/system/"] if code == "ADMIN" else []):
+            page.goto(f"{live_server.url}{path}")
+            if findings := _findings(page):
+                found[f"{code} {path}"] = findings
+        # A refused Save: a flash message and a field with its error.
+        page.goto(f"{live_server.url}/accounts/card/")
+        page.select_option("#id_mode", "smtp")
+        page.fill("#id_server", "not a server")
+        with page.expect_navigation():
+            page.click("form.card-form button[type=submit].primary")
+        assert page.locator(".message.error").count() == 1
+        # The focus is on the message, so a screen reader reads it and Tab goes on from there.
+        assert page.evaluate("document.activeElement.id") == "messages"
+        assert page.locator("#id_server[aria-invalid=true]").count() == 1
+        if findings := _findings(page):
+            found[f"{code} card, refused Save"] = findings
+        context.close()
+    assert not found, "\n".join(f"{where}: {f}" for where, fs in found.items() for f in fs)
+
+
+def test_the_skip_link_is_the_first_tab_stop_and_jumps_to_the_content(
+    chromium, live_server, people
+):
+    context = chromium.new_context()
+    page = context.new_page()
+    _login(page, live_server.url, "SMTP")
+    page.goto(f"{live_server.url}/invoices/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    assert page.locator(".skip-link").is_visible()  # shown while it has the focus
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "content"
+    context.close()
