@@ -52,14 +52,47 @@ def people(transactional_db, settings):
 PAGES = ["/accounts/card/", "/invoices/", "/jobs/", "/customers/", "/letters/", "/events/"]
 
 
+def _object_pages(people) -> tuple[list[str], list[str]]:
+    """Pages of one object each (a job, an invoice, its composer, a customer, a letter, a
+    message), and the staff pages."""
+    from django.urls import reverse
+
+    from invoices.services import invoices_send
+    from outbox.models import OutgoingMessage
+    from outbox.services import outbox_enqueue
+    from tests.invoices import factories as invoice_factories
+
+    invoice = invoice_factories.invoices(2)[0]
+    job = invoices_send(user=people["SMTP"], unsent=True)
+    message = outbox_enqueue(user=people["SMTP"], to=["a@acme.test"], subject="S", body_text="x")
+    own = [
+        reverse("invoices:job", args=[job.pk]),
+        reverse("invoices:invoice", args=[invoice.pk]),
+        reverse("invoices:invoice_compose", args=[invoice.pk]),
+        reverse("invoices:customer", args=[invoice.customer_id]),
+        reverse("invoices:letter_new"),
+        reverse("outbox:message", args=[message.pk]),
+    ]
+    staff = [
+        reverse("outbox:staff_outbox"),
+        reverse("outbox:staff_message", args=[OutgoingMessage.objects.first().pk]),
+        reverse("mail_templates:list"),
+        reverse("smtp_settings:system"),
+    ]
+    return own, staff
+
+
 def test_no_critical_or_serious_findings_on_the_pages_of_each_mode(chromium, live_server, people):
     found: dict[str, list[str]] = {}
+    own, staff = _object_pages(people)
     for code in ("DEF", "SMTP", "M365", "REPLY", "ADMIN"):
         context = chromium.new_context(locale="pl-PL")
         page = context.new_page()
         _login(page, live_server.url, code)
-        for path in PAGES + (["/outbox/staff/", "/settings/system/"] if code == "ADMIN" else []):
-            page.goto(f"{live_server.url}{path}")
+        extra = own if code in ("SMTP", "ADMIN") else own[1:5]
+        for path in PAGES + extra + (staff if code == "ADMIN" else []):
+            response = page.goto(f"{live_server.url}{path}")
+            assert response.status == 200, f"{code} {path}: {response.status}"
             if findings := _findings(page):
                 found[f"{code} {path}"] = findings
         # A refused Save: a flash message and a field with its error.
