@@ -57,7 +57,9 @@ def _object_pages(people) -> tuple[list[str], list[str]]:
     message), and the staff pages."""
     from django.urls import reverse
 
+    from invoices.models import Letter
     from invoices.services import invoices_send
+    from invoices.unsubscribe import unsubscribe_token
     from outbox.models import OutgoingMessage
     from outbox.services import outbox_enqueue
     from tests.invoices import factories as invoice_factories
@@ -73,7 +75,19 @@ def _object_pages(people) -> tuple[list[str], list[str]]:
         reverse("invoices:letter_new"),
         reverse("outbox:message", args=[message.pk]),
     ]
+    letter = Letter.objects.create(
+        subject="Nowy cennik", body="Dzień dobry {{ customer.name }}", created_by=people["SMTP"]
+    )
+    token = unsubscribe_token(customer_id=invoice.customer_id, letter_id=letter.pk)
+    own += [
+        reverse("invoices:customer_write", args=[invoice.customer_id]),
+        reverse("invoices:letter", args=[letter.pk]),
+        reverse("invoices:letter_edit", args=[letter.pk]),
+        reverse("invoices:unsubscribe", args=[token]),
+    ]
     staff = [
+        reverse("accounts:card_of", kwargs={"code": "SMTP"}),
+        reverse("mail_templates:edit", kwargs={"kind": "invoice", "lang": "pl"}),
         reverse("outbox:staff_outbox"),
         reverse("outbox:staff_message", args=[OutgoingMessage.objects.first().pk]),
         reverse("mail_templates:list"),
@@ -89,7 +103,10 @@ def test_no_critical_or_serious_findings_on_the_pages_of_each_mode(chromium, liv
         context = chromium.new_context(locale="pl-PL")
         page = context.new_page()
         _login(page, live_server.url, code)
-        extra = own if code in ("SMTP", "ADMIN") else own[1:5]
+        # The job, the message and the letter's own pages are SMTP's (and staff's); the rest
+        # is the company's, open to everyone.
+        mine = {own[0], own[5], own[7], own[8]}
+        extra = own if code in ("SMTP", "ADMIN") else [p for p in own if p not in mine]
         for path in PAGES + extra + (staff if code == "ADMIN" else []):
             response = page.goto(f"{live_server.url}{path}")
             assert response.status == 200, f"{code} {path}: {response.status}"
@@ -124,3 +141,17 @@ def test_the_skip_link_is_the_first_tab_stop_and_jumps_to_the_content(
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "content"
     context.close()
+
+
+def test_no_critical_or_serious_findings_before_logging_in(chromium, live_server, people):
+    """The login page, and a verification link that is not one (its explained refusal)."""
+    context = chromium.new_context(locale="et-EE")
+    page = context.new_page()
+    found = {}
+    for path, status in (("/accounts/login/", 200), ("/accounts/email/verify/x.y:z/", 400)):
+        response = page.goto(f"{live_server.url}{path}")
+        assert response.status == status, path
+        if findings := _findings(page):
+            found[path] = findings
+    context.close()
+    assert not found, found

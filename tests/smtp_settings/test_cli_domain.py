@@ -13,6 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from smtp_settings.models import DomainCheck
+from tests import factories
 from tests.dns_fixtures import PLATFORM_INCLUDE, PLATFORM_IP
 from tests.smtp_fixtures import _worker_database_url
 
@@ -79,3 +80,20 @@ def test_a_shell_gets_the_same_verdict_through_the_sessions_dns():
     assert data["recommendation"] == "default"
     stored = DomainCheck.objects.get(domain="includes.test")
     assert stored.verdict["spf"] == "pass"
+
+
+def test_sender_show_includes_the_stored_verdict():
+    user = factories.user("EWA", email="ewa@rejects.test")
+    factories.profile(user, mode="default")
+    out = io.StringIO()
+    call_command("sender", "show", "EWA", "--json", stdout=out)
+    assert json.loads(out.getvalue())["domain_check"] is None  # never checked: no DNS here
+    _run("ewa@rejects.test")  # stores it
+    out = io.StringIO()
+    call_command("sender", "show", "EWA", "--json", stdout=out)
+    shown = json.loads(out.getvalue())
+    assert shown["domain_check"]["recommendation"] == "reply_to"
+    assert shown["reply_to"] == "ewa@rejects.test"  # Reply-To style: the platform From
+    out = io.StringIO()
+    call_command("sender", "show", "EWA", stdout=out)
+    assert "fails SPF/DMARC" in out.getvalue()

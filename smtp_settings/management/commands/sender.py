@@ -22,6 +22,7 @@ from ...forms import MailSendingUserForm, SenderProfileForm, check_dependents_ke
 from ...models import Security, SenderMode
 from ...resolve import SenderConfigError
 from ...selectors import (
+    domain_check_stored,
     global_profile_get,
     global_server_get,
     sender_config_for,
@@ -181,7 +182,11 @@ class Command(BaseCommand):
             "mass_mailing_allowed": config.mass_mailing_allowed,
             "source": dict(config.source),
         }
+        # The card e-mail's domain check as stored (what Default mode goes by; no DNS here).
+        stored = domain_check_stored(user.email) if user.email else None
+        domain = {**stored[0].as_json(), "headline": stored[0].headline} if stored else None
         if as_json:
+            data["domain_check"] = domain
             self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
             return
         source = data.pop("source")
@@ -204,6 +209,8 @@ class Command(BaseCommand):
             origin = source.get(keys.get(key, ""), "")
             shown = "-" if value in ("", None) else value
             self.stdout.write(f"{key:22} {shown}" + (f"   ({origin})" if origin else ""))
+        checked = f"{domain['headline']}" if domain else _("not checked (sender domain ADDRESS)")
+        self.stdout.write(f"{'domain_check':22} {checked}")
 
     # -- set -------------------------------------------------------------------------------
     @transaction.atomic
