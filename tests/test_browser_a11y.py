@@ -155,3 +155,50 @@ def test_no_critical_or_serious_findings_before_logging_in(chromium, live_server
             found[path] = findings
     context.close()
     assert not found, found
+
+
+def test_no_critical_or_serious_findings_on_refused_forms(chromium, live_server, people):
+    """A validation error on each kind of form: a letter without a subject, a composer with a
+    bad address, system settings with a bad server."""
+    from django.urls import reverse
+
+    from tests.invoices import factories as invoice_factories
+
+    invoice = invoice_factories.invoices(1)[0]
+    found = {}
+    context = chromium.new_context(locale="pl-PL")
+    page = context.new_page()
+    _login(page, live_server.url, "ADMIN")
+
+    def refused(path: str, fill: dict[str, str], button: str, select: dict | None = None) -> None:
+        page.goto(f"{live_server.url}{path}")
+        for selector, value in (select or {}).items():
+            page.select_option(selector, value)
+        for selector, value in fill.items():
+            page.fill(selector, value)
+        # The server's refusal is under test, not the browser's own checks of `required`.
+        page.evaluate("document.querySelectorAll('form').forEach((f) => { f.noValidate = true; })")
+        with page.expect_navigation():
+            page.click(button)
+        assert page.locator(".has-error, .errorlist").count() >= 1, f"{path}: nothing refused"
+        if findings := _findings(page):
+            found[path] = findings
+
+    refused(
+        reverse("invoices:letter_new"),
+        {"#id_subject": "", "#id_body": "x"},
+        "form.letter-form button[type=submit].primary",
+    )
+    refused(
+        reverse("invoices:invoice_compose", args=[invoice.pk]),
+        {"#id_to": "not an address"},
+        "form.compose-form button[type=submit].primary",
+    )
+    refused(
+        reverse("smtp_settings:system"),
+        {"#id_global-server": "no port here"},
+        "form.card-form button[type=submit].primary",
+        select={"#id_global-mode": "smtp"},
+    )
+    context.close()
+    assert not found, found
