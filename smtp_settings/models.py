@@ -111,6 +111,15 @@ class SenderProfile(models.Model):
     def server_and_login(self) -> tuple[str, int | None, str, str]:
         return (self.host, self.port, self.security, self.login)
 
+    TESTED_FIELDS = ("tested_host", "tested_port", "tested_security", "tested_login", "tested_at")
+
+    def mark_tested(self, at) -> None:
+        """Record that the server, port, security and login as they are now passed a
+        connection test at `at` (save with update_fields=TESTED_FIELDS)."""
+        self.tested_host, self.tested_port = self.host, self.port
+        self.tested_security, self.tested_login = self.security, self.login
+        self.tested_at = at
+
     @property
     def tested(self) -> tuple[str, int | None, str, str] | None:
         """What the last passed connection test was for; None: never passed."""

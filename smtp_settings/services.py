@@ -277,16 +277,6 @@ def profile_test_passed(*, user: User, config: SenderConfig) -> bool:
         own_server = (profile.host, profile.port, profile.security)
         if (profile.host and own_server != effective[:3]) or profile.login != config.login:
             return False  # saved differently since the test began
-        profile.tested_host, profile.tested_port = profile.host, profile.port
-        profile.tested_security, profile.tested_login = profile.security, profile.login
-        profile.tested_at = timezone.now()
-        profile.save(
-            update_fields=[
-                "tested_host",
-                "tested_port",
-                "tested_security",
-                "tested_login",
-                "tested_at",
-            ]
-        )
+        profile.mark_tested(timezone.now())
+        profile.save(update_fields=SenderProfile.TESTED_FIELDS)
     return True

@@ -88,10 +88,8 @@ class Command(BaseCommand):
                 # As the demo addresses count as verified: the demo's own server is the local
                 # mail catcher `make run` starts next, and counts as tested, so the demo can
                 # mass-mail at once (a real user's server unlocks after a passed test, issue 14).
-                profile.tested_host, profile.tested_port = profile.host, profile.port
-                profile.tested_security, profile.tested_login = profile.security, profile.login
-                profile.tested_at = timezone.now()
-                profile.save()
+                profile.mark_tested(timezone.now())
+                profile.save(update_fields=profile.TESTED_FIELDS)
             self.stdout.write(f"{code:6} {mode:13} {email}")
         if invoices is None:
             invoices = 0 if Invoice.objects.exists() else 10
