@@ -9,6 +9,9 @@ Writes, at 1280 px width:
     docs/img/card-smtp.png        SMTP's card, SMTP chosen, smtp.gmail.com:587 with SSL refused
     docs/img/card-reply-to.png    REPLY's card (Directo-Reply-to)
     docs/img/system-settings.png  the system settings, as ADMIN
+    docs/img/card-domain.png      ANNA's card (Default) with the domain check of demo.example,
+                                  whose DNS (a local dnslib server) says Google MX, SPF without
+                                  the platform and DMARC quarantine
 
 Nothing outside the temporary directory and docs/img/ is touched.
 """
@@ -116,8 +119,40 @@ def _take_screenshots(base_url: str) -> None:
             page.goto(f"{base_url}/settings/system/")
             _shoot(page, "system-settings.png")
             context.close()
+
+            context, page = _login(browser, base_url, "ANNA")
+            page.goto(f"{base_url}/accounts/card/")
+            if not page.locator("section.domain-check").count():
+                raise SystemExit("the card shows no domain check")
+            _shoot(page, "card-domain.png")
+            context.close()
         finally:
             browser.close()
+
+
+DEMO_ZONE = """
+demo.example.            MX  1 aspmx.l.google.com.
+demo.example.            TXT "v=spf1 include:_spf.google.com ~all"
+_dmarc.demo.example.     TXT "v=DMARC1; p=quarantine"
+_spf.google.com.         TXT "v=spf1 ip4:192.0.2.0/24 ~all"
+"""
+
+
+def _dns_server() -> str:
+    """The demo domain's DNS, on loopback: host:port for DNS_NAMESERVERS."""
+    from dnslib.server import DNSLogger, DNSServer
+    from dnslib.zoneresolver import ZoneResolver
+
+    port = _free_udp_port()
+    quiet = DNSLogger(logf=lambda _line: None)
+    DNSServer(ZoneResolver(DEMO_ZONE), address="127.0.0.1", port=port, logger=quiet).start_thread()
+    return f"127.0.0.1:{port}"
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -132,6 +167,9 @@ def main() -> None:
             "LANGUAGE_CODE": "en",
             "MAIL_CATCHER_DIR": str(Path(tmp) / "mail"),
             "MEDIA_ROOT": str(Path(tmp) / "media"),
+            "DNS_NAMESERVERS": _dns_server(),
+            "PLATFORM_SENDING_IPS": "203.0.113.10",
+            "PLATFORM_SPF_INCLUDE": "_spf.directo.example",
         }
         _prepare_database(env)
         port = _free_port()
