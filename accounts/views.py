@@ -131,11 +131,19 @@ def _preset_forms(request: HttpRequest, user: User, profile_kwargs: dict):
     typed e-mail's MX (issue 14, item 2), nothing saved. A fresh MX lookup counts against the
     user's DOMAIN_CHECKS_PER_HOUR."""
     typed = request.POST.get("email", "").strip()
-    card_initial = {name: request.POST.get(name, "") for name in CardForm.Meta.fields}
-    card_form = CardForm(instance=user, initial=card_initial)
-    sender_initial = {
-        name: request.POST.get(name, "") for name in ("mode", "server", "security", "login")
+    # What the page held (a field it did not send keeps the stored value).
+    card_initial = {
+        name: request.POST.get(name, getattr(user, name)) for name in CardForm.Meta.fields
     }
+    card_form = CardForm(instance=user, initial=card_initial)
+    profile = profile_kwargs["profile"]
+    stored = {
+        "mode": profile.mode,
+        "server": profile.server,
+        "security": profile.security,
+        "login": profile.login,
+    }
+    sender_initial = {name: request.POST.get(name, value) for name, value in stored.items()}
     provider = None
     refused = None
     if typed and presets.needs_lookup(typed):

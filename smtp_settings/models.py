@@ -107,10 +107,6 @@ class SenderProfile(models.Model):
     def has_password(self) -> bool:
         return bool(self.password_encrypted)
 
-    @property
-    def server_and_login(self) -> tuple[str, int | None, str, str]:
-        return (self.host, self.port, self.security, self.login)
-
     TESTED_FIELDS = ("tested_host", "tested_port", "tested_security", "tested_login", "tested_at")
 
     def mark_tested(self, at) -> None:
