@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import spf
 from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
@@ -75,7 +76,7 @@ def mx_provider(address: str) -> str | None:
             r.exchange.to_text(True).lower()
             for r in sorted(lookups.answers(domain, "MX"), key=lambda r: r.preference)
         ]
-    except Exception:  # DNS did not answer: nothing to suggest now
+    except spf.TempError:  # DNS did not answer within the budget: nothing to suggest now
         cache.set(_key(domain), "", 60)
         return None
     provider = provider_of_mx(hosts)
