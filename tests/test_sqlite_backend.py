@@ -370,3 +370,26 @@ def test_processes_writing_at_once_lose_nothing(database):
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT value FROM counter").fetchone() == (3 * count // 2,)
     assert _lock_is_free(database)
+
+
+def test_a_lock_file_it_may_not_open_falls_back_to_sqlites_own_waiting(database, caplog):
+    """Made by another OS user, say: writes still work, SQLite's busy handler decides."""
+    lock = Path(f"{database}.writelock")
+    lock.touch()
+    lock.chmod(0o000)
+    connections[ALIAS].close()
+    try:
+        if os.geteuid() == 0:  # root opens anything: make the path a directory instead
+            lock.chmod(0o600)
+            lock.unlink()
+            lock.mkdir()
+        with transaction.atomic(using=ALIAS):
+            _insert("still written")
+        _insert("and again")
+    finally:
+        if lock.is_dir():
+            lock.rmdir()
+        else:
+            lock.chmod(0o600)
+    assert _rows(database) == [("still written", 0), ("and again", 0)]
+    assert "writers wait in SQLite's busy handler" in caplog.text

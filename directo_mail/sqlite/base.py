@@ -24,6 +24,7 @@ nothing changes there.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 import weakref
@@ -32,6 +33,7 @@ from sqlite3 import ProgrammingError
 from django.db.backends.sqlite3 import base
 from django.db.utils import OperationalError
 
+logger = logging.getLogger(__name__)
 _FIRST_PAUSE = 0.00005
 _LONGEST_PAUSE = 0.0005
 _READS = ("SELECT", "PRAGMA", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK")
@@ -108,7 +110,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return
         if self._lock_fd is None:
             path = os.path.abspath(str(self.settings_dict["NAME"])) + ".writelock"
-            self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as error:
+                # Not ours to open (another user made it): SQLite's own busy handler decides,
+                # as without this backend; a write never fails for the lock file's sake.
+                logger.warning("%s: %s; writers wait in SQLite's busy handler", path, error)
+                self._in_file = False
+                return
             _open_lock_files.add(self)
         started = time.monotonic()
         timeout = float(self.settings_dict["OPTIONS"].get("timeout", 5))
