@@ -7,7 +7,7 @@ target) is compared with the table. Beyond the status:
 
 - cross-user reads: any 200 that B (or anonymous) gets is searched for A's marker, a random
   string only A's private data holds (card phone and signature, SMTP login, message subjects
-  and recipients, an event's reply, job descriptions). Staff see others' cards, events,
+  and recipients, an event's reply, a letter job's subject). Staff see others' cards, events,
   messages and jobs by design (README: "Staff can open any user's card"; selectors
   `events_visible_to`, `message_visible_to`, `job_visible_to`) and are not counted.
 - cross-user writes: every column of A's rows (user, sender profile, Microsoft 365 connection,
@@ -137,6 +137,16 @@ def _build_world(smtp_servers) -> World:
     )
     cancelled = BulkJob.objects.create(
         user=a, kind="invoices", description=f"Stop {marker}", total=1, state=JobState.CANCELLED
+    )
+    # The job list shows each job's title in the viewer's language (BulkJob.title): an
+    # invoice job's is its count, a letter job's carries the letter's subject, A's private text.
+    BulkJob.objects.create(
+        user=a,
+        kind="letters",
+        description=f"Letter {marker}",
+        options={"subject": f"Letter {marker}"},
+        total=1,  # the list shows jobs that had something to send
+        state=JobState.FINISHED,
     )
     for invoice, job, state in (
         (invoices[0], running, MessageState.SENT),

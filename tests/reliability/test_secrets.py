@@ -442,6 +442,10 @@ def test_no_secret_anywhere_after_a_full_run(
         settled(_message_from(anna.post("/outbox/test-email/"))),
         settled(_message_from(mark.post("/outbox/test-email/"))),
     ]
+    # Mass mailing through her own server unlocks after a passed connection test (issue 14):
+    # one more place her password travels (AUTH), and nowhere else.
+    assert anna.post("/accounts/card/", {"action": "test_connection"}).status_code == 200
+    assert SenderProfile.objects.get(user=a).tested_at is not None
     response = anna.post("/invoices/send/", {"action": "unsent"})
     assert response.status_code == 302 and "/jobs/" in response.url, response.url
     job = BulkJob.objects.get(user=a)
