@@ -255,14 +255,11 @@ def _check(domain: str) -> DomainVerdict:
     ips = list(settings.PLATFORM_SENDING_IPS)
     failed = False
     try:
-        mx = sorted(
-            (r.preference, r.exchange.to_text(True).lower()) for r in lookups.answers(domain, "MX")
-        )
+        hosts = mx_hosts(domain, lookups)
     except spf.TempError:
         # DNS does not answer: the rest would wait as long again for each lookup.
         return DomainVerdict(domain=domain, spf="temperror", dns_failed=True, ips=ips)
-    hosts = [_clean(host, 255) for _pref, host in mx if host][:10]
-    provider = _provider(hosts)
+    provider = provider_of_mx(hosts)
     try:
         records = [t for t in lookups.txt(domain) if _is_spf(t)]
     except spf.TempError:
@@ -321,12 +318,16 @@ def _is_spf(text: str) -> bool:
     return text.lower() == "v=spf1" or text[:7].lower() == "v=spf1 "
 
 
+def mx_hosts(domain: str, lookups: _Lookups) -> list[str]:
+    """The domain's MX hosts, most preferred first, cleaned, at most 10 (spf.TempError when
+    DNS does not answer)."""
+    answers = sorted(lookups.answers(domain, "MX"), key=lambda r: r.preference)
+    hosts = [_clean(r.exchange.to_text(True).lower(), 255) for r in answers]
+    return [host for host in hosts if host][:10]
+
+
 def provider_of_mx(hosts: list[str]) -> str | None:
     """The provider the first (most preferred) MX host names; None: no MX."""
-    return _provider(hosts)
-
-
-def _provider(hosts: list[str]) -> str | None:
     if not hosts:
         return None
     for name, pattern in MX_PROVIDERS:

@@ -16,14 +16,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
 
-from .domaincheck import DomainError, _Lookups, domain_of, provider_of_mx
+from .domaincheck import DomainError, _Lookups, domain_of, mx_hosts, provider_of_mx
 from .models import Security, SenderMode
 
 
 @dataclass(frozen=True)
 class Preset:
     key: str
-    label: str
     mode: str
     filled: str  # what the card says after filling it in
 
@@ -42,7 +41,6 @@ class Preset:
 PRESETS = {
     "google": Preset(
         "google",
-        _("Gmail / Google Workspace"),
         SenderMode.SMTP,
         _(
             "Filled in for Gmail / Google Workspace. Create an app password in your Google "
@@ -52,7 +50,6 @@ PRESETS = {
     ),
     "microsoft365": Preset(
         "microsoft365",
-        _("Microsoft 365"),
         SenderMode.MICROSOFT365,
         _("Filled in for Microsoft 365. Save, then authenticate with Microsoft 365."),
     ),
@@ -70,12 +67,8 @@ def mx_provider(address: str) -> str | None:
     cached = cache.get(_key(domain))
     if cached is not None:
         return cached or None
-    lookups = _Lookups()
     try:
-        hosts = [
-            r.exchange.to_text(True).lower()
-            for r in sorted(lookups.answers(domain, "MX"), key=lambda r: r.preference)
-        ]
+        hosts = mx_hosts(domain, _Lookups())
     except spf.TempError:  # DNS did not answer within the budget: nothing to suggest now
         cache.set(_key(domain), "", 60)
         return None
