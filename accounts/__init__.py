@@ -1,1 +1,2 @@
-"""accounts: the user card, login, and (later) the Microsoft 365 connection."""
+"""accounts: who a user is (the user, the company, the login, the interface language). The
+card's mail sender and the providers live in smtp_settings."""

@@ -39,7 +39,7 @@ class UserAdmin(BaseUserAdmin):
 
     @admin.display(description=_("user card"))
     def card_link(self, obj: User) -> str:
-        url = reverse("accounts:card_of", args=[obj.code])
+        url = reverse("card:card_of", args=[obj.code])
         return format_html('<a href="{}">{}</a>', url, _("open"))
 
     add_fieldsets = [

@@ -116,7 +116,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     )
     phone = models.CharField(_("phone"), max_length=40, blank=True, validators=[no_control_chars])
     email = models.EmailField(_("e-mail"), blank=True)
-    # The card e-mail as proven by its verification link (accounts.verification). The platform
+    # The card e-mail as proven by its verification link (smtp_settings.verification). The platform
     # relay sends From the card e-mail only while it is this very address: a changed e-mail is
     # unverified again, on every path that changes it (card, admin, commands), with no hook.
     email_verified_address = models.EmailField(_("verified e-mail"), blank=True, editable=False)
@@ -160,40 +160,3 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self) -> str:
         return self.code
-
-
-class Microsoft365Connection(models.Model):
-    """A user's Microsoft 365 account, connected through OAuth (S5.4).
-
-    msal's token cache (refresh and access tokens) is stored only as MultiFernet ciphertext,
-    re-encrypted whenever msal rotates it (accounts.microsoft365).
-    """
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.CASCADE,
-        related_name="microsoft365",
-        verbose_name=_("user"),
-    )
-    address = models.EmailField(_("Microsoft 365 address"))
-    home_account_id = models.CharField(max_length=255)
-    token_cache_encrypted = models.TextField(editable=False)
-    # The SMTP server (M365_SMTP_SERVER) the account was connected for: its tokens go nowhere
-    # else, even if the setting changes (issue 11, item 5).
-    smtp_host = models.CharField(max_length=253, blank=True, editable=False)
-    smtp_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
-    connected_at = models.DateTimeField(_("connected"), default=timezone.now)
-    refreshed_at = models.DateTimeField(_("last refreshed"), null=True, blank=True)
-    # Set when Microsoft refused a refresh: the user must authenticate again.
-    last_error = models.TextField(_("last error"), blank=True)
-
-    class Meta:
-        verbose_name = _("Microsoft 365 connection")
-        verbose_name_plural = _("Microsoft 365 connections")
-
-    def __str__(self) -> str:
-        return f"{self.user.code}: {self.address}"
-
-    @property
-    def needs_reconnect(self) -> bool:
-        return bool(self.last_error)

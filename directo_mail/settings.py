@@ -167,7 +167,7 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # ------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "accounts:card"
+LOGIN_REDIRECT_URL = "card:card"
 LOGOUT_REDIRECT_URL = "login"
 # Axes first: it refuses a locked-out login before a password is even checked.
 AUTHENTICATION_BACKENDS = [
@@ -348,7 +348,8 @@ DNS_TIMEOUT = env.float("DNS_TIMEOUT", default=5.0)
 DNS_CANARY_HOST = env("DNS_CANARY_HOST", default="smtp.gmail.com")
 DOMAIN_CHECK_CACHE_SECONDS = env.int("DOMAIN_CHECK_CACHE_SECONDS", default=3600)
 DOMAIN_CHECKS_PER_HOUR = env.int("DOMAIN_CHECKS_PER_HOUR", default=20)
-# Gmail / Google Workspace's SMTP server, which the card's Google preset fills in (issue 14).
+# Gmail / Google Workspace's SMTP server: the card's Google preset fills it in (issue 14), and
+# Google OAUTH sends there over SSL with XOAUTH2 (issue 15).
 GOOGLE_SMTP_SERVER = env("GOOGLE_SMTP_SERVER", default="smtp.gmail.com:465")
 # Domain of the platform's event mailbox: Reply-To mode From and bounce addresses (S7).
 EVENT_MAIL_DOMAIN = env("EVENT_MAIL_DOMAIN", default="event.directo-mail.localhost")
@@ -433,7 +434,7 @@ ATTACHMENT_LIMITS_MB = {
 }
 ATTACHMENTS_MAX_FILES = env.int("ATTACHMENTS_MAX_FILES", default=10)
 UPLOAD_MAX_MB = env.int("UPLOAD_MAX_MB", default=max(ATTACHMENT_LIMITS_MB.values()) + 1)
-# The link that verifies a card e-mail (accounts.verification): valid this many seconds, and
+# The link that verifies a card e-mail (smtp_settings.verification): valid this many seconds, and
 # at most so many links a user may have mailed an hour and a day.
 EMAIL_VERIFICATION_MAX_AGE = env.int("EMAIL_VERIFICATION_MAX_AGE", default=2 * 24 * 3600)
 EMAIL_VERIFICATION_MAILS_PER_HOUR = env.int("EMAIL_VERIFICATION_MAILS_PER_HOUR", default=3)
@@ -444,6 +445,12 @@ M365_CLIENT_ID = env("M365_CLIENT_ID", default="")
 M365_CLIENT_SECRET = env("M365_CLIENT_SECRET", default="")
 M365_AUTHORITY = env("M365_AUTHORITY", default="https://login.microsoftonline.com/organizations")
 M365_SMTP_SERVER = env("M365_SMTP_SERVER", default="smtp.office365.com:587")
+
+# Google OAUTH (issue 15): a Google Cloud OAuth client (web application); see README. The
+# endpoints come from GOOGLE_ISSUER's /.well-known/openid-configuration.
+GOOGLE_CLIENT_ID = env("GOOGLE_CLIENT_ID", default="")
+GOOGLE_CLIENT_SECRET = env("GOOGLE_CLIENT_SECRET", default="")
+GOOGLE_ISSUER = env("GOOGLE_ISSUER", default="https://accounts.google.com")
 
 # ------------------------------------------------------------------------------
 # Celery: filesystem broker under var/ by default; CELERY_BROKER_URL switches to Redis.
@@ -499,13 +506,13 @@ CELERY_TASK_ROUTES = {
     "outbox.tasks.send_batch": {"queue": "bulk"},
     "invoices.tasks.prepare_job": {"queue": "bulk"},
     "invoices.tasks.render_pdfs": {"queue": "bulk"},
-    "accounts.tasks.microsoft365_refresh": {"queue": "bulk"},
+    "smtp_settings.tasks.oauth_refresh": {"queue": "bulk"},
     "smtp_settings.tasks.domain_checks_refresh": {"queue": "bulk"},
 }
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": OUTBOX_SWEEP_SECONDS},
     # Keeps refresh tokens alive and warns users whose consent was withdrawn (S5).
-    "microsoft365-refresh": {"task": "accounts.tasks.microsoft365_refresh", "schedule": 86400.0},
+    "oauth-refresh": {"task": "smtp_settings.tasks.oauth_refresh", "schedule": 86400.0},
     # Keeps the domain check's verdicts current (issue 14): Default mode goes by them.
     "domain-checks-refresh": {
         "task": "smtp_settings.tasks.domain_checks_refresh",

@@ -22,10 +22,10 @@ def esp_tracking_urls() -> list:
 
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="accounts:card"), name="home"),
+    path("", RedirectView.as_view(pattern_name="card:card"), name="home"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("accounts/", include("accounts.urls")),
+    path("accounts/", include("smtp_settings.card_urls")),
     path("settings/", include("smtp_settings.urls")),
     path("", include("outbox.urls")),
     path("", include("invoices.urls")),

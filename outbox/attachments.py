@@ -23,7 +23,8 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.utils.translation import gettext as _
 
-from smtp_settings.resolve import SenderConfig, TransportKind
+from smtp_settings import providers
+from smtp_settings.resolve import OAUTH_TRANSPORTS, SenderConfig, TransportKind
 
 MB = 1_000_000  # providers count decimal megabytes; the smaller unit errs on the safe side
 MAX_NAME_CHARS = 150
@@ -70,8 +71,10 @@ def size_limit(sender: SenderConfig) -> tuple[int, str]:
     limits = settings.ATTACHMENT_LIMITS_MB
     if sender.transport == TransportKind.RELAY:
         return limits["relay"] * MB, _("the platform's mail server")
-    if sender.transport == TransportKind.MICROSOFT365:
-        return limits["microsoft365"] * MB, _("Microsoft 365")
+    if sender.transport in OAUTH_TRANSPORTS:  # by provider: "microsoft365", "google"
+        provider = providers.get(sender.transport)
+        megabytes = limits.get(sender.transport, limits.get(sender.host.lower(), limits["smtp"]))
+        return megabytes * MB, provider.name
     megabytes = limits.get(sender.host.lower(), limits["smtp"])
     return megabytes * MB, _("the SMTP server %(host)s") % {"host": sender.host}
 

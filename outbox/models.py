@@ -207,6 +207,7 @@ class EventKind(models.TextChoices):
     SEND_RETRYING = "send_retrying", _("Sending delayed, will retry")
     SEND_DUPLICATE_RISK = "send_duplicate_risk", _("Possibly sent twice")
     MICROSOFT365_RECONNECT = "m365_reconnect", _("Microsoft 365 must be authenticated again")
+    GOOGLE_RECONNECT = "google_reconnect", _("Google must be signed in again")
     BOUNCED = "bounced", _("Came back undelivered")
     DELIVERY_DELAYED = "delivery_delayed", _("Delivery delayed")
     PASSWORD_REENTRY = "password_reentry", _("Password must be entered again")

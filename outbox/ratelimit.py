@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from smtp_settings.resolve import SenderConfig, TransportKind
+from smtp_settings.resolve import OAUTH_TRANSPORTS, SenderConfig, TransportKind
 
 from .models import SendingWindow
 
@@ -32,8 +32,8 @@ def limit_for(sender: SenderConfig) -> int | None:
         return None  # the platform's own MTA or ESP paces itself
     if sender.rate_limit:
         return max(1, round(sender.rate_limit * settings.SEND_RATE_WINDOW_SECONDS / 60))
-    if sender.transport == TransportKind.MICROSOFT365:
-        return limits.get("microsoft365")
+    if sender.transport in OAUTH_TRANSPORTS:  # by provider: "microsoft365", "google"
+        return limits.get(sender.transport, limits.get(sender.host, limits.get("smtp")))
     return limits.get(sender.host, limits.get("smtp"))
 
 

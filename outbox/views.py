@@ -120,7 +120,7 @@ def test_email(request: HttpRequest) -> HttpResponse:
         messages.error(
             request, _("Enter your e-mail on the card first: the test e-mail is sent there.")
         )
-        return redirect("accounts:card")
+        return redirect("card:card")
     try:
         # The company's "test_email" mail template in the user's language (mail_templates).
         subject, body = mail_template_render(
@@ -133,7 +133,7 @@ def test_email(request: HttpRequest) -> HttpResponse:
         )
     except (SenderConfigError, ValidationError) as error:
         messages.error(request, getattr(error, "message", None) or "; ".join(error.messages))
-        return redirect("accounts:card")
+        return redirect("card:card")
     return redirect("outbox:message", pk=message.pk)
 
 

@@ -39,17 +39,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
 
+from . import providers
+
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
 POLICIES = ("reject", "quarantine", "none")
-# MX hosts of the providers whose presets the card offers (issue 14, item 2).
-MX_PROVIDERS = (
-    ("google", re.compile(r"(^|\.)(google\.com|googlemail\.com)$")),
-    ("microsoft365", re.compile(r"\.mail\.protection\.outlook\.com$")),
-)
-PROVIDER_SPF = {
-    "google": "include:_spf.google.com",
-    "microsoft365": "include:spf.protection.outlook.com",
-}
 _SHOWN = 1000  # characters of a DNS record kept and shown (a TXT record may be 64 KB)
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
@@ -327,13 +320,9 @@ def mx_hosts(domain: str, lookups: _Lookups) -> list[str]:
 
 
 def provider_of_mx(hosts: list[str]) -> str | None:
-    """The provider the first (most preferred) MX host names; None: no MX."""
-    if not hosts:
-        return None
-    for name, pattern in MX_PROVIDERS:
-        if pattern.search(hosts[0]):
-            return name
-    return "other"
+    """The provider (smtp_settings/providers) the first, most preferred, MX host names: its key,
+    "other", or None for no MX."""
+    return providers.of_mx(hosts)
 
 
 def _spf_result(domain: str, lookups: _Lookups) -> tuple[str | None, str]:
@@ -458,7 +447,8 @@ def suggested_spf(record: str | None, provider: str | None) -> str:
             if term.lower().lstrip("+-~?") == "all" or term.lower().startswith("redirect="):
                 return " ".join(terms[:index] + missing + terms[index:])
         return " ".join(terms + missing)
-    provider_include = [PROVIDER_SPF[provider]] if provider in PROVIDER_SPF else []
+    known = providers.get(provider or "")
+    provider_include = [known.spf_include] if known and known.spf_include else []
     return " ".join(["v=spf1", *provider_include, *platform, "~all"])
 
 

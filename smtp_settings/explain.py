@@ -15,17 +15,17 @@ transient, 5xx permanent) last. A specific key decides transient or permanent by
 from __future__ import annotations
 
 import errno
-import re
 import smtplib
 import socket
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from . import providers
+from .catalogue import Explanation, Reply, Rule, parse_reply, phrase
 from .errors import PermanentSendError, SendError, TransientSendError
 from .models import Security
 
@@ -41,27 +41,8 @@ GENERIC = "generic"
 MISSING = "…"  # stands in for a parameter the caller did not give
 
 
-@dataclass(frozen=True)
-class Explanation:
-    key: str  # stable id stored on events
-    title: str  # lazily translated: what happened, one short sentence
-    # lazily translated: what to do; may use %(host)s %(port)s %(security)s %(login)s %(ips)s
-    fix: str
-    transient: bool  # True: worth retrying later
-
-
 _ENTRIES = [
     # -- authentication ----------------------------------------------------------------------
-    Explanation(
-        "gmail_app_password",
-        _("Gmail wants an app password, not your Google account password."),
-        _(
-            "Turn on 2-Step Verification in your Google account, create an app password there "
-            "and enter it here as the password (16 letters, without the spaces). Your usual "
-            "Google password does not work for sending."
-        ),
-        transient=False,
-    ),
     Explanation(
         "auth_failed",
         _("The mail server did not accept the user name or password."),
@@ -99,40 +80,6 @@ _ENTRIES = [
             "user name and password. Otherwise check the port: sign-in is usually offered on "
             "port 587 with StartTLS or on port 465 with SSL, often only once the connection is "
             "encrypted."
-        ),
-        transient=False,
-    ),
-    # -- Microsoft 365 (S5) --------------------------------------------------------------------
-    Explanation(
-        "m365_smtp_auth_disabled",
-        _(
-            "Microsoft 365 has SMTP sign-in (SMTP AUTH) turned off for this mailbox or "
-            "organisation."
-        ),
-        _(
-            "Ask your Microsoft 365 administrator to enable “Authenticated SMTP” in the "
-            "Microsoft 365 admin center: for the whole organisation, or for this user under "
-            "Users → Active users → the user → Mail → Manage email apps. Check also that the "
-            "user has the right to send mail."
-        ),
-        transient=False,
-    ),
-    Explanation(
-        "m365_basic_auth",
-        _("Microsoft 365 no longer accepts a password for sending mail."),
-        _(
-            "Choose “Microsoft 365 OAUTH” as the mail sender, save, and click “Authenticate "
-            "with Microsoft 365”. App passwords do not work any more either."
-        ),
-        transient=False,
-    ),
-    Explanation(
-        "m365_reconnect",
-        _("Microsoft 365 no longer accepts the platform's sign-in for this account."),
-        _(
-            "Open your user card and click “Authenticate with Microsoft 365” again (%(login)s). "
-            "This happens when the consent was withdrawn, the password changed or the "
-            "sign-in expired. Microsoft said: %(error)s"
         ),
         transient=False,
     ),
@@ -541,7 +488,10 @@ _ENTRIES = [
         transient=False,
     ),
 ]
-CATALOGUE: dict[str, Explanation] = {entry.key: entry for entry in _ENTRIES}
+# The providers' own entries (smtp_settings/providers/*) join the catalogue.
+CATALOGUE: dict[str, Explanation] = {
+    entry.key: entry for entry in (*_ENTRIES, *providers.explanations())
+}
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -575,116 +525,11 @@ def explain(key: str, params: Mapping | None = None) -> dict[str, str]:
     return {"title": str(entry.title), "fix": str(entry.fix) % _render_params(params)}
 
 
-# -- replies -----------------------------------------------------------------------------------
-_ENHANCED_AT_START = re.compile(r"^\s*#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_ENHANCED_ANYWHERE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_CODE_PREFIX = re.compile(r"^\s*\d{3}[ -]", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class _Reply:
-    code: int
-    status: str  # the enhanced status code, "5.7.8", or ""
-    words: str  # the text on one line, lower-cased, for phrase matching
-    stage: str
-
-    @property
-    def klass(self) -> str:
-        return _klass(self.code)
-
-
-def _klass(code: int) -> str:
-    """The reply class, "2", "4" or "5"; "" for what is not an SMTP reply code."""
-    return str(code)[0] if 200 <= code <= 599 else ""
-
-
-def _parse(code: int, text: str, stage: str) -> _Reply:
-    # Callers may hand over the raw lines ("535-5.7.8 ...\n535 5.7.8 ..."): drop the codes.
-    body = _CODE_PREFIX.sub("", text)
-    klass = _klass(code)
-    status = ""
-    match = _ENHANCED_AT_START.match(body)
-    if not (match and match[1] == klass):
-        match = next((m for m in _ENHANCED_ANYWHERE.finditer(body) if m[1] == klass), None)
-    if match:
-        status = ".".join(str(int(part)) for part in match.groups())
-    words = " ".join(body.split()).lower()
-    return _Reply(code=code, status=status, words=words, stage=stage)
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """Constraints that must all hold (code, class, stage), then evidence (status or phrase).
-
-    With neither `statuses` nor `phrases`, the constraints alone are enough. A status ending in
-    "." matches by prefix ("4.7." is every 4.7.x).
-    """
-
-    key: str
-    codes: frozenset[int] = frozenset()
-    classes: str = "45"
-    stages: frozenset[str] = frozenset()
-    statuses: tuple[str, ...] = ()
-    phrases: re.Pattern | None = None
-
-    def matches(self, reply: _Reply) -> bool:
-        if self.codes and reply.code not in self.codes:
-            return False
-        if reply.klass not in self.classes or not reply.klass:
-            return False
-        if self.stages and reply.stage not in self.stages:
-            return False
-        if not (self.statuses or self.phrases):
-            return True
-        if any(_status_matches(reply.status, wanted) for wanted in self.statuses):
-            return True
-        return bool(self.phrases and self.phrases.search(reply.words))
-
-
-def _status_matches(status: str, wanted: str) -> bool:
-    if not status:
-        return False
-    return status.startswith(wanted) if wanted.endswith(".") else status == wanted
-
-
-def _p(pattern: str) -> re.Pattern:
-    return re.compile(pattern, re.IGNORECASE)
-
-
+# -- replies ---------------------------------------------------------------------------------
+_Reply, _Rule, _parse, _p = Reply, Rule, parse_reply, phrase
+# The providers' rules first: they know their servers' exact words (smtp_settings/providers/*).
 _RULES: tuple[_Rule, ...] = (
-    # Gmail: "534-5.7.9 Application-specific password required. For more information, go to
-    # 534 5.7.9 https://support.google.com/mail/?p=InvalidSecondFactor"; an account Google wants
-    # to see sign in first: "534-5.7.14 <...> Please log in via your web browser".
-    _Rule(
-        "gmail_app_password",
-        classes="5",
-        phrases=_p(
-            r"application-specific password|invalidsecondfactor|log in via your web browser"
-        ),
-    ),
-    # Microsoft: "550 5.7.30 Basic authentication is not supported for Client Submission" (S5.1);
-    # "535 5.7.139 Authentication unsuccessful, basic authentication is disabled"; security
-    # defaults block legacy sign-in the same way.
-    _Rule(
-        "m365_basic_auth",
-        classes="5",
-        statuses=("5.7.30",),
-        phrases=_p(r"basic auth\w* is (not supported|disabled)|security defaults"),
-    ),
-    # "535 5.7.139 Authentication unsuccessful, the user credentials were incorrect."
-    _Rule(
-        "auth_failed",
-        classes="5",
-        phrases=_p(r"credentials were incorrect|too many failed logon"),
-    ),
-    # "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the
-    # Tenant. Visit https://aka.ms/smtp_auth_disabled" (or "... for the Mailbox"; S5.2, S5.5).
-    _Rule(
-        "m365_smtp_auth_disabled",
-        classes="5",
-        statuses=("5.7.139",),
-        phrases=_p(r"smtpclientauthentication|smtp_auth_disabled"),
-    ),
+    *providers.rules(),
     # "530 5.7.0 Must issue a STARTTLS command first." (Gmail, Postfix); Microsoft: "451 5.7.3
     # STARTTLS is required to send mail"; RFC 4954: "538 5.7.11 Encryption required for
     # requested authentication mechanism".

@@ -17,6 +17,7 @@ from accounts.forms import no_control_chars_decoded
 from accounts.models import Company, User, no_control_chars, slug_validator
 
 from .models import RATE_LIMIT_MAX, Security, SenderMode, SenderProfile
+from .resolve import OAUTH_TRANSPORTS
 from .selectors import users_needing_global_server
 from .validation import (
     check_not_microsoft_basic_auth,
@@ -177,6 +178,11 @@ class SenderProfileForm(forms.Form):
                     "with Microsoft 365”."
                 ),
             )
+        if mode == SenderMode.GOOGLE and data.get("password"):
+            self.add_error(
+                "password",
+                _("Google OAUTH uses no password. Save, then click “Sign in with Google”."),
+            )
         if mode == SenderMode.SMTP:
             self._clean_smtp(data)
         return data
@@ -304,7 +310,7 @@ class SenderProfileForm(forms.Form):
         """What `profile_update` writes, from cleaned data: only what the mode uses."""
         data = self.cleaned_data
         fields: dict = {"mode": data["mode"]}
-        if data["mode"] == SenderMode.MICROSOFT365:
+        if data["mode"] in OAUTH_TRANSPORTS:  # the connected address, set by the sign-in
             fields["login"] = data.get("login", "").strip()
         elif data["mode"] == SenderMode.SMTP:
             fields["host"], fields["port"] = data["server"]

@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 RATE_LIMIT_MAX = 100_000  # messages a minute: beyond any real server's limit
@@ -18,6 +19,7 @@ class SenderMode(models.TextChoices):
     DEFAULT = "default", _("Default (platform server)")
     SMTP = "smtp", _("SMTP")
     MICROSOFT365 = "microsoft365", _("Microsoft 365 OAUTH")
+    GOOGLE = "google", _("Google OAUTH")
     REPLY_TO = "reply_to", _("Directo-Reply-to")
 
 
@@ -178,3 +180,45 @@ class DomainCheck(models.Model):
 
     def __str__(self) -> str:
         return self.domain
+
+
+class OAuthConnection(models.Model):
+    """A user's mailbox at an OAuth provider (Microsoft 365, Google), connected in the card's
+    popup. One per user and provider; `provider` is a key of `smtp_settings.providers`.
+
+    The provider's tokens (msal's token cache, or Authlib's token) are stored only as
+    MultiFernet ciphertext, re-encrypted whenever a refresh rotates them, and bound to the server
+    they were connected for: they go nowhere else, even if the setting changes (issue 11).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="oauth_connections",
+        verbose_name=_("user"),
+    )
+    provider = models.CharField(_("provider"), max_length=32)
+    address = models.EmailField(_("connected address"))
+    # The provider's id of the account: msal's home_account_id, Google's `sub`.
+    account_id = models.CharField(max_length=255)
+    token_encrypted = models.TextField(editable=False)
+    smtp_host = models.CharField(max_length=253, blank=True, editable=False)
+    smtp_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    connected_at = models.DateTimeField(_("connected"), default=timezone.now)
+    refreshed_at = models.DateTimeField(_("last refreshed"), null=True, blank=True)
+    # Set when the provider refused a refresh: the user must connect again.
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        verbose_name = _("OAuth connection")
+        verbose_name_plural = _("OAuth connections")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "provider"], name="oauth_one_per_provider")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.address}"
+
+    @property
+    def needs_reconnect(self) -> bool:
+        return bool(self.last_error)

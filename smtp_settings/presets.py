@@ -1,59 +1,28 @@
 """Presets from MX (issue 14, item 2): the card e-mail's mail provider, found from its domain's
 MX records, fills the mail sender with one click.
 
-Only providers whose settings are the same for every customer are here: Google (Gmail and
-Google Workspace: its SMTP server with an app password) and Microsoft 365 (OAuth; its SMTP
-server is the platform's setting). Anything else is "Other": the card says to ask the
-provider, and fills nothing.
+Only providers whose settings are the same for every customer have a preset, each in its own
+package (smtp_settings/providers/*): Google (Gmail and Google Workspace: Google OAuth when the
+platform has a Google client, else its SMTP server with an app password) and Microsoft 365
+(OAuth; its SMTP server is the platform's setting). Anything else is "Other": the card says to
+ask the provider, and fills nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import spf
 from django.conf import settings
 from django.core.cache import cache
-from django.utils.translation import gettext_lazy as _
 
+from . import providers
 from .domaincheck import DomainError, _Lookups, domain_of, mx_hosts, provider_of_mx
-from .models import Security, SenderMode
+from .providers import Preset
 
 
-@dataclass(frozen=True)
-class Preset:
-    key: str
-    mode: str
-    filled: str  # what the card says after filling it in
-
-    def fields(self, email: str) -> dict:
-        """The sender fields it fills for a card e-mail (the login is that address)."""
-        if self.mode == SenderMode.SMTP:
-            return {
-                "mode": self.mode,
-                "server": settings.GOOGLE_SMTP_SERVER,
-                "security": Security.SSL,
-                "login": email,
-            }
-        return {"mode": self.mode, "login": email}
-
-
-PRESETS = {
-    "google": Preset(
-        "google",
-        SenderMode.SMTP,
-        _(
-            "Filled in for Gmail / Google Workspace. Create an app password in your Google "
-            "account (2-Step Verification must be on), paste it below as Google shows it, then "
-            "Save and press “Test connection”."
-        ),
-    ),
-    "microsoft365": Preset(
-        "microsoft365",
-        SenderMode.MICROSOFT365,
-        _("Filled in for Microsoft 365. Save, then authenticate with Microsoft 365."),
-    ),
-}
+def preset_for(provider_key: str | None, email: str) -> Preset | None:
+    """What "Fill in from my e-mail's provider" fills for this provider; None: nothing."""
+    provider = providers.get(provider_key or "")
+    return provider.preset(email) if provider and provider.preset else None
 
 
 def mx_provider(address: str) -> str | None:

@@ -32,6 +32,7 @@ from types import MappingProxyType
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from . import providers
 from .models import Security, SenderMode
 
 
@@ -39,6 +40,7 @@ class TransportKind(models.TextChoices):
     RELAY = "relay", _("platform relay")
     SMTP = "smtp", _("SMTP server")
     MICROSOFT365 = "microsoft365", _("Microsoft 365")
+    GOOGLE = "google", _("Google")
 
 
 class Source(models.TextChoices):
@@ -92,7 +94,7 @@ class ProfileData:
     login: str = ""
     rate_limit: int | None = None  # messages a minute the owner set for their own server
     has_password: bool = False
-    has_token: bool = False  # a Microsoft 365 token cache is stored for the owner
+    has_token: bool = False  # the OAuth mode's provider holds a connection of the owner
     profile_id: int | None = None
     owner_id: int | None = None
     # (host, port, security) the password or token was entered for; it goes nowhere else.
@@ -107,8 +109,8 @@ class PlatformData:
     company_slug: str
     event_domain: str
     default_from: str
-    m365_host: str
-    m365_port: int
+    # (host, port, security) of each OAuth provider's SMTP server, by provider key.
+    oauth_servers: Mapping[str, tuple[str, int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class SenderInputs:
 class SecretRef:
     """Names a secret without holding it: a profile's password or a user's token cache."""
 
-    kind: str  # "profile_password" | "m365_token_cache"
+    kind: str  # "profile_password" | "m365_token_cache" | "oauth_token"
     id: int
 
 
@@ -165,9 +167,9 @@ class SenderConfig:
     def mass_mailing_allowed(self) -> bool:
         """S1.2: bulk sending needs the company's own server, not the platform relay.
 
-        Microsoft 365 counts only once authenticated: without a token nothing can be sent.
+        An OAuth provider counts only once connected: without a token nothing can be sent.
         """
-        if self.transport == TransportKind.MICROSOFT365:
+        if self.transport in OAUTH_TRANSPORTS:
             return self.secret is not None
         return self.transport == TransportKind.SMTP and self.tested is not False
 
@@ -216,6 +218,8 @@ class SenderConfig:
         return self.envelope_sender
 
 
+# The OAuth providers' modes: each is also its transport's and its provider's key.
+OAUTH_TRANSPORTS = providers.oauth_modes()
 _EMAIL_LIKE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 VERP_LOCAL_PART = "bounces"
 
@@ -384,22 +388,24 @@ def resolve_sender(inputs: SenderInputs) -> SenderConfig:
         source["reply_to"] = Source.CARD
         envelope, verp = f"{VERP_LOCAL_PART}@{platform.event_domain}", True
         source["envelope"] = Source.PLATFORM
-    elif mode == SenderMode.MICROSOFT365:
+    elif mode in OAUTH_TRANSPORTS:
         if effective.owner_id is None:
             raise SenderConfigError(
-                "m365_needs_user",
+                "oauth_needs_user",
                 _(
-                    "Microsoft 365 OAUTH belongs to a user's own account. Choose it on a user "
-                    "card and name that user as the mail sending user."
-                ),
+                    "%(mode)s belongs to a user's own account. Choose it on a user card and name "
+                    "that user as the mail sending user."
+                )
+                % {"mode": SenderMode(mode).label},
             )
-        transport = TransportKind.MICROSOFT365
-        host, port, security = platform.m365_host, platform.m365_port, Security.STARTTLS
+        transport = mode  # the provider's key (smtp_settings/providers)
+        host, port, security = platform.oauth_servers[mode]
         source["server"] = Source.PLATFORM
         login = effective.login
         source["login"] = mode_source
         if effective.has_token:
-            secret = SecretRef("m365_token_cache", effective.owner_id)
+            kind = "m365_token_cache" if mode == SenderMode.MICROSOFT365 else "oauth_token"
+            secret = SecretRef(kind, effective.owner_id)
             secret_server = effective.secret_server
             source["password"] = mode_source
     elif mode == SenderMode.SMTP:

@@ -7,10 +7,11 @@ import datetime
 from django.conf import settings
 from django.db.models import QuerySet
 
-from accounts.models import Company, Microsoft365Connection, User
+from accounts.models import Company, User
 
+from . import providers
 from .domaincheck import DomainError, DomainVerdict, domain_of
-from .models import DomainCheck, Security, SenderMode, SenderProfile, SystemSettings
+from .models import DomainCheck, OAuthConnection, SenderMode, SenderProfile, SystemSettings
 from .resolve import (
     CardData,
     PlatformData,
@@ -19,7 +20,6 @@ from .resolve import (
     SenderInputs,
     resolve_sender,
 )
-from .validation import split_server
 
 
 def company_get() -> Company | None:
@@ -43,9 +43,13 @@ def user_profile_get(*, user: User) -> SenderProfile:
 
 def profile_data(profile: SenderProfile) -> ProfileData:
     secret_server = profile.password_server
-    if profile.mode == SenderMode.MICROSOFT365:
-        connection = Microsoft365Connection.objects.filter(user_id=profile.user_id).first()
-        secret_server = microsoft365_server(connection) if connection else None
+    provider = providers.for_mode(profile.mode)
+    connection = None
+    if provider is not None and profile.user_id is not None:
+        connection = OAuthConnection.objects.filter(
+            user_id=profile.user_id, provider=provider.key
+        ).first()
+        secret_server = provider.bound_server(connection) if connection else None
     return ProfileData(
         mode=profile.mode,
         host=profile.host,
@@ -54,20 +58,12 @@ def profile_data(profile: SenderProfile) -> ProfileData:
         login=profile.login,
         rate_limit=profile.rate_limit,
         has_password=profile.has_password,
-        has_token=profile.mode == SenderMode.MICROSOFT365
-        and Microsoft365Connection.objects.filter(user_id=profile.user_id).exists(),
+        has_token=connection is not None,
         profile_id=profile.pk,
         owner_id=profile.user_id,
         secret_server=secret_server,
         tested=profile.tested,
     )
-
-
-def microsoft365_server(connection: Microsoft365Connection) -> tuple[str, int, str] | None:
-    """The server a Microsoft 365 token cache was connected for; None when unbound."""
-    if not (connection.smtp_host and connection.smtp_port):
-        return None
-    return (connection.smtp_host, connection.smtp_port, Security.STARTTLS)
 
 
 def domain_check_stored(address: str) -> tuple[DomainVerdict, datetime.datetime] | None:
@@ -103,14 +99,12 @@ def card_data(user: User) -> CardData:
 
 def platform_data() -> PlatformData:
     company = company_get()
-    m365_host, m365_port = split_server(settings.M365_SMTP_SERVER)
     return PlatformData(
         company_name=company.name if company else "",
         company_slug=company.slug if company else "",
         event_domain=settings.EVENT_MAIL_DOMAIN,
         default_from=settings.DEFAULT_FROM_EMAIL,
-        m365_host=m365_host,
-        m365_port=m365_port,
+        oauth_servers={p.key: p.server() for p in providers.oauth_providers()},
     )
 
 

@@ -63,3 +63,12 @@ def domain_checks_refresh() -> dict[str, int]:
         domain_check_refresh(address=domain)
     logger.info("domain checks refreshed: %s of %s domains", len(due), len(domains))
     return {"checked": len(due), "domains": len(domains)}
+
+
+@shared_task
+def oauth_refresh() -> dict[str, dict[str, int]]:
+    """Periodic (beat, daily): refresh every OAuth connection of every provider, so refresh
+    tokens do not lapse unused; a refusal becomes an Event for its user before a mail fails."""
+    from . import providers
+
+    return {p.key: p.oauth.refresh_all() for p in providers.oauth_providers()}

@@ -14,6 +14,7 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Protocol
@@ -24,7 +25,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from . import crypto
+from . import crypto, providers
 from .errors import PermanentSendError, SendError, TransientSendError
 from .explain import error_from_exception, error_from_reply
 from .models import Security, SenderProfile
@@ -517,21 +518,28 @@ class SmtpTransport(Transport):
             smtp.close()
 
 
-class Microsoft365Transport(SmtpTransport):
-    """Microsoft 365 OAUTH (S5): StartTLS, then SMTP AUTH XOAUTH2 with an access token msal
-    takes from the user's encrypted token cache (accounts.microsoft365.access_token).
-    https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth#smtp-protocol-exchange
+class XOAuth2Transport(SmtpTransport):
+    """An OAuth provider's SMTP server (smtp_settings/providers/*): SMTP AUTH XOAUTH2 with an
+    access token the provider's flow takes from the user's encrypted tokens. `token(server)`
+    returns (address, token) and refuses any server but the one the account was connected for.
+    https://developers.google.com/workspace/gmail/imap/xoauth2-protocol
     """
 
-    def __init__(self, *, host: str, port: int, login: str, user_id: int) -> None:
-        super().__init__(host=host, port=port, security=Security.STARTTLS, login=login)
-        self.user_id = user_id
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        security: str,
+        login: str,
+        token: Callable[[tuple[str, int]], tuple[str, str]],
+    ) -> None:
+        super().__init__(host=host, port=port, security=security, login=login)
+        self.token = token
 
+    @sensitive_variables("token", "xoauth2")
     def _authenticate(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
-        from accounts.microsoft365 import access_token
-
-        # The token cache is decrypted only if it was connected for this very server.
-        address, token = access_token(user_id=self.user_id, server=(self.host, self.port))
+        address, token = self.token((self.host, self.port))
         login = self.login or address
         xoauth2 = f"user={login}\x01auth=Bearer {token}\x01\x01"
         # With an initial response; an error challenge (334 + JSON) is answered empty.
@@ -683,17 +691,18 @@ def transport_for(sender: SenderConfig) -> Transport:
             password=password,
             unencrypted_auth_ok=unencrypted_ok,
         )
+    provider = providers.get(sender.transport)
+    if provider is None or not provider.mode:
+        raise SenderConfigError(
+            "unknown_transport", _("Unknown mail transport: %(t)s") % {"t": sender.transport}
+        )
     if sender.secret is None:
         raise SenderConfigError(
-            "m365_not_connected",
-            _(
-                "Microsoft 365 is not authenticated yet: click “Authenticate with Microsoft "
-                "365” on the user card first."
-            ),
+            "oauth_not_connected",
+            _("%(provider)s is not connected yet: click its sign-in button on the user card first.")
+            % {"provider": provider.name},
         )
-    return Microsoft365Transport(
-        host=sender.host, port=sender.port, login=sender.login, user_id=sender.secret.id
-    )
+    return provider.oauth.transport(sender)
 
 
 def secret_server_check(

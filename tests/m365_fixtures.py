@@ -75,12 +75,21 @@ with warnings.catch_warnings():  # authlib deprecations the mock triggers on imp
     from oidc_provider_mock._storage import Client, Storage
 
 SMTP_SEND_SCOPE = "https://outlook.office.com/SMTP.Send"
-# The app's callback (accounts/urls.py) on any loopback port, and on Django's test client host.
+GMAIL_SCOPE = "https://mail.google.com/"
+# The app's callbacks (smtp_settings/card_urls.py) on any loopback port, and on Django's test
+# client host.
 REDIRECT_PATH = "/accounts/microsoft365/callback/"
-REDIRECT_URI_PATTERNS = [
-    rf"http://(127\.0\.0\.1|localhost):\d+{re.escape(REDIRECT_PATH)}",
-    rf"http://testserver{re.escape(REDIRECT_PATH)}",
-]
+GOOGLE_REDIRECT_PATH = "/accounts/google/callback/"
+
+
+def _redirect_patterns(path: str) -> list[str]:
+    return [
+        rf"http://(127\.0\.0\.1|localhost):\d+{re.escape(path)}",
+        rf"http://testserver{re.escape(path)}",
+    ]
+
+
+REDIRECT_URI_PATTERNS = _redirect_patterns(REDIRECT_PATH)
 DEFAULT_DOMAIN = "contoso.test"
 # The host the stand-ins are reached by; the test CA's "valid" leaf covers it and 127.0.0.1.
 PUBLIC_HOST = "localhost"
@@ -128,7 +137,9 @@ def _base64url(data: dict[str, str]) -> str:
 
 
 class OIDCProvider:
-    """oidc-provider-mock behaving like Entra ID for msal, served over HTTPS on 127.0.0.1.
+    """oidc-provider-mock behaving like Entra ID for msal (flavor "entra"), or like Google's
+    accounts.google.com for Authlib (flavor "google": issuer `issuer`, the Gmail scope, no
+    client_info), served over HTTPS on 127.0.0.1.
 
     authority: for settings.M365_AUTHORITY / msal's `authority=` (with instance_discovery=False).
     client_id, client_secret: the one registered client (unknown clients are refused).
@@ -138,8 +149,9 @@ class OIDCProvider:
       "refresh_token").
     """
 
-    def __init__(self, ca: TestCA) -> None:
+    def __init__(self, ca: TestCA, flavor: str = "entra") -> None:
         self.ca = ca
+        self.flavor = flavor
         self.tenant = str(uuid.uuid4())
         self.client_id = str(uuid.uuid4())
         self.client_secret = secrets.token_urlsafe(24)
@@ -156,15 +168,29 @@ class OIDCProvider:
             _EntraClient(
                 id=self.client_id,
                 secret=self.client_secret,
-                redirect_uris=list(REDIRECT_URI_PATTERNS),
+                redirect_uris=_redirect_patterns(
+                    GOOGLE_REDIRECT_PATH if flavor == "google" else REDIRECT_PATH
+                ),
                 # Entra adjustment (2): without SMTP.Send here the mock silently drops it.
                 # offline_access: msal sends it again with the refresh, which must stay a subset.
-                allowed_scopes=(*Client.SCOPES_SUPPORTED, "offline_access", SMTP_SEND_SCOPE),
+                # Google: the Gmail scope SMTP needs.
+                allowed_scopes=(
+                    *Client.SCOPES_SUPPORTED,
+                    "offline_access",
+                    GMAIL_SCOPE if flavor == "google" else SMTP_SEND_SCOPE,
+                ),
                 token_endpoint_auth_method="client_secret_post",
             )
         )
-        self.path = f"/{self.tenant}/v2.0"  # where msal looks for {authority}/v2.0/.well-known
-        wsgi = DispatcherMiddleware(werkzeug.exceptions.NotFound(), {self.path: self.flask_app})
+        # Entra: where msal looks for {authority}/v2.0/.well-known. Google: at the root, as the
+        # mock names its issuer by the host alone (https://localhost:PORT, like
+        # https://accounts.google.com).
+        self.path = "" if flavor == "google" else f"/{self.tenant}/v2.0"
+        wsgi = (
+            self.flask_app
+            if flavor == "google"
+            else DispatcherMiddleware(werkzeug.exceptions.NotFound(), {self.path: self.flask_app})
+        )
         self._server = werkzeug.serving.make_server(
             HOST,
             0,
@@ -176,6 +202,7 @@ class OIDCProvider:
         self.port: int = self._server.server_port
         self.authority = f"https://{PUBLIC_HOST}:{self.port}/{self.tenant}"
         self.base_url = f"https://{PUBLIC_HOST}:{self.port}{self.path}"
+        self.issuer = self.base_url  # GOOGLE_ISSUER: {issuer}/.well-known/openid-configuration
         self._http = self.http_client()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -302,7 +329,8 @@ class OIDCProvider:
         token = self.storage.get_access_token(body["access_token"])
         if token is None:
             return response
-        body["client_info"] = _base64url({"uid": token.user_id, "utid": self.tenant})
+        if self.flavor == "entra":
+            body["client_info"] = _base64url({"uid": token.user_id, "utid": self.tenant})
         if (lifetime := self.access_token_lifetime) is not None:
             body["expires_in"] = body["ext_expires_in"] = lifetime
             expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=lifetime)
@@ -403,6 +431,8 @@ _connection_token: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 AUTH_FAILED = "535 5.7.3 Authentication unsuccessful"
+# What smtp.gmail.com answers a refused XOAUTH2 token (after a 334 with its JSON error).
+GOOGLE_AUTH_FAILED = "535 5.7.8 Username and Password not accepted"
 
 
 @dataclass(eq=False)
@@ -414,6 +444,7 @@ class XOAuth2Server(SMTPTestServer):
     """
 
     provider: OIDCProvider | None = None
+    failure: str = AUTH_FAILED  # the reply to a token the provider does not vouch for
 
     def _record(self, message: ReceivedMessage) -> None:
         fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
@@ -483,7 +514,7 @@ class _XOAuth2Handler(_Handler):
         )
         if reason:
             # handled=False, or aiosmtpd sends nothing and the client waits forever.
-            return AuthResult(success=False, handled=False, message=AUTH_FAILED)
+            return AuthResult(success=False, handled=False, message=self.server.failure)
         return AuthResult(success=True, auth_data=SimpleNamespace(login=user, token=token))
 
     async def handle_DATA(self, smtp: Any, session: Session, envelope: Envelope) -> str:
@@ -563,13 +594,95 @@ def m365_worker_env(
     test_ca: TestCA,
     oidc_provider: OIDCProvider,
     xoauth2_server: XOAuth2Server,
+    google_provider: OIDCProvider,
+    google_xoauth2_server: XOAuth2Server,
     test_server_ports: list[int],
 ) -> dict[str, str]:
-    """What celery_worker adds to its environment: M365_*, REQUESTS_CA_BUNDLE (and NO_PROXY
-    when a proxy is configured), SMTP_ALLOWED_PORTS with the XOAUTH2 server's port."""
-    ports = [25, 465, 587, *test_server_ports, xoauth2_server.port]
+    """What celery_worker adds to its environment: M365_* and GOOGLE_*, REQUESTS_CA_BUNDLE (and
+    NO_PROXY when a proxy is configured), SMTP_ALLOWED_PORTS with the XOAUTH2 servers' ports."""
+    ports = [25, 465, 587, *test_server_ports, xoauth2_server.port, google_xoauth2_server.port]
     return {
         **_m365_values(oidc_provider, xoauth2_server),
+        **_google_values(google_provider, google_xoauth2_server),
         **_loopback_env(test_ca),
         "SMTP_ALLOWED_PORTS": ",".join(map(str, dict.fromkeys(ports))),
     }
+
+
+# ------------------------------------------------------------------------------
+# Google: a second provider acting as accounts.google.com, and smtp.gmail.com:465 in miniature
+# ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def google_provider(test_ca: TestCA, oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
+    """An OpenID provider acting as Google at https://localhost:PORT (its `issuer`):
+    discovery, authorization code with PKCE, client_secret_basic, the Gmail scope, /userinfo
+    with `email`. Requires oidc_provider, whose session-wide adjustments (trust, refresh
+    authentication) it shares."""
+    provider = OIDCProvider(test_ca, flavor="google")
+    _started_providers.append(provider)
+    try:
+        yield provider
+    finally:
+        _started_providers.remove(provider)
+        provider.close()
+
+
+@pytest.fixture(scope="session")
+def google_xoauth2_server(
+    test_ca: TestCA, google_provider: OIDCProvider
+) -> Iterator[XOAuth2Server]:
+    """smtp.gmail.com:465 in miniature: implicit TLS, AUTH XOAUTH2 only, a token good when
+    google_provider's /userinfo vouches for the XOAUTH2 `user=`; otherwise 535 5.7.8."""
+    server = XOAuth2Server(
+        name="google-xoauth2",
+        port=free_port(),
+        implicit_tls=True,
+        provider=google_provider,
+        failure=GOOGLE_AUTH_FAILED,
+    )
+    server.controller = _Controller(
+        _XOAuth2Handler(server),
+        hostname=HOST,
+        port=server.port,
+        server_hostname="localhost",
+        ssl_context=test_ca.server_context("valid"),
+        # The whole connection is TLS; aiosmtpd's auth_require_tls looks only at STARTTLS and
+        # would hide AUTH here (the attempts record `tls` from the transport itself).
+        auth_require_tls=False,
+        auth_exclude_mechanism=["PLAIN", "LOGIN"],
+    )
+    server.controller.start()
+    _started_servers.append(server)
+    yield server
+    server.controller.stop()
+    _started_servers.remove(server)
+
+
+@dataclass
+class Google:
+    provider: OIDCProvider
+    smtp: XOAuth2Server
+    settings: Any
+
+
+def _google_values(provider: OIDCProvider, server: XOAuth2Server) -> dict[str, str]:
+    return {
+        "GOOGLE_CLIENT_ID": provider.client_id,
+        "GOOGLE_CLIENT_SECRET": provider.client_secret,
+        "GOOGLE_ISSUER": provider.issuer,
+        "GOOGLE_SMTP_SERVER": f"{PUBLIC_HOST}:{server.port}",
+    }
+
+
+@pytest.fixture
+def google_settings(
+    settings: Any, google_provider: OIDCProvider, google_xoauth2_server: XOAuth2Server
+) -> Google:
+    """Django settings pointing in-process app code at the Google stand-ins."""
+    for name, value in _google_values(google_provider, google_xoauth2_server).items():
+        setattr(settings, name, value)
+    settings.SMTP_ALLOW_PRIVATE_HOSTS = True
+    settings.SMTP_ALLOWED_PORTS = [
+        *dict.fromkeys([*settings.SMTP_ALLOWED_PORTS, google_xoauth2_server.port])
+    ]
+    return Google(provider=google_provider, smtp=google_xoauth2_server, settings=settings)

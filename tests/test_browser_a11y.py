@@ -86,7 +86,7 @@ def _object_pages(people) -> tuple[list[str], list[str]]:
         reverse("invoices:unsubscribe", args=[token]),
     ]
     staff = [
-        reverse("accounts:card_of", kwargs={"code": "SMTP"}),
+        reverse("card:card_of", kwargs={"code": "SMTP"}),
         reverse("mail_templates:edit", kwargs={"kind": "invoice", "lang": "pl"}),
         reverse("outbox:staff_outbox"),
         reverse("outbox:staff_message", args=[OutgoingMessage.objects.first().pk]),

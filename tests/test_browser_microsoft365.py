@@ -20,9 +20,9 @@ import re
 import pytest
 from django.db import connection
 
-from accounts.models import Microsoft365Connection, User
+from accounts.models import User
 from smtp_settings import crypto
-from smtp_settings.models import SenderProfile
+from smtp_settings.models import OAuthConnection, SenderProfile
 from tests import factories
 from tests.m365_fixtures import REDIRECT_PATH, REDIRECT_URI_PATTERNS
 
@@ -95,12 +95,12 @@ def _assert_on_sign_in_form(window, provider) -> None:
 
 
 def _stored_column(code: str) -> str:
-    """token_cache_encrypted read without the ORM: what the database really holds."""
-    table = connection.ops.quote_name(Microsoft365Connection._meta.db_table)
+    """token_encrypted read without the ORM: what the database really holds."""
+    table = connection.ops.quote_name(OAuthConnection._meta.db_table)
     users = connection.ops.quote_name(User._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT c.token_cache_encrypted FROM {table} c "  # noqa: S608 (names from _meta)
+            f"SELECT c.token_encrypted FROM {table} c "  # noqa: S608 (names from _meta)
             f"JOIN {users} u ON u.id = c.user_id WHERE u.code = %s",
             [code],
         )
@@ -111,7 +111,7 @@ def _stored_column(code: str) -> str:
 
 def _assert_connected(code: str, address: str, pages_html: list[str]) -> None:
     """One connection for `address`, its token cache only as ciphertext, no token in any page."""
-    stored = Microsoft365Connection.objects.select_related("user").get(user__code=code)
+    stored = OAuthConnection.objects.select_related("user").get(user__code=code)
     assert stored.address == address
     assert not stored.needs_reconnect
     assert SenderProfile.objects.get(user=stored.user).login == address
@@ -248,6 +248,6 @@ def test_popup_consent_denied(chromium, m365_site, m365_settings):
     finally:
         context.close()
 
-    assert not Microsoft365Connection.objects.exists()
+    assert not OAuthConnection.objects.exists()
     assert SenderProfile.objects.get(user__code=code).login == address
     assert provider.token_requests == []

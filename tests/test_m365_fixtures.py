@@ -352,10 +352,26 @@ def test_the_worker_gets_the_m365_environment(
     result = celery_worker.manage(
         "shell",
         "--command=from django.conf import settings; import requests;"
-        "print(settings.M365_AUTHORITY, settings.SMTP_ALLOWED_PORTS[-1],"
+        "print(settings.M365_AUTHORITY, settings.M365_SMTP_SERVER.split(':')[1] in"
+        " map(str, settings.SMTP_ALLOWED_PORTS),"
         " requests.get(settings.M365_AUTHORITY + '/v2.0/jwks', timeout=5).status_code)",
     )
     last_line = result.stdout.strip().splitlines()[-1]  # after Django's auto-import notice
-    assert last_line.split() == [oidc_provider.authority, str(xoauth2_server.port), "200"], (
-        result.stderr
+    assert last_line.split() == [oidc_provider.authority, "True", "200"], result.stderr
+
+
+def test_the_worker_gets_the_google_environment(
+    celery_worker, google_provider, google_xoauth2_server
+):
+    env = celery_worker.env
+    assert env["GOOGLE_ISSUER"] == google_provider.issuer
+    assert env["GOOGLE_CLIENT_ID"] == google_provider.client_id
+    assert env["GOOGLE_SMTP_SERVER"] == f"localhost:{google_xoauth2_server.port}"
+    result = celery_worker.manage(
+        "shell",
+        "--command=from django.conf import settings; import requests;"
+        "print(settings.GOOGLE_SMTP_SERVER.split(':')[1] in map(str, settings.SMTP_ALLOWED_PORTS),"
+        " requests.get(settings.GOOGLE_ISSUER + '/.well-known/openid-configuration',"
+        " timeout=5).json()['issuer'] == settings.GOOGLE_ISSUER)",
     )
+    assert result.stdout.strip().splitlines()[-1].split() == ["True", "True"], result.stderr

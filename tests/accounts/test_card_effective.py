@@ -19,7 +19,7 @@ def test_microsoft365_before_authentication_says_nothing_can_be_sent(client):
     factories.profile(user, mode=SenderMode.MICROSOFT365, login="toomas@acme.example")
     box = _box(client, user)
     assert "not authenticated yet" in box
-    assert "needs your own SMTP server or Microsoft 365" in box
+    assert "needs your own SMTP server, Microsoft 365 or Google" in box
 
 
 def test_own_smtp_server_unlocks_mass_mailing(client):
@@ -37,7 +37,7 @@ def test_reply_to_mode_shows_the_platform_from_and_the_user_in_reply_to(client):
     box = _box(client, user)
     assert "&lt;acme@event.directo-mail.localhost&gt;" in box
     assert "ewa@acme.example" in box
-    assert "needs your own SMTP server or Microsoft 365" in box
+    assert "needs your own SMTP server, Microsoft 365 or Google" in box
 
 
 def test_a_configuration_error_is_explained_not_a_500(client):

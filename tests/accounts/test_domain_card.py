@@ -233,8 +233,7 @@ def test_the_periodic_refresh_checks_verified_users_domains(settings):
 def test_confirming_the_link_checks_the_domain_after_the_commit(
     client, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from accounts import verification
-    from smtp_settings import tasks
+    from smtp_settings import tasks, verification
 
     user = _default_user("ewa@rejects.test", verified=False)
     token = verification.verification_token(user)

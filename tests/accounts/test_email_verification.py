@@ -14,9 +14,9 @@ from django.core import signing
 from django.test import Client
 from django.utils.html import escape
 
-from accounts import verification
 from accounts.models import User
 from outbox.models import LimitCounter, OutgoingMessage
+from smtp_settings import verification
 from smtp_settings.selectors import sender_config_for
 from tests import factories
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from accounts.models import Microsoft365Connection
 from outbox.models import Event, EventKind, MessageState
 from outbox.services import outbox_enqueue
 from smtp_settings import crypto
-from smtp_settings.models import SenderMode, SenderProfile
+from smtp_settings.models import OAuthConnection, SenderMode, SenderProfile
 from tests import factories
 from tests.outbox.waiting import settled
 
@@ -43,23 +42,21 @@ def _connect(client: Client, provider, sub: str = "anna"):
 
 
 def _nothing_stored() -> bool:
-    return not Microsoft365Connection.objects.exists()
+    return not OAuthConnection.objects.exists()
 
 
 @pytest.mark.usefixtures("english")
-def test_connecting_stores_the_token_cache_encrypted_and_sets_the_login(
-    client, anna, m365_settings
-):
+def test_connecting_stores_the_token_encrypted_and_sets_the_login(client, anna, m365_settings):
     client.force_login(anna)
 
     response = _connect(client, m365_settings.provider)
 
     assert response.status_code == 302 and response["Location"] == "/accounts/card/"
-    connection = Microsoft365Connection.objects.get(user=anna)
+    connection = OAuthConnection.objects.get(user=anna)
     assert connection.address == ADDRESS
-    assert connection.token_cache_encrypted.startswith("gAAAAA")
-    assert "access_token" not in connection.token_cache_encrypted
-    assert '"RefreshToken"' in crypto.decrypt(connection.token_cache_encrypted)
+    assert connection.token_encrypted.startswith("gAAAAA")
+    assert "access_token" not in connection.token_encrypted
+    assert '"RefreshToken"' in crypto.decrypt(connection.token_encrypted)
     profile = SenderProfile.objects.get(user=anna)
     assert (profile.mode, profile.login) == (SenderMode.MICROSOFT365, ADDRESS)
     card = client.get("/accounts/card/").content.decode()
@@ -86,7 +83,7 @@ def test_the_popup_callback_tells_its_opener(client, anna, m365_settings):
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'data-popup-result="ok"' in html and "js/microsoft365" in html
+    assert 'data-popup-result="ok"' in html and "js/oauth" in html
     assert page["Cross-Origin-Opener-Policy"] == "unsafe-none"
 
 
@@ -119,7 +116,7 @@ def test_a_replayed_code_stores_nothing(client, anna, m365_settings):
     m365_settings.provider.add_user("anna", ADDRESS)
     params = _signed_in_params(client, m365_settings.provider)
     client.get(CALLBACK, params)
-    Microsoft365Connection.objects.all().delete()
+    OAuthConnection.objects.all().delete()
 
     replay = client.get(CALLBACK, params, follow=True)
 
@@ -142,7 +139,7 @@ def test_another_users_flow_stores_nothing(anna, m365_settings):
     assert _nothing_stored()
     # Anna's own flow still completes.
     annas.get(CALLBACK, params)
-    assert Microsoft365Connection.objects.get().user == anna
+    assert OAuthConnection.objects.get().user == anna
 
 
 @pytest.mark.usefixtures("english")
@@ -209,7 +206,7 @@ def test_send_refresh_and_revoke_through_the_worker(transactional_db, m365_setti
     client = Client()
     client.force_login(user)
     _connect(client, provider)
-    cache_after_connect = Microsoft365Connection.objects.get().token_cache_encrypted
+    cache_after_connect = OAuthConnection.objects.get().token_encrypted
 
     first = settled(outbox_enqueue(user=user, to=["c@example.com"], subject="1", body_text="x"))
     second = settled(outbox_enqueue(user=user, to=["c@example.com"], subject="2", body_text="x"))
@@ -222,8 +219,8 @@ def test_send_refresh_and_revoke_through_the_worker(transactional_db, m365_setti
     assert all(m.tls and m.auth_login == ADDRESS for m in received)
     assert received[0].token != received[1].token  # a refreshed access token
     assert provider.token_requests.count("refresh_token") >= 2
-    connection = Microsoft365Connection.objects.get()
-    assert connection.token_cache_encrypted != cache_after_connect  # saved re-encrypted
+    connection = OAuthConnection.objects.get()
+    assert connection.token_encrypted != cache_after_connect  # saved re-encrypted
     assert connection.refreshed_at is not None
 
     provider.revoke("anna")
@@ -233,7 +230,7 @@ def test_send_refresh_and_revoke_through_the_worker(transactional_db, m365_setti
     assert third.explanation == "m365_reconnect"
     event = Event.objects.get(message=third)
     assert event.kind == EventKind.SEND_FAILED and "invalid_grant" in event.reply
-    assert Microsoft365Connection.objects.get().needs_reconnect
+    assert OAuthConnection.objects.get().needs_reconnect
     card = client.get("/accounts/card/").content.decode()
     assert "authenticate again" in card
     assert "Authenticate with Microsoft 365 again" in card
@@ -244,7 +241,7 @@ def test_send_refresh_and_revoke_through_the_worker(transactional_db, m365_setti
 
 @pytest.mark.usefixtures("english")
 def test_the_daily_refresh_warns_a_user_whose_consent_was_withdrawn(client, anna, m365_settings):
-    from accounts.microsoft365 import refresh_all
+    from smtp_settings.providers.microsoft365.oauth import refresh_all
 
     provider = m365_settings.provider
     client.force_login(anna)

@@ -39,14 +39,14 @@ from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from accounts import microsoft365
-from accounts.models import Company, Microsoft365Connection, User
+from accounts.models import Company, User
 from bounces.models import InboundMail, IntakeState
 from invoices.models import Invoice, Letter, LetterDelivery
 from mail_templates.models import MailTemplate
 from outbox.models import BulkJob, Event, EventKind, JobState, MessageState, OutgoingMessage
 from smtp_settings import crypto
-from smtp_settings.models import SenderMode, SenderProfile, SystemSettings
+from smtp_settings import oauth as oauth_flows
+from smtp_settings.models import OAuthConnection, SenderMode, SenderProfile, SystemSettings
 from tests import factories
 from tests.invoices import factories as invoice_factories
 
@@ -94,11 +94,12 @@ def _build_world(smtp_servers) -> World:
         a, host=server.host, port=server.port, security="ssl", login=a_login, password=password
     )
     factories.profile(b, mode=SenderMode.DEFAULT, security="")
-    connection = Microsoft365Connection.objects.create(
+    connection = OAuthConnection.objects.create(
         user=a,
+        provider="microsoft365",
         address=f"{marker}@contoso.test",
-        home_account_id=f"{marker}.tenant",
-        token_cache_encrypted=crypto.encrypt(f'{{"RefreshToken": "{factories.secret()}"}}'),
+        account_id=f"{marker}.tenant",
+        token_encrypted=crypto.encrypt(f'{{"RefreshToken": "{factories.secret()}"}}'),
     )
     factories.company()
     SystemSettings.objects.get_or_create(pk=1)
@@ -200,7 +201,7 @@ def _build_world(smtp_servers) -> World:
         "invoices_letter": letter,
         "mail_templates_mailtemplate": template,
         "auth_group": _group(),
-        "accounts_microsoft365connection": connection,
+        "smtp_settings_oauthconnection": connection,
         **_login_records(a),
     }
     return world
@@ -236,7 +237,7 @@ def a_rows(world: World) -> dict[str, list[dict]]:
             for row in User.objects.filter(pk=a.pk).values()
         ],
         "profile": list(SenderProfile.objects.filter(user=a).values()),
-        "m365": list(Microsoft365Connection.objects.filter(user=a).values()),
+        "m365": list(OAuthConnection.objects.filter(user=a).values()),
         "messages": list(OutgoingMessage.objects.filter(user=a).order_by("pk").values()),
         "events": list(Event.objects.filter(user=a).order_by("pk").values()),
         "jobs": list(BulkJob.objects.filter(user=a).order_by("pk").values()),
@@ -319,24 +320,28 @@ EXPECT: dict[str, Expect] = {
     "home": Expect(get=_users("302", "302"), post=_users("302", "302")),
     "login": Expect(get=_users("200", "200"), post=_users("200", "200")),
     "logout": Expect(get=ALL_405, post=_users("302", "302")),
-    "accounts:card": Expect(
+    "card:card": Expect(
         get=_users("200"),
         post=_users("200"),
         bodies=lambda w: [{}, {"action": "test_connection"}],
     ),
-    "accounts:card_of": Expect(
+    "card:card_of": Expect(
         get=STAFF_ONLY_200 | {"A": "200"},
         post=STAFF_ONLY_200 | {"A": "200|302", "staff": "200|302", "admin": "200|302"},
         kwargs=lambda w: {"code": w.a.code},
         bodies=lambda w: [{"action": "test_connection"}, _card_form(w)],
     ),
-    "accounts:microsoft365_connect": Expect(get=_users("302"), post=_users("302")),
-    "accounts:microsoft365_callback": Expect(get=_users("302"), post=_users("302")),
-    "accounts:microsoft365_disconnect": Expect(get=ALL_405, post=_users("302")),
-    "accounts:email_verification_send": Expect(get=ALL_405, post=_users("302")),
-    # The verification link needs no login (the token is the proof, accounts.verification):
+    "card:microsoft365_connect": Expect(get=_users("302"), post=_users("302")),
+    "card:microsoft365_callback": Expect(get=_users("302"), post=_users("302")),
+    "card:microsoft365_disconnect": Expect(get=ALL_405, post=_users("302")),
+    # Google's sign-in: 503 "not configured" unless the test configured its client.
+    "card:google_connect": Expect(get=_users("302|503"), post=_users("302|503")),
+    "card:google_callback": Expect(get=_users("302"), post=_users("302")),
+    "card:google_disconnect": Expect(get=ALL_405, post=_users("302")),
+    "card:email_verification_send": Expect(get=ALL_405, post=_users("302")),
+    # The verification link needs no login (the token is the proof, smtp_settings.verification):
     # a token that is not one is refused, explained, to everyone alike.
-    "accounts:email_verify": Expect(
+    "card:email_verify": Expect(
         get=_users("400", "400"), post=_users("400", "400"), kwargs=lambda w: {"token": "x.y:z"}
     ),
     "smtp_settings:system": Expect(get=STAFF_ONLY_200, post=STAFF_ONLY_200),
@@ -701,7 +706,7 @@ def _start(client: Client, provider, sub: str, address: str) -> dict[str, str]:
 def _b_state(world: World) -> tuple:
     b = world.users["B"]
     return (
-        list(Microsoft365Connection.objects.filter(user=b).values()),
+        list(OAuthConnection.objects.filter(user=b).values()),
         list(SenderProfile.objects.filter(user=b).values()),
     )
 
@@ -709,14 +714,14 @@ def _b_state(world: World) -> tuple:
 def test_the_oauth_state_is_bound_to_session_and_user(world, m365_settings, figures):
     provider = m365_settings.provider
     a, b = world.users["A"], world.users["B"]
-    Microsoft365Connection.objects.filter(user=a).delete()
+    OAuthConnection.objects.filter(user=a).delete()
     a_address = "anna@contoso.test"
     accepted: list[str] = []
 
     def attempt(name: str, client: Client, params: dict, user: User) -> None:
         before_a, before_b = a_rows(world), _b_state(world)
         response = client.get(CALLBACK, params, follow=True)
-        stored = Microsoft365Connection.objects.filter(user=user).exists()
+        stored = OAuthConnection.objects.filter(user=user).exists()
         if stored or a_rows(world) != before_a or _b_state(world) != before_b:
             accepted.append(name)
         assert response.status_code == 200, name
@@ -730,9 +735,9 @@ def test_the_oauth_state_is_bound_to_session_and_user(world, m365_settings, figu
     attempt("A's callback in B's session with B's flow", bobs, params, b)
     # 3. A's whole flow copied into B's session (a fixated session): the flow names A.
     params = _start(annas, provider, "anna", a_address)
-    flow = annas.session[microsoft365.SESSION_KEY]
+    flow = annas.session[oauth_flows.SESSION_KEY]
     session = bobs.session
-    session[microsoft365.SESSION_KEY] = flow
+    session[oauth_flows.SESSION_KEY] = flow
     session.save()
     attempt("A's flow moved into B's session", bobs, params, b)
     # 4. A forged state in A's own session.
@@ -741,8 +746,8 @@ def test_the_oauth_state_is_bound_to_session_and_user(world, m365_settings, figu
     # 5. A replayed callback after a successful one.
     params = _start(annas, provider, "anna", a_address)
     ok = annas.get(CALLBACK, params)
-    assert ok.status_code == 302 and Microsoft365Connection.objects.filter(user=a).exists()
-    Microsoft365Connection.objects.filter(user=a).delete()
+    assert ok.status_code == 302 and OAuthConnection.objects.filter(user=a).exists()
+    OAuthConnection.objects.filter(user=a).delete()
     attempt("a replayed callback", annas, params, a)
 
     figures.add("access", "OAuth state not bound (of 5 foreign callbacks)", len(accepted), "= 0")

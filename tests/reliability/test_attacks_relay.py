@@ -28,10 +28,10 @@ from unittest import mock
 import pytest
 from django.core import signing
 
-from accounts import verification
 from accounts.models import User
 from outbox.models import MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue
+from smtp_settings import verification
 from smtp_settings.models import Security
 from tests import factories
 from tests.processes import AppProcesses, LoggedInSession

@@ -42,7 +42,7 @@ def _mallory_saves_server(host: str, port: int) -> Client:
     client = Client()
     client.force_login(mallory)
     response = client.post(
-        reverse("accounts:card"),
+        reverse("card:card"),
         {
             "name": "PayPal Security",
             "email": SPOOFED,
@@ -60,7 +60,7 @@ def _mallory_saves_server(host: str, port: int) -> Client:
 def _press_test_buttons(client: Client) -> None:
     for _press in range(3):
         client.post(reverse("outbox:test_email"))
-        client.post(reverse("accounts:card"), {"action": "test_connection"})
+        client.post(reverse("card:card"), {"action": "test_connection"})
     for message in OutgoingMessage.objects.filter(state="queued"):
         outbox_send(message_id=message.pk)
 

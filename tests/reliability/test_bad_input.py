@@ -20,7 +20,7 @@ rows. After each one the checker looks at what is stored:
   worker does) whose headers carry CR/LF in a value, or whose bytes parse back into header
   names other than the expected ones, or whose envelope carries CR/LF;
 - invalid rows: rows of User, SenderProfile, Company, SystemSettings, InboundMail, Event and
-  Microsoft365Connection whose `full_clean()` raises.
+  OAuthConnection whose `full_clean()` raises.
 
 The test does not let hypothesis stop at the first failure: it counts every failing example,
 keeps the first few for the assertion message and records the figures, then asserts them.
@@ -54,14 +54,20 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accounts import microsoft365
-from accounts.models import Company, Microsoft365Connection, User
+from accounts.models import Company, User
 from bounces.models import InboundMail
 from bounces.services import bounce_ingest
 from outbox.message import build_message, envelope_for, verp_address
 from outbox.models import Event, MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue
-from smtp_settings.models import Security, SenderMode, SenderProfile, SystemSettings
+from smtp_settings import oauth as oauth_flows
+from smtp_settings.models import (
+    OAuthConnection,
+    Security,
+    SenderMode,
+    SenderProfile,
+    SystemSettings,
+)
 from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import sender_config_for
 from tests import factories
@@ -99,10 +105,10 @@ CHECKED_MODELS = [
     SystemSettings,
     InboundMail,
     Event,
-    Microsoft365Connection,
+    OAuthConnection,
 ]
 SETTINGS_MODELS = [User, SenderProfile, Company, SystemSettings]
-OAUTH_MODELS = [User, SenderProfile, Microsoft365Connection]
+OAUTH_MODELS = [User, SenderProfile, OAuthConnection]
 INTAKE_MODELS = [InboundMail, Event]
 SAMPLES_KEPT = 3
 
@@ -731,7 +737,7 @@ def test_microsoft365_callback(db, company_and_users, m365_settings, figures):
     client.force_login(anna)
     assert client.get(CONNECT_URL).status_code == 302  # a real flow, from the local provider
     session = client.session
-    flow = session.pop(microsoft365.SESSION_KEY)
+    flow = session.pop(oauth_flows.SESSION_KEY)
     session.save()
     provider = m365_settings.provider
     before = baseline("OAuth callback", OAUTH_MODELS)
@@ -748,7 +754,7 @@ def test_microsoft365_callback(db, company_and_users, m365_settings, figures):
             with rolled_back():
                 if kind != "none":
                     session = client.session
-                    session[microsoft365.SESSION_KEY] = {
+                    session[oauth_flows.SESSION_KEY] = {
                         **flow,
                         "popup": kind == "own-popup",
                         "user": anna.pk if kind.startswith("own") else anna.pk + 1000,

@@ -50,8 +50,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils.log import AdminEmailHandler
 from django.views.debug import ExceptionReporter
 
-from accounts.models import Microsoft365Connection, User
-from accounts.verification import verification_token
+from accounts.models import User
 from bounces.models import InboundMail
 from directo_mail.celery import app as celery_app
 from invoices.models import Customer, Invoice
@@ -59,8 +58,9 @@ from invoices.unsubscribe import unsubscribe_token
 from mail_templates.models import MailTemplateKind
 from outbox.models import BulkJob, Event, EventKind, MessageState, OutgoingMessage
 from smtp_settings import crypto
-from smtp_settings.models import SenderMode, SenderProfile
+from smtp_settings.models import OAuthConnection, SenderMode, SenderProfile
 from smtp_settings.services import encrypted_fields
+from smtp_settings.verification import verification_token
 from tests import factories
 from tests.invoices import factories as invoice_factories
 from tests.outbox.test_secrets import _b64_layers
@@ -425,9 +425,7 @@ def test_no_secret_anywhere_after_a_full_run(
         ).status_code
         == 302
     )
-    cache = json.loads(
-        crypto.decrypt(Microsoft365Connection.objects.get(user=m).token_cache_encrypted)
-    )
+    cache = json.loads(crypto.decrypt(OAuthConnection.objects.get(user=m).token_encrypted))
     tokens = [
         entry["secret"]
         for kind in ("AccessToken", "RefreshToken", "IdToken")

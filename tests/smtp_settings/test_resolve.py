@@ -25,8 +25,10 @@ PLATFORM = PlatformData(
     company_slug="acme",
     event_domain="event.test",
     default_from="noreply@platform.test",
-    m365_host="smtp.office365.com",
-    m365_port=587,
+    oauth_servers={
+        "microsoft365": ("smtp.office365.com", 587, "starttls"),
+        "google": ("smtp.gmail.com", 465, "ssl"),
+    },
 )
 CARD = CardData(
     user_id=1, code="ANNA", name="Anna Kowalska", email="anna@acme.test", email_verified=True
@@ -439,7 +441,7 @@ ERRORS = [
     (
         "Microsoft 365 on the global profile has no account to send with",
         inputs(DEFAULT, ProfileData(mode=SenderMode.MICROSOFT365, profile_id=1)),
-        "m365_needs_user",
+        "oauth_needs_user",
     ),
 ]
 

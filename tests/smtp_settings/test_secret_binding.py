@@ -15,13 +15,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from accounts.models import Microsoft365Connection
 from outbox.models import Event, EventKind, MessageState, OutgoingMessage
 from outbox.services import outbox_enqueue, outbox_send
 from smtp_settings import crypto
 from smtp_settings.diagnose import connection_test
 from smtp_settings.errors import PermanentSendError
-from smtp_settings.models import Security, SenderMode, SenderProfile
+from smtp_settings.models import OAuthConnection, Security, SenderMode, SenderProfile
 from smtp_settings.resolve import SenderConfig
 from smtp_settings.selectors import sender_config_for
 from smtp_settings.services import mail_sending_user_set, profile_update
@@ -122,14 +121,15 @@ def test_the_snapshot_keeps_the_binding_and_an_old_one_has_none(db, smtp_servers
 
 def test_a_microsoft365_token_goes_only_to_the_server_it_was_connected_for(db, settings):
     """Checked before the token cache is even decrypted: a garbage cache shows which came first."""
-    from accounts.microsoft365 import access_token
+    from smtp_settings.providers.microsoft365.oauth import access_token
 
     user = factories.user("MARTA")
-    Microsoft365Connection.objects.create(
+    OAuthConnection.objects.create(
         user=user,
+        provider="microsoft365",
         address="marta@acme.example",
-        home_account_id="x",
-        token_cache_encrypted="not a ciphertext",
+        account_id="x",
+        token_encrypted="not a ciphertext",
         smtp_host="smtp.office365.com",
         smtp_port=587,
     )

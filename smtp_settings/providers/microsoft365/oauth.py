@@ -9,40 +9,32 @@ https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how
 
 from __future__ import annotations
 
-import logging
 import warnings
 from urllib.parse import urlsplit
 
 import msal
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from smtp_settings import crypto
-from smtp_settings.errors import PermanentSendError
-from smtp_settings.models import Security, SenderMode
-from smtp_settings.selectors import microsoft365_server
-from smtp_settings.services import profile_update
-from smtp_settings.transports import secret_server_check
-from smtp_settings.validation import split_server
+from smtp_settings.models import OAuthConnection
+from smtp_settings.oauth import (
+    OAuthError,
+    connection_locked,
+    connection_save,
+    flow_keep,
+    flow_take,
+    refreshed,
+    refused,
+)
+from smtp_settings.transports import XOAuth2Transport
 
-from .models import Microsoft365Connection, User
-
-logger = logging.getLogger(__name__)
+from . import PROVIDER
 
 # msal adds offline_access (a refresh token) itself and refuses it as reserved.
 SCOPES = ["https://outlook.office.com/SMTP.Send"]
-SESSION_KEY = "microsoft365_flow"
-
-
-class Microsoft365Error(Exception):
-    """The sign-in did not complete; `message` says why in the user's language."""
-
-    def __init__(self, code: str, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.code, self.message, self.detail = code, message, detail
 
 
 def configured() -> bool:
@@ -62,9 +54,10 @@ def _app(cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialC
     )
 
 
-def connect_start(*, session, user: User, redirect_uri: str, popup: bool) -> str:
+def connect_start(*, session, user, redirect_uri: str, popup: bool) -> str:
     """Begin the auth-code flow (state + PKCE); the flow waits in the session. Returns the URL."""
-    login_hint = getattr(getattr(user, "microsoft365", None), "address", "") or user.email
+    connected = OAuthConnection.objects.filter(user=user, provider=PROVIDER.key).first()
+    login_hint = (connected.address if connected else "") or user.email
     with warnings.catch_warnings():
         # msal recommends response_mode=form_post (RFC 9700 §4.3.1). A cross-site POST would
         # come without our SameSite=Lax session cookie, and the flow waits in the session; the
@@ -78,23 +71,19 @@ def connect_start(*, session, user: User, redirect_uri: str, popup: bool) -> str
             prompt="select_account",
             response_mode="query",
         )
-    session[SESSION_KEY] = {"flow": flow, "user": user.pk, "popup": popup}
+    flow_keep(session, provider=PROVIDER, user=user, popup=popup, flow=flow)
     return flow["auth_uri"]
 
 
-def flow_is_popup(session) -> bool:
-    return bool((session.get(SESSION_KEY) or {}).get("popup"))
-
-
 @sensitive_variables("result", "cache")
-def connect_finish(*, session, user: User, params: dict[str, str]) -> Microsoft365Connection:
+def connect_finish(*, session, user, params: dict[str, str]) -> OAuthConnection:
     """Complete the flow from the callback's query. Stores nothing unless all of it checks out:
     the flow was started in this session by this user, the state matches, the code is new."""
-    started = session.pop(SESSION_KEY, None)  # one use only: a replayed callback finds nothing
+    flow = flow_take(session, provider=PROVIDER, user=user)  # one use only
     if "error" in params:
         raise _provider_error(params.get("error", ""), params.get("error_description", ""))
-    if not started or started.get("user") != user.pk:
-        raise Microsoft365Error(
+    if flow is None:
+        raise OAuthError(
             "no_flow",
             _(
                 "This sign-in was not started from your user card, or it has expired. Click "
@@ -103,9 +92,9 @@ def connect_finish(*, session, user: User, params: dict[str, str]) -> Microsoft3
         )
     cache = msal.SerializableTokenCache()
     try:
-        result = _app(cache).acquire_token_by_auth_code_flow(started["flow"], params)
+        result = _app(cache).acquire_token_by_auth_code_flow(flow, params)
     except ValueError:  # msal: state mismatch or a malformed response
-        raise Microsoft365Error(
+        raise OAuthError(
             "bad_state",
             _(
                 "The answer from Microsoft does not belong to this sign-in. Click "
@@ -118,53 +107,35 @@ def connect_finish(*, session, user: User, params: dict[str, str]) -> Microsoft3
     address = claims.get("preferred_username") or claims.get("email") or ""
     accounts = _app(cache).get_accounts()
     if not address or not accounts:
-        raise Microsoft365Error(
+        raise OAuthError(
             "no_account", _("Microsoft 365 did not say which account signed in. Try again.")
         )
-    # The tokens are bound to the server they are connected for (issue 11, item 5).
-    smtp_host, smtp_port = split_server(settings.M365_SMTP_SERVER)
-    with transaction.atomic():
-        connection, _created = Microsoft365Connection.objects.update_or_create(
-            user=user,
-            defaults={
-                "address": address,
-                "home_account_id": accounts[0]["home_account_id"],
-                "token_cache_encrypted": crypto.encrypt(cache.serialize()),
-                "smtp_host": smtp_host,
-                "smtp_port": smtp_port,
-                "connected_at": timezone.now(),
-                "refreshed_at": timezone.now(),
-                "last_error": "",
-            },
-        )
-        # S5.3: the user name is the Microsoft 365 address.
-        profile_update(user=user, mode=SenderMode.MICROSOFT365, login=address)
-    logger.info("Microsoft 365 connected: user=%s address=%s", user.code, address)
-    return connection
+    # S5.3: the user name is the Microsoft 365 address.
+    return connection_save(
+        provider=PROVIDER,
+        user=user,
+        address=address,
+        account_id=accounts[0]["home_account_id"],
+        token=cache.serialize(),
+    )
 
 
-def _provider_error(error: str, description: str) -> Microsoft365Error:
+def _provider_error(error: str, description: str) -> OAuthError:
     detail = f"{error}: {description}".strip(": ")
     if "AADSTS65001" in description or error == "consent_required":
         message = _(
             "Your organisation requires an administrator to approve this application first. "
             "Ask your Microsoft 365 administrator to grant admin consent to it, then try again."
         )
-        return Microsoft365Error("admin_consent_required", message, detail)
+        return OAuthError("admin_consent_required", message, detail)
     if error == "access_denied":
         message = _(
             "The permissions were not confirmed, so nothing was connected. Click “Authenticate "
             "with Microsoft 365” again and accept the permissions to send mail."
         )
-        return Microsoft365Error("consent_refused", message, detail)
+        return OAuthError("consent_refused", message, detail)
     message = _("Microsoft 365 refused the sign-in (%(detail)s). Try again.") % {"detail": detail}
-    return Microsoft365Error("provider_error", message, detail)
-
-
-def disconnect(*, user: User) -> None:
-    """Forget the account: the token cache is deleted, nothing can be sent with it."""
-    Microsoft365Connection.objects.filter(user=user).delete()
-    logger.info("Microsoft 365 disconnected: user=%s", user.code)
+    return OAuthError("provider_error", message, detail)
 
 
 @sensitive_variables()
@@ -182,26 +153,12 @@ def access_token(
     consent, AADSTS errors) marks the connection for reconnecting and raises a permanent error.
     """
     with transaction.atomic():
-        connection = (
-            Microsoft365Connection.objects.select_for_update().filter(user_id=user_id).first()
-        )
-        if connection is None:
-            raise PermanentSendError(
-                "", explanation="m365_reconnect", params={"login": "", "error": "not connected"}
-            )
-        if server is not None:
-            host, port = server
-            secret_server_check(
-                bound=microsoft365_server(connection),
-                host=host,
-                port=port,
-                security=Security.STARTTLS,
-            )
+        connection = connection_locked(provider=PROVIDER, user_id=user_id, server=server)
         cache = msal.SerializableTokenCache()
-        cache.deserialize(crypto.decrypt(connection.token_cache_encrypted))
+        cache.deserialize(crypto.decrypt(connection.token_encrypted))
         app = _app(cache)
         account = next(
-            (a for a in app.get_accounts() if a["home_account_id"] == connection.home_account_id),
+            (a for a in app.get_accounts() if a["home_account_id"] == connection.account_id),
             None,
         )
         result = (
@@ -210,48 +167,31 @@ def access_token(
             else None
         )
         if result and "access_token" in result:
-            updates = ["refreshed_at", "last_error"]
-            connection.refreshed_at, connection.last_error = timezone.now(), ""
-            if cache.has_state_changed:
-                connection.token_cache_encrypted = crypto.encrypt(cache.serialize())
-                updates.append("token_cache_encrypted")
-            connection.save(update_fields=updates)
+            refreshed(connection, token=cache.serialize() if cache.has_state_changed else None)
             return connection.address, result["access_token"]
         error = (
             f"{result.get('error', '')}: {result.get('error_description', '')}".strip(": ")
             if result
             else "no cached account"
         )
-        connection.last_error = error[:2000]
-        connection.save(update_fields=["last_error"])
-    logger.warning("Microsoft 365 token refused: user_id=%s: %s", user_id, error.splitlines()[0])
-    raise PermanentSendError(
-        error.splitlines()[0][:500],
-        explanation="m365_reconnect",
-        params={"login": connection.address, "error": error.splitlines()[0][:300]},
+        refusal = refused(PROVIDER, connection, error)
+    raise refusal
+
+
+def transport(sender) -> XOAuth2Transport:
+    """SMTP with StartTLS, then AUTH XOAUTH2 with the user's token (S5.3).
+    https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth#smtp-protocol-exchange
+    """
+    return XOAuth2Transport(
+        host=sender.host,
+        port=sender.port,
+        security=sender.security,
+        login=sender.login,
+        token=lambda server: access_token(user_id=sender.secret.id, server=server),
     )
 
 
 def refresh_all() -> dict[str, int]:
-    """Refresh each healthy connection now, so its refresh token does not lapse unused; tell
-    the user (an Event) when Microsoft refuses, before a mail fails for it."""
-    from outbox.models import Event, EventKind
+    from smtp_settings.oauth import refresh_all as refresh
 
-    counts = {"refreshed": 0, "refused": 0}
-    for user_id in Microsoft365Connection.objects.filter(last_error="").values_list(
-        "user_id", flat=True
-    ):
-        try:
-            access_token(user_id=user_id, force_refresh=True)
-        except PermanentSendError as error:
-            Event.objects.create(
-                user_id=user_id,
-                kind=EventKind.MICROSOFT365_RECONNECT,
-                explanation=error.explanation,
-                params=error.params,
-                reply=error.reply,
-            )
-            counts["refused"] += 1
-        else:
-            counts["refreshed"] += 1
-    return counts
+    return refresh(PROVIDER)

@@ -28,9 +28,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .models import User
+from accounts.models import User
 
-SALT = "accounts.verification.email"
+SALT = "accounts.verification.email"  # as when it lived in accounts: links already mailed work
 
 INVALID = "invalid"
 EXPIRED = "expired"
