@@ -69,7 +69,13 @@ def _known_secrets() -> set[str]:
         *getattr(settings, "SECRET_KEY_FALLBACKS", []),
         *settings.FIELD_ENCRYPTION_KEYS,
         settings.EMAIL_HOST_PASSWORD,
-        getattr(settings, "M365_CLIENT_SECRET", ""),
+        # Every setting named like a secret (M365_CLIENT_SECRET, GOOGLE_CLIENT_SECRET, …).
+        *(
+            value
+            for name in dir(settings)
+            if name.isupper() and _SECRET_NAME.search(name)
+            for value in _flat(getattr(settings, name, None))
+        ),
         *(database.get("PASSWORD") or "" for database in settings.DATABASES.values()),
         *_named_secrets(settings.ANYMAIL),
     ]
@@ -79,6 +85,14 @@ def _known_secrets() -> set[str]:
         for match in _USERINFO.finditer(url):
             values += [match["pw"], unquote(match["pw"])]
     return {str(value) for value in values if value and len(str(value)) >= _MIN_SECRET_LENGTH}
+
+
+def _flat(value) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _flat(item)
 
 
 def _named_secrets(value, secret: bool = False) -> Iterator[str]:

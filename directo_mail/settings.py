@@ -445,6 +445,12 @@ M365_CLIENT_ID = env("M365_CLIENT_ID", default="")
 M365_CLIENT_SECRET = env("M365_CLIENT_SECRET", default="")
 M365_AUTHORITY = env("M365_AUTHORITY", default="https://login.microsoftonline.com/organizations")
 M365_SMTP_SERVER = env("M365_SMTP_SERVER", default="smtp.office365.com:587")
+# How Microsoft 365 mail goes: "smtp" (XOAUTH2), "graph" (Microsoft Graph sendMail), or "auto":
+# SMTP, with the card offering Graph once the tenant refuses SMTP AUTH (5.7.139).
+M365_TRANSPORT = env("M365_TRANSPORT", default="auto")
+if M365_TRANSPORT not in ("auto", "smtp", "graph"):
+    raise ImproperlyConfigured("M365_TRANSPORT must be auto, smtp or graph.")
+M365_GRAPH_ENDPOINT = env("M365_GRAPH_ENDPOINT", default="https://graph.microsoft.com/v1.0")
 
 # Google OAUTH (issue 15): a Google Cloud OAuth client (web application); see README. The
 # endpoints come from GOOGLE_ISSUER's /.well-known/openid-configuration.

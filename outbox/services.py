@@ -659,7 +659,9 @@ def _deliver(
         reply = connections.for_sender(sender).send(data, envelope_for(message, sender))
     except TransientSendError as error:
         if error.explanation == "throttled":  # 421 / 4.7.x: the whole sender slows down
-            ratelimit.pause(sender, retry_delay(message.attempts))
+            # Graph's 429/503 name how long (Retry-After); an SMTP 421 does not.
+            wait = (error.params or {}).get("retry_after") or retry_delay(message.attempts)
+            ratelimit.pause(sender, float(wait))
         if error.maybe_delivered:  # the server may have it: another try may send it twice
             _flag_possibly_duplicated(message)
         if message.attempts >= settings.SEND_MAX_ATTEMPTS:

@@ -23,6 +23,8 @@ from outbox.limits import LimitReached, domain_check_limits, limits_take
 
 from . import oauth, presets, providers, verification
 from .diagnose import ConnectionTest, connection_test
+from .errors import SendError
+from .explain import explain
 from .forms import SenderProfileForm
 from .models import OAuthConnection
 from .resolve import SenderConfigError
@@ -72,6 +74,9 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
         "global_server": global_server_get(),
     }
     test = None
+    if request.method == "POST" and request.POST.get("action") in ("m365_graph", "m365_smtp"):
+        _m365_transport_choose(request, user, graph=request.POST["action"] == "m365_graph")
+        return redirect(request.path)
     recheck = request.method == "POST" and request.POST.get("action") == "check_domain"
     if recheck:
         card_form = CardForm(instance=user)
@@ -106,6 +111,8 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
         except DomainCheckRefused as refused:
             messages.error(request, refused.message)
             domain = refused.verdict
+    m365 = _connection(stored, providers.MICROSOFT365)
+    m365_module = providers.MICROSOFT365.oauth
     return render(
         request,
         "smtp_settings/card.html",
@@ -122,12 +129,40 @@ def card(request: HttpRequest, code: str | None = None) -> HttpResponse:
             "google_server": settings.GOOGLE_SMTP_SERVER,
             "m365_configured": providers.MICROSOFT365.oauth.configured(),
             "google_configured": providers.GOOGLE.oauth.configured(),
-            "m365": _connection(stored, providers.MICROSOFT365),
+            "m365": m365,
+            "m365_graph": m365_module.uses_graph(m365),
+            "m365_choice": settings.M365_TRANSPORT == "auto",
+            "graph_endpoint": settings.M365_GRAPH_ENDPOINT,
             "google": _connection(stored, providers.GOOGLE),
             "test": test,
             "domain": domain,
         },
     )
+
+
+def _m365_transport_choose(request: HttpRequest, user: User, *, graph: bool) -> None:
+    """The card's switch between SMTP and Microsoft Graph (M365_TRANSPORT=auto): the user's own
+    card and sign-in only."""
+    m365 = providers.MICROSOFT365
+    if user.pk != request.user.pk or settings.M365_TRANSPORT != "auto":
+        messages.error(request, _("Only the account's owner can choose this, on their own card."))
+        return
+    if _connection(user, m365) is None:
+        messages.error(request, _("Authenticate with Microsoft 365 first."))
+        return
+    try:
+        m365.oauth.graph_choose(user=user, graph=graph)
+    except SendError as error:
+        explained = explain(error.explanation, error.params)
+        messages.error(request, f"{explained['title']} {explained['fix']}")
+        return
+    if graph:
+        messages.success(
+            request,
+            _("Your mail is sent through Microsoft Graph now; SMTP sign-in is not needed."),
+        )
+    else:
+        messages.success(request, _("Your mail is sent through SMTP (XOAUTH2) again."))
 
 
 def _connection(user: User, provider: providers.Provider) -> OAuthConnection | None:

@@ -35,6 +35,8 @@ STEPS = {
 }
 RELAY_STEP = "relay"
 RELAY_LABEL = _("The platform's mail server answers")
+API_STEP = "api"
+API_LABEL = _("Sign-in to the provider's sending service (API)")
 # Which step a transport stage belongs to.
 _STAGE_STEP = {"starttls": "tls", "mail": "envelope", "rcpt": "envelope"}
 
@@ -51,6 +53,8 @@ class Step:
 
     @property
     def label(self) -> str:
+        if self.name == API_STEP:
+            return str(API_LABEL)
         return str(RELAY_LABEL if self.name == RELAY_STEP else STEPS[self.name])
 
 
@@ -118,6 +122,8 @@ def connection_test(
         explained = explain(error.explanation, error.params)
         result.config_error = f"{explained['title']} {explained['fix']}"
         return result
+    if callable(getattr(transport, "check", None)):  # a provider's API (Microsoft Graph)
+        return _api_test(transport)
     if not isinstance(transport, SmtpTransport):  # an ESP relay: an API, no SMTP conversation
         result.config_error = str(_("This mail sender cannot be tested here yet."))
         return result
@@ -171,6 +177,23 @@ def _relay_test() -> ConnectionTest:
     except (SendError, OSError, smtplib.SMTPException):
         step.outcome = FAILED
         step.explanation = explain("relay_unavailable")
+    finally:
+        transport.close()
+    return result
+
+
+def _api_test(transport) -> ConnectionTest:
+    """A provider's API: a token for sending is taken, nothing is sent (its `check()` says
+    what was checked)."""
+    step = Step(API_STEP)
+    result = ConnectionTest([step])
+    try:
+        step.detail = transport.check()
+        step.outcome = OK
+    except SendError as error:
+        step.outcome = FAILED
+        step.reply = error.reply
+        step.explanation = explain(error.explanation, error.params)
     finally:
         transport.close()
     return result

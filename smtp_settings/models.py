@@ -208,6 +208,15 @@ class OAuthConnection(models.Model):
     refreshed_at = models.DateTimeField(_("last refreshed"), null=True, blank=True)
     # Set when the provider refused a refresh: the user must connect again.
     last_error = models.TextField(_("last error"), blank=True)
+    # How its mail goes (a provider with more than one way, Microsoft 365): "" the platform's
+    # choice (M365_TRANSPORT), "graph" Microsoft Graph chosen on the card.
+    transport = models.CharField(_("transport"), max_length=8, blank=True)
+    # The server's refusal of SMTP sign-in for this account (Microsoft 365: 5.7.139, SMTP AUTH
+    # off for the tenant); the card then offers Microsoft Graph.
+    smtp_refused = models.CharField(max_length=500, blank=True, editable=False)
+    # The Graph endpoint (M365_GRAPH_ENDPOINT) the account was connected for: its tokens go to
+    # no other, as for the SMTP server.
+    api_endpoint = models.CharField(max_length=255, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("OAuth connection")

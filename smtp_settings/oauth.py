@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
-from .errors import PermanentSendError
+from .errors import PermanentSendError, TransientSendError
 from .models import OAuthConnection
 from .providers.base import Provider
 from .services import profile_update
@@ -62,7 +62,7 @@ def flow_take(session, *, provider: Provider, user) -> dict | None:
 
 @sensitive_variables("token")
 def connection_save(
-    *, provider: Provider, user, address: str, account_id: str, token: str
+    *, provider: Provider, user, address: str, account_id: str, token: str, api_endpoint: str = ""
 ) -> OAuthConnection:
     """Store the connected account (its tokens encrypted, bound to the provider's SMTP server as
     it is now) and make it the user's mail sender, with the connected address as login."""
@@ -77,6 +77,7 @@ def connection_save(
                 "token_encrypted": crypto.encrypt(token),
                 "smtp_host": host,
                 "smtp_port": port,
+                "api_endpoint": api_endpoint,
                 "connected_at": timezone.now(),
                 "refreshed_at": timezone.now(),
                 "last_error": "",
@@ -153,13 +154,16 @@ def refresh_all(provider: Provider) -> dict[str, int]:
     the user (an Event) when the provider refuses, before a mail fails for it."""
     from outbox.models import Event
 
-    counts = {"refreshed": 0, "refused": 0}
+    counts = {"refreshed": 0, "refused": 0, "unanswered": 0}
     user_ids = OAuthConnection.objects.filter(provider=provider.key, last_error="").values_list(
         "user_id", flat=True
     )
     for user_id in user_ids:
         try:
             provider.oauth.access_token(user_id=user_id, force_refresh=True)
+        except TransientSendError:  # the provider did not answer: the next run tries again
+            counts["unanswered"] += 1
+            continue
         except PermanentSendError as error:
             Event.objects.create(
                 user_id=user_id,

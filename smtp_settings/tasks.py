@@ -71,4 +71,11 @@ def oauth_refresh() -> dict[str, dict[str, int]]:
     tokens do not lapse unused; a refusal becomes an Event for its user before a mail fails."""
     from . import providers
 
-    return {p.key: p.oauth.refresh_all() for p in providers.oauth_providers()}
+    results: dict[str, dict[str, int]] = {}
+    for provider in providers.oauth_providers():  # one provider's trouble stops no other
+        try:
+            results[provider.key] = provider.oauth.refresh_all()
+        except Exception:
+            logger.exception("daily OAuth refresh of %s failed", provider.key)
+            results[provider.key] = {"failed": 1}
+    return results

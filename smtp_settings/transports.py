@@ -534,13 +534,16 @@ class XOAuth2Transport(SmtpTransport):
         login: str,
         token: Callable[[tuple[str, int]], tuple[str, str]],
     ) -> None:
-        super().__init__(host=host, port=port, security=security, login=login)
+        # A login always: AUTH runs only with one (SmtpTransport); empty means the address the
+        # account was connected with.
+        super().__init__(host=host, port=port, security=security, login=login or "-")
+        self.xoauth2_user = login
         self.token = token
 
     @sensitive_variables("token", "xoauth2")
     def _authenticate(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
         address, token = self.token((self.host, self.port))
-        login = self.login or address
+        login = self.xoauth2_user or address
         xoauth2 = f"user={login}\x01auth=Bearer {token}\x01\x01"
         # With an initial response; an error challenge (334 + JSON) is answered empty.
         return smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2)

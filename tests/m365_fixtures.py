@@ -31,6 +31,8 @@ import binascii
 import contextvars
 import dataclasses
 import datetime
+import email
+import email.policy
 import json
 import os
 import re
@@ -75,6 +77,7 @@ with warnings.catch_warnings():  # authlib deprecations the mock triggers on imp
     from oidc_provider_mock._storage import Client, Storage
 
 SMTP_SEND_SCOPE = "https://outlook.office.com/SMTP.Send"
+MAIL_SEND_SCOPE = "https://graph.microsoft.com/Mail.Send"
 GMAIL_SCOPE = "https://mail.google.com/"
 # The app's callbacks (smtp_settings/card_urls.py) on any loopback port, and on Django's test
 # client host.
@@ -177,7 +180,7 @@ class OIDCProvider:
                 allowed_scopes=(
                     *Client.SCOPES_SUPPORTED,
                     "offline_access",
-                    GMAIL_SCOPE if flavor == "google" else SMTP_SEND_SCOPE,
+                    *((GMAIL_SCOPE,) if flavor == "google" else (SMTP_SEND_SCOPE, MAIL_SEND_SCOPE)),
                 ),
                 token_endpoint_auth_method="client_secret_post",
             )
@@ -564,6 +567,7 @@ class M365:
     provider: OIDCProvider
     smtp: XOAuth2Server
     settings: Any  # pytest-django's settings fixture
+    graph: GraphServer | None = None
 
 
 def _m365_values(provider: OIDCProvider, server: XOAuth2Server) -> dict[str, str]:
@@ -577,16 +581,21 @@ def _m365_values(provider: OIDCProvider, server: XOAuth2Server) -> dict[str, str
 
 @pytest.fixture
 def m365_settings(
-    settings: Any, oidc_provider: OIDCProvider, xoauth2_server: XOAuth2Server
+    settings: Any,
+    oidc_provider: OIDCProvider,
+    xoauth2_server: XOAuth2Server,
+    graph_server: GraphServer,
 ) -> M365:
-    """Django settings pointing in-process app code at the stand-ins (restored after the test)."""
+    """Django settings pointing in-process app code at the stand-ins (restored after the test):
+    M365_*, and M365_GRAPH_ENDPOINT at the local Graph."""
     for name, value in _m365_values(oidc_provider, xoauth2_server).items():
         setattr(settings, name, value)
+    settings.M365_GRAPH_ENDPOINT = graph_server.endpoint
     settings.SMTP_ALLOW_PRIVATE_HOSTS = True
     settings.SMTP_ALLOWED_PORTS = [
         *dict.fromkeys([*settings.SMTP_ALLOWED_PORTS, xoauth2_server.port])
     ]
-    return M365(provider=oidc_provider, smtp=xoauth2_server, settings=settings)
+    return M365(provider=oidc_provider, smtp=xoauth2_server, settings=settings, graph=graph_server)
 
 
 @pytest.fixture(scope="session")
@@ -594,6 +603,7 @@ def m365_worker_env(
     test_ca: TestCA,
     oidc_provider: OIDCProvider,
     xoauth2_server: XOAuth2Server,
+    graph_server: GraphServer,
     google_provider: OIDCProvider,
     google_xoauth2_server: XOAuth2Server,
     test_server_ports: list[int],
@@ -603,6 +613,7 @@ def m365_worker_env(
     ports = [25, 465, 587, *test_server_ports, xoauth2_server.port, google_xoauth2_server.port]
     return {
         **_m365_values(oidc_provider, xoauth2_server),
+        "M365_GRAPH_ENDPOINT": graph_server.endpoint,
         **_google_values(google_provider, google_xoauth2_server),
         **_loopback_env(test_ca),
         "SMTP_ALLOWED_PORTS": ",".join(map(str, dict.fromkeys(ports))),
@@ -686,3 +697,169 @@ def google_settings(
         *dict.fromkeys([*settings.SMTP_ALLOWED_PORTS, google_xoauth2_server.port])
     ]
     return Google(provider=google_provider, smtp=google_xoauth2_server, settings=settings)
+
+
+# ------------------------------------------------------------------------------
+# Microsoft Graph: POST /v1.0/me/sendMail in miniature
+# ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GraphMessage:
+    """A message Graph accepted: the MIME as posted (base64-decoded), whose token, for whom."""
+
+    raw: bytes
+    token: str
+    user: str  # the provider's preferred_username for the token
+    recipients: list[str]
+
+    @property
+    def headers(self) -> bytes:
+        return re.split(rb"\r?\n\r?\n", self.raw, maxsplit=1)[0]
+
+
+class GraphServer:
+    """Graph's documented sendMail with a MIME body, over HTTPS on 127.0.0.1:
+    https://learn.microsoft.com/en-us/graph/api/user-sendmail (example 4, MIME).
+
+    A request needs `Authorization: Bearer <token>` that the provider vouches for (/userinfo)
+    and that carries Mail.Send (the provider's own record of the token's scope), else 401 with
+    Graph's error JSON; `Content-Type: text/plain` and a base64 MIME body, else 400
+    ErrorMimeContentInvalidBase64String. Recipients come from To, Cc and Bcc. Accepted: 202.
+    `script(status, retry_after=None, code="")` queues answers for the next requests (429 with
+    Retry-After, 503, 403 ErrorSendAsDenied, ...). `messages`, `requests` (status per request),
+    `wait_for(n)`, `reset()`.
+    """
+
+    def __init__(self, ca: TestCA, provider: OIDCProvider) -> None:
+        self.provider = provider
+        self.messages: list[GraphMessage] = []
+        self.requests: list[int] = []
+        self._script: list[tuple[int, int | None, str]] = []
+        self._lock = threading.Condition()
+        self._server = werkzeug.serving.make_server(
+            HOST,
+            0,
+            self._wsgi,
+            threaded=True,
+            request_handler=_QuietRequestHandler,
+            ssl_context=ca.server_context("valid"),
+        )
+        self.port = self._server.server_port
+        self.endpoint = f"https://{PUBLIC_HOST}:{self.port}/v1.0"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.requests.clear()
+            self._script.clear()
+
+    def script(self, status: int, *, retry_after: int | None = None, code: str = "") -> None:
+        with self._lock:
+            self._script.append((status, retry_after, code))
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[GraphMessage]:
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise AssertionError(f"Graph got {len(self.messages)} of {count} messages")
+            return list(self.messages)
+
+    # --- in the server's threads ------------------------------------------------------------
+    def _answer(self, start_response, status: int, error: str = "", message: str = "", **headers):
+        reasons = {202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}
+        reasons |= {404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
+        body = b""
+        if error:
+            body = json.dumps({"error": {"code": error, "message": message}}).encode()
+            headers["Content-Type"] = "application/json"
+        start_response(
+            f"{status} {reasons.get(status, 'Status')}",
+            [*headers.items(), ("request-id", str(uuid.uuid4()))],
+        )
+        with self._lock:
+            self.requests.append(status)
+        return [body]
+
+    def _token_user(self, token: str) -> str | None:
+        stored = self.provider.storage.get_access_token(token)
+        if stored is None or MAIL_SEND_SCOPE not in str(stored.scope).split():
+            return None
+        claims = self.provider.userinfo(token)
+        return str(claims.get("preferred_username")) if claims else None
+
+    def _wsgi(self, environ, start_response):
+        if environ["REQUEST_METHOD"] != "POST" or environ["PATH_INFO"] != "/v1.0/me/sendMail":
+            return self._answer(start_response, 404, "ResourceNotFound", "Resource not found.")
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        user = (
+            self._token_user(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        )
+        if user is None:
+            return self._answer(
+                start_response, 401, "InvalidAuthenticationToken", "Access token is invalid."
+            )
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        with self._lock:
+            scripted = self._script.pop(0) if self._script else None
+        if scripted is not None:
+            status, retry_after, code = scripted
+            extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            return self._answer(start_response, status, code or "Throttled", "Scripted.", **extra)
+        if not environ.get("CONTENT_TYPE", "").startswith("text/plain"):
+            return self._answer(start_response, 415, "ErrorUnsupportedContentType", "text/plain")
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except binascii.Error:
+            return self._answer(
+                start_response, 400, "ErrorMimeContentInvalidBase64String", "Invalid base64."
+            )
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        recipients = [
+            address.addr_spec
+            for header in ("To", "Cc", "Bcc")
+            for value in parsed.get_all(header, [])
+            for address in value.addresses
+        ]
+        if not recipients:
+            return self._answer(
+                start_response, 400, "ErrorInvalidRecipients", "At least one recipient."
+            )
+        with self._lock:
+            self.messages.append(
+                GraphMessage(
+                    raw=raw,
+                    token=auth.removeprefix("Bearer "),
+                    user=user,
+                    recipients=recipients,
+                )
+            )
+            self._lock.notify_all()
+        return self._answer(start_response, 202)
+
+
+_started_graphs: list[GraphServer] = []
+
+
+@pytest.fixture(scope="session")
+def graph_server(test_ca: TestCA, oidc_provider: OIDCProvider) -> Iterator[GraphServer]:
+    """Microsoft Graph's sendMail on https://localhost:PORT/v1.0 (see GraphServer); reset before
+    each test."""
+    server = GraphServer(test_ca, oidc_provider)
+    _started_graphs.append(server)
+    yield server
+    _started_graphs.remove(server)
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_graph() -> None:
+    for server in _started_graphs:
+        server.reset()

@@ -21,10 +21,12 @@ import pytest
 from django.db import connection
 
 from accounts.models import User
+from outbox.models import OutgoingMessage
 from smtp_settings import crypto
 from smtp_settings.models import OAuthConnection, SenderProfile
 from tests import factories
 from tests.m365_fixtures import REDIRECT_PATH, REDIRECT_URI_PATTERNS
+from tests.outbox.waiting import settled
 
 pytestmark = [
     pytest.mark.browser,
@@ -251,3 +253,60 @@ def test_popup_consent_denied(chromium, m365_site, m365_settings):
     assert not OAuthConnection.objects.exists()
     assert SenderProfile.objects.get(user__code=code).login == address
     assert provider.token_requests == []
+
+
+AUTH_DISABLED = (
+    "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the "
+    "Tenant. Visit https://aka.ms/smtp_auth_disabled for more information."
+)
+
+
+def test_smtp_auth_disabled_switches_to_graph_in_one_click(
+    chromium, m365_site, m365_settings, celery_worker, transactional_db
+):
+    """The tenant has SMTP AUTH off (5.7.139): the connection test says so and the card offers
+    Microsoft Graph; one click, the test e-mail goes out through Graph."""
+    provider, graph = m365_settings.provider, m365_settings.graph
+    code, address = "M365GRAPH", "dorota@contoso.test"
+    provider.add_user("dorota", address)
+    _m365_user(code, address)
+    m365_settings.smtp.script("AUTH", AUTH_DISABLED, times=None)
+
+    context = _browser_context(chromium)
+    try:
+        page = context.new_page()
+        _login_and_open_card(page, m365_site, code)
+        with page.expect_popup() as popup_info:
+            _connect_link(page).click()
+        popup = popup_info.value
+        popup.wait_for_load_state()
+        popup.fill('input[name="sub"]', "dorota")
+        with page.expect_navigation(), popup.expect_event("close"):
+            popup.get_by_role("button", name="Authorize").click()
+        assert page.locator(".graph-offer").count() == 0  # nothing refused yet
+
+        with page.expect_navigation():
+            page.get_by_role("button", name="Test connection").click()
+        assert "SMTP sign-in (SMTP AUTH) turned off" in page.content()
+        offer = page.locator(".graph-offer")
+        assert offer.is_visible() and "5.7.139" in offer.inner_text()
+
+        with page.expect_navigation():
+            offer.get_by_role("button", name="Send through Microsoft Graph").click()
+        assert "Your mail is sent through Microsoft Graph now" in page.content()
+        assert page.locator(".graph-on").is_visible()
+        assert page.locator(".graph-offer").count() == 0
+
+        with page.expect_navigation():
+            page.get_by_role("button", name="Test connection").click()
+        assert "Connection test passed" in page.content(), page.content()
+        with page.expect_navigation():
+            page.get_by_role("button", name="Send test e-mail").click()
+        [received] = graph.wait_for(1, timeout=30)
+    finally:
+        context.close()
+
+    assert received.user == address and received.recipients == [address]
+    message = settled(OutgoingMessage.objects.get(user__code=code))
+    assert message.state == "sent", message.last_reply
+    assert message.last_reply.startswith("202 Accepted by Microsoft Graph")

@@ -47,6 +47,15 @@ def _selected(html: str, name: str) -> str | None:
     return found[1] if found else None
 
 
+def test_google_mx_picks_google_oauth_when_the_platform_has_a_google_client(client, ewa, settings):
+    settings.GOOGLE_CLIENT_ID, settings.GOOGLE_CLIENT_SECRET = "client.apps.test", "s"
+    html = _press(client, "ewa@rejects.test")
+    assert "Save, then click “Sign in with Google”" in html
+    assert _selected(html, "mode") == "google"
+    assert _value(html, "login") == "ewa@rejects.test"
+    assert SenderProfile.objects.get(user=ewa).mode == SenderMode.DEFAULT  # nothing saved
+
+
 def test_google_mx_fills_gmail_and_saves_nothing(client, ewa, settings):
     html = _press(client, "ewa@rejects.test")
     assert "Filled in for Gmail / Google Workspace" in html

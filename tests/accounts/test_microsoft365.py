@@ -7,6 +7,8 @@ tests/test_browser_microsoft365.py; here the sign-in form is submitted without a
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from django.test import Client
 
@@ -162,9 +164,10 @@ def test_another_users_flow_stores_nothing(anna, m365_settings):
 )
 def test_refusals_are_explained_and_store_nothing(client, anna, m365_settings, params, text):
     client.force_login(anna)
-    client.get(CONNECT)
+    started = client.get(CONNECT)
+    state = parse_qs(urlsplit(started["Location"]).query)["state"][0]  # this very sign-in's
 
-    response = client.get(CALLBACK, {**params, "state": "x"}, follow=True)
+    response = client.get(CALLBACK, {**params, "state": state}, follow=True)
 
     assert text in response.content.decode()
     assert _nothing_stored()
@@ -246,14 +249,14 @@ def test_the_daily_refresh_warns_a_user_whose_consent_was_withdrawn(client, anna
     provider = m365_settings.provider
     client.force_login(anna)
     _connect(client, provider)
-    assert refresh_all() == {"refreshed": 1, "refused": 0}
+    assert refresh_all() == {"refreshed": 1, "refused": 0, "unanswered": 0}
 
     provider.revoke("anna")
-    assert refresh_all() == {"refreshed": 0, "refused": 1}
+    assert refresh_all() == {"refreshed": 0, "refused": 1, "unanswered": 0}
 
     event = Event.objects.get(user=anna)
     assert event.kind == EventKind.MICROSOFT365_RECONNECT
-    assert refresh_all() == {"refreshed": 0, "refused": 0}  # warned once, not every day
+    assert refresh_all() == {"refreshed": 0, "refused": 0, "unanswered": 0}  # warned once
 
 
 @pytest.mark.usefixtures("english")

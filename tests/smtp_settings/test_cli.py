@@ -178,6 +178,15 @@ def test_set_a_rate_limit_and_clear_it(anna):
     assert SenderProfile.objects.get(user=anna).rate_limit is None
 
 
+def test_set_mode_google_then_show_says_it_is_not_connected_yet(anna):
+    _sender("set", "ANNA", "--mode", "google", "--login", "anna@acme.test")
+    profile = SenderProfile.objects.get(user=anna)
+    assert (profile.mode, profile.login) == ("google", "anna@acme.test")
+    shown = json.loads(_sender("show", "ANNA", "--json"))
+    assert (shown["mode"], shown["transport"]) == ("google", "google")
+    assert shown["password_set"] is False and shown["mass_mailing_allowed"] is False
+
+
 def test_set_global_and_the_mail_sending_user(anna, monkeypatch):
     relay_password = factories.secret()
     _sender(
@@ -239,6 +248,15 @@ BAD_SETS = [
     pytest.param(
         ["ANNA", "--mode", "microsoft365", "--password-stdin"], "SECRET",
         "Password: Microsoft 365 OAUTH uses no password.", id="password-with-microsoft365",
+    ),
+    pytest.param(
+        ["ANNA", "--mode", "google", "--password-stdin"], "SECRET",
+        "Password: Google OAUTH uses no password.", id="password-with-google",
+    ),
+    pytest.param(
+        ["--global", "--mode", "google"], None,
+        "Mail sender: Select a valid choice. google is not one of the available choices.",
+        id="global-google",
     ),
     pytest.param(
         ["ANNA", "--server", ""], None,

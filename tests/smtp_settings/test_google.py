@@ -188,8 +188,9 @@ def test_another_users_callback_stores_nothing(anna, google_settings):
 )
 def test_refusals_are_explained_and_store_nothing(client, anna, google_settings, params, text):
     client.force_login(anna)
-    client.get(CONNECT)
-    response = client.get(CALLBACK, {**params, "state": "x"}, follow=True)
+    started = client.get(CONNECT)
+    state = parse_qs(urlsplit(started["Location"]).query)["state"][0]  # this very sign-in's
+    response = client.get(CALLBACK, {**params, "state": state}, follow=True)
     assert text in response.content.decode()
     assert _nothing_stored()
 
@@ -302,14 +303,14 @@ def test_the_daily_refresh_warns_a_user_whose_access_was_removed(client, anna, g
     provider = google_settings.provider
     client.force_login(anna)
     _connect(client, provider)
-    assert google.refresh_all() == {"refreshed": 1, "refused": 0}
+    assert google.refresh_all() == {"refreshed": 1, "refused": 0, "unanswered": 0}
 
     provider.revoke("anna")
-    assert google.refresh_all() == {"refreshed": 0, "refused": 1}
+    assert google.refresh_all() == {"refreshed": 0, "refused": 1, "unanswered": 0}
 
     event = Event.objects.get(user=anna)
     assert event.kind == EventKind.GOOGLE_RECONNECT
-    assert google.refresh_all() == {"refreshed": 0, "refused": 0}  # warned once
+    assert google.refresh_all() == {"refreshed": 0, "refused": 0, "unanswered": 0}  # warned once
 
 
 @pytest.mark.usefixtures("english")

@@ -51,6 +51,7 @@ TIMEOUT = 10  # seconds for each request to Google
 # An access token this close to its expiry is refreshed before use (a big message takes a while).
 REFRESH_MARGIN = 300
 _METADATA_SECONDS = 3600
+_METADATA_BYTES = 64 * 1024
 
 
 class _Unavailable(Exception):
@@ -60,14 +61,28 @@ class _Unavailable(Exception):
 def _metadata() -> dict:
     """The issuer's OpenID configuration: only its own, over https, cached an hour."""
     issuer = settings.GOOGLE_ISSUER.rstrip("/")
+    if urlsplit(issuer).scheme != "https":  # the client secret and codes follow this document
+        raise _Unavailable(f"GOOGLE_ISSUER {issuer} is not https")
     key = f"google-oidc:{issuer}"
     metadata = cache.get(key)
     if metadata is not None:
         return metadata
     try:
-        response = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=TIMEOUT)
-        response.raise_for_status()
-        metadata = response.json()
+        # No redirects (one to http would hand the document to anyone on the path), and no
+        # more than _METADATA_BYTES of it.
+        with requests.get(
+            f"{issuer}/.well-known/openid-configuration",
+            timeout=TIMEOUT,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            response.raise_for_status()
+            if response.status_code != 200:
+                raise _Unavailable(f"{issuer}: HTTP {response.status_code}")
+            body = response.raw.read(_METADATA_BYTES + 1, decode_content=True)
+        if len(body) > _METADATA_BYTES:
+            raise _Unavailable(f"{issuer}: its OpenID configuration is too large")
+        metadata = json.loads(body)
     except (requests.RequestException, ValueError) as error:
         raise _Unavailable(str(error)) from None
     endpoints = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint")
@@ -129,8 +144,6 @@ def connect_finish(*, session, user, params: dict[str, str]) -> OAuthConnection:
     """Complete the flow from the callback's query: stores nothing unless the flow was started
     in this session by this user, the state matches, and Google exchanges the code."""
     flow = flow_take(session, provider=PROVIDER, user=user)  # one use only
-    if "error" in params:
-        raise _provider_error(params.get("error", ""), params.get("error_description", ""))
     if flow is None:
         raise OAuthError(
             "no_flow",
@@ -139,9 +152,14 @@ def connect_finish(*, session, user, params: dict[str, str]) -> OAuthConnection:
                 "“Sign in with Google” again."
             ),
         )
-    if not hmac.compare_digest(str(params.get("state", "")), flow["state"]) or not params.get(
-        "code"
-    ):
+    state_matches = hmac.compare_digest(
+        str(params.get("state", "")).encode(), str(flow["state"]).encode()
+    )
+    # The provider's error text is shown only for this very sign-in: a crafted link cannot
+    # put its words on the user's card.
+    if state_matches and "error" in params:
+        raise _provider_error(params.get("error", ""), params.get("error_description", ""))
+    if not state_matches or not params.get("code"):
         raise OAuthError(
             "bad_state",
             _(

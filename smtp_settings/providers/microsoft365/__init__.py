@@ -64,6 +64,25 @@ PROVIDER = Provider(
             ),
             transient=False,
         ),
+        Explanation(
+            "m365_graph_consent",
+            _("Microsoft Graph did not let the platform send mail for this account."),
+            _(
+                "Open your user card and click “Authenticate with Microsoft 365” again, and "
+                "accept the permission to send mail as you (Mail.Send). If your organisation "
+                "requires it, an administrator must grant consent to the application first."
+            ),
+            transient=False,
+        ),
+        Explanation(
+            "m365_graph_mailbox",
+            _("This Microsoft 365 account has no mailbox that Microsoft Graph can send from."),
+            _(
+                "Ask your Microsoft 365 administrator to give the account an Exchange Online "
+                "mailbox (a licence with Exchange), or choose another mail sender."
+            ),
+            transient=False,
+        ),
     ),
     rules=(
         # Microsoft: "550 5.7.30 Basic authentication is not supported for Client Submission"
