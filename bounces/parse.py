@@ -170,14 +170,31 @@ def parse_bounce(
 
 
 def _parse(raw: bytes, envelope_recipients: Sequence[str], max_recipients: int) -> BounceReport:
+    size = len(raw)
+    raw = _without_mbox_line(_lf_for_bare_cr(raw))
     message, dropped = _bounded_message(raw, max_recipients)
+    message = _with_body_boundary(message, raw, max_recipients, dropped)
     subject = _decoded(_header(message, "Subject"))
     reporting_mta, recipients = _delivery_status(message)
     kind: Kind
     # A DSN wins over every auto-reply sign: RFC 3464 reports may carry
-    # "Auto-Submitted: auto-replied" (RFC 3834 §5) and are still bounces.
+    # "Auto-Submitted: auto-replied" (RFC 3834 §5) and are still bounces. So does a notice
+    # that names recipients (formats.py): a report that names them is never an auto-reply.
+    # Not an address the returned message was sent to, though: a test mail goes to its sender.
+    own = _own_addresses(message) - _sent_to(message)
+    if not recipients:
+        recipients = _dsn_in_text(message)
     if not recipients and not _is_strong_auto_reply(message, subject):
-        recipients = _flufl_failures(message)
+        recipients = [
+            r
+            for r in _flufl_failures(message)
+            if r.address.lower() not in own and valid_recipient(r.address)
+        ]
+    if not recipients:
+        recipients = _notice_failures(message, own)
+    if not recipients:
+        recipients = _returned_recipients(message, own)
+    recipients = [r for r in recipients if valid_recipient(r.address)]
     if len(recipients) > max_recipients:
         dropped.blocks += len(recipients) - max_recipients
         recipients = recipients[:max_recipients]
@@ -197,7 +214,7 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str], max_recipients: int) 
         report_id=_message_id(_header(message, "Message-ID")),
         recipients_ignored=dropped.blocks,
         parts_ignored=dropped.parts,
-        unread_bytes=max(0, len(raw) - _PARSE_BYTES),
+        unread_bytes=max(0, size - _PARSE_BYTES),
     )
 
 
@@ -354,6 +371,159 @@ def _typed_value(text: str) -> str:
     if separator and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]*", kind.strip()):
         return rest.strip()
     return text
+
+
+# --- Robust reading --------------------------------------------------------------------------
+
+
+def _lf_for_bare_cr(raw: bytes) -> bytes:
+    """A mail with CR-only line ends (old Mac software, some archives) read as the same mail
+    with LF: the email package splits on CR, but the body's text and Sisimai-like formats do
+    not. Only when its lines end so (no LF in its head); a byte for a byte."""
+    head = raw[:4096]
+    if b"\r" in head and b"\n" not in head:
+        return raw[:_PARSE_BYTES].replace(b"\r", b"\n") + raw[_PARSE_BYTES:]
+    return raw
+
+
+def _without_mbox_line(raw: bytes) -> bytes:
+    """A mail saved as an mbox begins with "From sender date": not a header."""
+    if raw.startswith(b"From "):
+        newline = raw.find(b"\n")
+        return raw[newline + 1 :] if newline >= 0 else b""
+    return raw
+
+
+_BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,200}?)(?:--)?\r?$", re.MULTILINE)
+
+
+def _with_body_boundary(
+    message: Message, raw: bytes, max_recipients: int, dropped: _Dropped
+) -> Message:
+    """When the declared boundary does not split the body (a report whose top-level header was
+    rewritten), the boundary the body does use: the first `--x` line that comes back."""
+    if message.get_content_maintype() != "multipart" or message.get_boundary() is None:
+        return message
+    declared = message.get_boundary().encode("ascii", "replace")
+    head_end = re.search(rb"\r?\n\r?\n", raw[:_PARSE_BYTES])
+    body = raw[head_end.end() : _PARSE_BYTES] if head_end else b""
+    if b"--" + declared in body:
+        return message
+    counts: dict[bytes, int] = {}
+    for match in _BOUNDARY_LINE.finditer(body):
+        counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    candidates = [b for b, n in counts.items() if n >= 2]
+    if not candidates:
+        return message
+    boundary = candidates[0].decode("ascii", "replace")
+    fixed = message.get("Content-Type", "")
+    fixed = re.sub(r'boundary="?[^";]*"?', f'boundary="{boundary}"', str(fixed), flags=re.I)
+    header = raw[: head_end.start()] if head_end else raw
+    header = re.sub(
+        rb"(?im)^content-type:.*(?:\r?\n[ \t].*)*",
+        b"Content-Type: " + fixed.encode("ascii", "replace"),
+        header,
+        count=1,
+    )
+    repaired, again = _bounded_message(header + raw[head_end.start() :], max_recipients)
+    dropped.blocks, dropped.parts = again.blocks, again.parts
+    return repaired
+
+
+# An address a recipient may be: a local part without spaces, quotes or brackets (dot-atom,
+# UTF-8 allowed as RFC 6531 does) and a domain of labels with a dot (RFC 5321's Mailbox,
+# without quoted local parts and address literals, which no failure report here names).
+_VALID = re.compile(
+    r"^[^\s@<>()\[\],;:\"\\{}|.]+(?:\.[^\s@<>()\[\],;:\"\\{}|.]+)*"
+    r"@(?:[^\W_](?:[\w\-]*[^\W_])?\.)+[^\W\d_][\w\-]*$"
+)
+
+
+def valid_recipient(address: str) -> bool:
+    """Whether a report's "recipient" can be one (issue 16, item 4): no JSON fragment, pipe
+    command, mailbox file path or bare "@domain" ever becomes a failure."""
+    if len(address) > 254 or not _VALID.match(address):
+        return False
+    local, _, domain = address.rpartition("@")
+    return len(local) <= 64 and not domain.startswith("-")
+
+
+def _own_addresses(message: Message) -> set[str]:
+    """The report's own addresses and the returned message's sender: never a failed recipient
+    of a text notice or a detector (Zoho's bounces name the sender; flufl.bounce took it)."""
+    values = [
+        *_header_values(message, "From"),
+        *_header_values(message, "To"),
+        *_header_values(message, "Return-Path"),
+        *_header_values(message, "Reply-To"),
+    ]
+    for headers in _returned_headers(message):
+        for name in ("From", "Return-Path", "Sender", "Reply-To"):
+            values += _header_values(headers, name)
+    own = {address.lower() for _name, address in getaddresses(values) if "@" in address}
+    # A Message-ID's "local@domain" is no address either.
+    for headers in [message, *_returned_headers(message)]:
+        for value in _header_values(headers, "Message-ID"):
+            own.update(m.lower() for m in re.findall(r"<([^<>\s]+@[^<>\s]+)>", value))
+    return own
+
+
+def _sent_to(message: Message) -> set[str]:
+    """The returned message's To and Cc, when the report kept its header."""
+    values: list[str] = []
+    for headers in _returned_headers(message):
+        values += [*_header_values(headers, "To"), *_header_values(headers, "Cc")]
+    return {address.lower() for _name, address in getaddresses(values) if "@" in address}
+
+
+def _dsn_in_text(message: Message) -> list[BounceRecipient]:
+    """RFC 3464 fields written into a text part (formats.rfc3464_in_text)."""
+    from . import formats
+
+    recipients = [r for b in formats.rfc3464_in_text(message) if (r := _status_recipient(b))]
+    return [_replace_source(r, "dsn-in-text") for r in recipients]
+
+
+def _notice_failures(message: Message, own: set[str]) -> list[BounceRecipient]:
+    """The addresses a text notice names as failed (formats.notice): the last resort."""
+    from . import formats
+
+    return [
+        BounceRecipient(
+            address=address,
+            permanent=permanent,
+            action="failed" if permanent else "delayed",
+            status=status,
+            diagnostic=diagnostic,
+            source="notice",
+        )
+        for address, diagnostic, status, permanent in formats.notice(
+            message, _sent_to(message), own
+        )
+    ]
+
+
+def _returned_recipients(message: Message, own: set[str]) -> list[BounceRecipient]:
+    """A delivery status notification without a recipient block (Postfix's "Delivery report
+    unavailable") whose notice names no address: the returned message's To and Cc are the ones
+    it failed for."""
+    parts = [p for p in message.walk() if p.get_content_type() in _DELIVERY_STATUS]
+    if not parts or any(_names_a_recipient(block) for p in parts for block in _status_blocks(p)):
+        return []  # no report, or one that says for whom (a success, for one)
+    return [
+        BounceRecipient(address=address, permanent=True, action="failed", source="returned-to")
+        for address in sorted(_sent_to(message) - own)
+    ]
+
+
+def _names_a_recipient(block: Message) -> bool:
+    return bool(_header(block, "Final-Recipient") or _header(block, "Original-Recipient"))
+
+
+def _replace_source(recipient: BounceRecipient, source: str) -> BounceRecipient:
+    from dataclasses import replace
+
+    return replace(recipient, source=source)
 
 
 # --- Non-standard bounces: flufl.bounce ---------------------------------------------------------

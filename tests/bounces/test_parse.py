@@ -16,7 +16,7 @@ from pathlib import Path
 import flufl.bounce
 import pytest
 
-from bounces.parse import BounceReport, parse_bounce
+from bounces.parse import BounceReport, parse_bounce, valid_recipient
 
 DATA = Path(__file__).parent / "data"
 CORPUS = sorted(DATA.glob("*.txt"))
@@ -109,8 +109,12 @@ def test_report_agrees_with_flufl_bounce_all_failures(path):
     raw = path.read_bytes()
     temporary, permanent = flufl.bounce.all_failures(email.message_from_bytes(raw))
     report = parse_bounce(raw)
-    assert _addresses(report, permanent=False) == {a.decode().lower() for a in temporary}
-    assert _addresses(report, permanent=True) == {a.decode().lower() for a in permanent}
+    # What is no address (simple_42's "david...@gmail.com") is never a recipient of ours
+    # (issue 16, item 4); flufl.bounce reports it.
+    temporary = {a.decode().lower() for a in temporary if valid_recipient(a.decode())}
+    permanent = {a.decode().lower() for a in permanent if valid_recipient(a.decode())}
+    assert _addresses(report, permanent=False) == temporary
+    assert _addresses(report, permanent=True) == permanent
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,63 @@
+"""The public bounce corpora through `parse_bounce` (issue 16): Sisimai's labelled set and
+flufl.bounce's sdist data (tests/bounce_corpus.py reads them; `python -m tests.bounce_corpus`
+prints every miss). The figures print with the test output (-s) and go in the README."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bounce_corpus import cr_only, crlf, measure, sisimai_mails
+
+
+@pytest.fixture(scope="module")
+def figures():
+    result = measure()
+    print("\n" + result.table())
+    return result
+
+
+def test_the_corpora_are_all_there():
+    mails = list(sisimai_mails())
+    assert sum(not m.negative for m in mails) == 537  # lhost-*/rhost-* bounces
+    assert sum(m.negative for m in mails) == 12  # RFC 3834, not/, SES delivered/feedback
+
+
+def test_a_recipient_is_found_in_97_percent_of_the_bounces(figures):
+    assert figures.found_share >= 0.97, figures.misses
+
+
+def test_every_recipient_is_a_valid_address(figures):
+    assert figures.invalid == 0, figures.invalid_seen
+
+
+def test_no_auto_reply_or_non_bounce_is_called_a_bounce(figures):
+    assert figures.negatives == 12
+    assert figures.negatives_called_bounces == 0, figures.wrong_negatives
+
+
+def test_nothing_raises_or_comes_back_unreadable(figures):
+    assert figures.exceptions == 0, figures.misses
+
+
+def test_every_address_flufl_bounce_expects_is_found(figures):
+    assert figures.addresses_found == figures.addresses_expected == 133
+
+
+def test_permanence_agrees_with_the_reference(figures):
+    """Against Sisimai's "this recipient failed": 96.9 % today. The rest are RFC 3464
+    "Action: delayed" reports (the MTA still trying: a delay here, as item 1 wants, a failure
+    with reason "expired" there) and two reports of two recipients where one block is read.
+    A floor, so that no change makes it worse; the target of 98 % is not met yet."""
+    assert figures.permanence_share >= 0.965, figures.disagreements
+
+
+@pytest.mark.parametrize("transform", [crlf, cr_only], ids=["CRLF", "CR-only"])
+def test_line_endings_change_nothing(transform, figures):
+    other = measure(transform=transform)
+    changed = {
+        name: (result, other.results.get(name))
+        for name, result in figures.results.items()
+        if other.results.get(name) != result
+    }
+    assert not changed
+    assert len(other.results) == len(figures.results) > 600
