@@ -186,6 +186,27 @@ def _diagnostic(lines: list[str], index: int, column: int) -> str:
     return " ".join(rest.split())[:500]
 
 
+def diagnostic_for(message: Message, address: str) -> str:
+    """The server's reply a notice gives for `address` (a detector found the address but not
+    why): the first reply line after it, else the notice's own words around it."""
+    wanted = address.lower()
+    for text in notice_parts(message):
+        body, _rest = _notice(text)
+        lines = body.split("\n")
+        for index, line in enumerate(lines):
+            at = line.lower().find(wanted)
+            if at < 0 or _NOT_RECIPIENT_LINE.match(line):
+                continue
+            found = _diagnostic(lines, index, at + len(wanted))
+            if found:
+                return found
+            # No reply beside it: the notice's sentence that says what went wrong.
+            for other in lines:
+                if _FAILURE_WORDS.search(other) and not _ADDRESS.search(other):
+                    return " ".join(other.split())[:500]
+    return ""
+
+
 def rfc3464_in_text(message: Message) -> list[Message]:
     """RFC 3464 fields written in a text part: its blocks as header blocks (empty: none)."""
     from email.parser import HeaderParser

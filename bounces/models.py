@@ -10,6 +10,7 @@ class IntakeState(models.TextChoices):
     BOUNCED = "bounced", _("bounce recorded")
     DELAYED = "delayed", _("delay recorded")
     AUTO_REPLY = "auto_reply", _("auto-reply, not a bounce")
+    COMPLAINT = "complaint", _("complaint (marked as spam), not a bounce")
     UNMATCHED = "unmatched", _("no message of ours found")
     UNREADABLE = "unreadable", _("could not be read")
     REFUSED = "refused", _("refused")

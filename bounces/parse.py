@@ -41,7 +41,7 @@ except ImportError:  # a later flufl.bounce: its public all_failures(), guarded,
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["bounce", "delay", "auto_reply", "unknown"]
+Kind = Literal["bounce", "delay", "auto_reply", "complaint", "unknown"]
 
 # RFC 3464 §2.1 and its UTF-8 form, RFC 6533 §6.2.
 _DELIVERY_STATUS = ("message/delivery-status", "message/global-delivery-status")
@@ -117,6 +117,18 @@ class BounceRecipient:
     diagnostic: str = ""  # the remote server's reply, e.g. "550 5.1.1 no such user" (§2.3.6)
     remote_mta: str = ""  # the server that gave that reply (§2.3.5)
     source: str = ""  # "dsn", or the flufl.bounce detector that found the address
+    # Why, in one of bounces.reasons.REASONS (user_unknown, mailbox_full, …): from the status
+    # and the server's words when not given.
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            from .reasons import classify
+
+            reason = classify(
+                status=self.status, diagnostic=self.diagnostic, permanent=self.permanent
+            )
+            object.__setattr__(self, "reason", reason)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,10 @@ class BounceReport:
     recipients_ignored: int = 0
     parts_ignored: int = 0
     unread_bytes: int = 0  # past _PARSE_BYTES: kept with the mail, never parsed
+    # An ARF feedback report (RFC 5965): kind "complaint", its Feedback-Type ("abuse", …) and
+    # the addresses it is about (Original-Rcpt-To, Removal-Recipient). Never a bounce.
+    feedback_type: str = ""
+    complainants: tuple[str, ...] = ()
 
     @property
     def permanent_failures(self) -> tuple[BounceRecipient, ...]:
@@ -175,6 +191,19 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str], max_recipients: int) 
     message, dropped = _bounded_message(raw, max_recipients)
     message = _with_body_boundary(message, raw, max_recipients, dropped)
     subject = _decoded(_header(message, "Subject"))
+    feedback = _feedback_report(message)
+    if feedback is not None:
+        feedback_type, complainants = feedback
+        return BounceReport(
+            kind="complaint",
+            feedback_type=feedback_type,
+            complainants=complainants,
+            original_message_id=_original_message_id(message),
+            verp_candidates=_addresses([*envelope_recipients, *_delivery_addresses(message)]),
+            subject=subject,
+            report_id=_message_id(_header(message, "Message-ID")),
+            unread_bytes=max(0, size - _PARSE_BYTES),
+        )
     reporting_mta, recipients = _delivery_status(message)
     kind: Kind
     # A DSN wins over every auto-reply sign: RFC 3464 reports may carry
@@ -194,7 +223,7 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str], max_recipients: int) 
         recipients = _notice_failures(message, own)
     if not recipients:
         recipients = _returned_recipients(message, own)
-    recipients = [r for r in recipients if valid_recipient(r.address)]
+    recipients = [_with_diagnostic(message, r) for r in recipients if valid_recipient(r.address)]
     if len(recipients) > max_recipients:
         dropped.blocks += len(recipients) - max_recipients
         recipients = recipients[:max_recipients]
@@ -373,6 +402,33 @@ def _typed_value(text: str) -> str:
     return text
 
 
+# --- ARF feedback reports (RFC 5965) ---------------------------------------------------------
+# https://www.rfc-editor.org/rfc/rfc5965#section-3
+
+
+def _feedback_report(message: Message) -> tuple[str, tuple[str, ...]] | None:
+    """(Feedback-Type, the addresses it is about) of a message/feedback-report part; None when
+    the mail has none."""
+    for part in message.walk():
+        if part.get_content_type() != "message/feedback-report":
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            fields = payload[0]
+        else:
+            fields = HeaderParser().parsestr(str(payload or "").strip() + "\n\n")
+        feedback_type = _header(fields, "Feedback-Type").lower()[:40]
+        values = [
+            *_header_values(fields, "Original-Rcpt-To"),
+            *_header_values(fields, "Removal-Recipient"),
+        ]
+        complainants = [a for a in _addresses(values) if valid_recipient(a)]
+        if not complainants:  # else whom the complained-of message was sent to
+            complainants = [a for a in sorted(_sent_to(message)) if valid_recipient(a)]
+        return feedback_type or "abuse", tuple(complainants[:_MAX_CANDIDATES])
+    return None
+
+
 # --- Robust reading --------------------------------------------------------------------------
 
 
@@ -518,6 +574,19 @@ def _returned_recipients(message: Message, own: set[str]) -> list[BounceRecipien
 
 def _names_a_recipient(block: Message) -> bool:
     return bool(_header(block, "Final-Recipient") or _header(block, "Original-Recipient"))
+
+
+def _with_diagnostic(message: Message, recipient: BounceRecipient) -> BounceRecipient:
+    """A detector's recipient without the server's words gets them from the notice (so its
+    reason and its Event can say why)."""
+    if recipient.diagnostic:
+        return recipient
+    from dataclasses import replace
+
+    from . import formats
+
+    diagnostic = formats.diagnostic_for(message, recipient.address)
+    return replace(recipient, diagnostic=diagnostic, reason="") if diagnostic else recipient
 
 
 def _replace_source(recipient: BounceRecipient, source: str) -> BounceRecipient:

@@ -39,6 +39,7 @@ from smtp_settings.explain import error_from_reply
 
 from .models import InboundMail, IntakeState
 from .parse import BounceRecipient, BounceReport, parse_bounce
+from .reasons import explanation_key
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ def _record(mail: InboundMail, report: BounceReport) -> None:
     message, reason, why = _find_message(mail.envelope_recipients, report)
     mail.message = message
     mail.error = why
+    if report.kind == "complaint" and not reason:
+        _complaint(mail, message, report)
+        return
     if report.kind == "auto_reply" and reason != "forged":
         mail.state, mail.reason = IntakeState.AUTO_REPLY, reason if message is None else ""
         mail.save()
@@ -240,6 +244,25 @@ def _their_recipients(message: OutgoingMessage, report: BounceReport) -> list[Bo
     return list(found.values())
 
 
+def _complaint(mail: InboundMail, message: OutgoingMessage, report: BounceReport) -> None:
+    """An ARF report about a message of ours (RFC 5965): an Event for the sender, kept apart
+    from bounces (no address flagged, the message not bounced). Once per report."""
+    mail.state = IntakeState.COMPLAINT
+    mail.save()
+    sent_to = {a.lower() for a in [*message.to, *message.cc, *message.bcc]}
+    theirs = [a for a in report.complainants if a.lower() in sent_to]
+    if Event.objects.filter(message=message, kind=EventKind.COMPLAINT).exists():
+        return  # the same complaint again (an ESP and the mailbox provider both report it)
+    Event.objects.create(
+        user=message.user,
+        message=message,
+        kind=EventKind.COMPLAINT,
+        explanation="complaint",
+        params={"address": theirs[0] if theirs else "", "feedback_type": report.feedback_type},
+        reply="",
+    )
+
+
 def _event(message: OutgoingMessage, recipient: BounceRecipient) -> None:
     params = {
         "address": recipient.address,
@@ -261,15 +284,18 @@ def _event(message: OutgoingMessage, recipient: BounceRecipient) -> None:
 
 
 def _explanation(recipient: BounceRecipient) -> str:
-    """A plain-language key for the receiving server's refusal, from its reply."""
+    """A plain-language key for the receiving server's refusal: from its reply where the
+    sending catalogue knows it, else from the recipient's reason (bounces/reasons.py)."""
+    from_reply = ""
     match = _REPLY.match(recipient.diagnostic.strip())
     if match:
         key = error_from_reply(int(match[1]), match[2], stage="rcpt").explanation
-        if key in _RECIPIENT_KEYS:
-            return key
-    if recipient.status.startswith("5.1."):
-        return "recipient_unknown"
-    return "bounced"
+        from_reply = key if key in _RECIPIENT_KEYS else ""
+    if from_reply in ("spf_rejected", "message_too_large"):
+        return from_reply  # the sending catalogue's own words for these
+    if recipient.reason not in ("user_unknown", "rejected"):
+        return explanation_key(recipient.reason)  # mailbox full, host unknown, …: more exact
+    return from_reply or explanation_key(recipient.reason)
 
 
 def _report_json(report: BounceReport) -> dict:

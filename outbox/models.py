@@ -210,6 +210,7 @@ class EventKind(models.TextChoices):
     GOOGLE_RECONNECT = "google_reconnect", _("Google must be signed in again")
     BOUNCED = "bounced", _("Came back undelivered")
     DELIVERY_DELAYED = "delivery_delayed", _("Delivery delayed")
+    COMPLAINT = "complaint", _("Marked as spam by the recipient")
     PASSWORD_REENTRY = "password_reentry", _("Password must be entered again")
 
 

@@ -395,6 +395,99 @@ _ENTRIES = [
         ),
         transient=False,
     ),
+    # -- why a recipient's server refused it (bounces/reasons.py) --------------------------
+    Explanation(
+        "bounce_mailbox_full",
+        _("The message came back: the recipient's mailbox is full."),
+        _(
+            "The customer must empty their mailbox; send again later, or reach %(address)s "
+            "another way meanwhile."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_host_unknown",
+        _("The message came back: the domain of the address does not exist or takes no mail."),
+        _(
+            "Check the part after @ in %(address)s with the customer (a typo, or a company "
+            "that changed its domain) and correct it on the customer's record."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_expired",
+        _("The message came back: the recipient's server could not be reached for days."),
+        _(
+            "The customer's mail server did not take the message in time. Send again later; if "
+            "it happens again, tell the customer their mail server for %(address)s is down."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_spam",
+        _("The message came back: the recipient's server took it for spam or a virus."),
+        _(
+            "Ask the customer to allow mail from your address, or send without the attachment "
+            "or link that may have set off their filter."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_blocked",
+        _("The message came back: the recipient's server refused the sender by its policy."),
+        _(
+            "The receiving server did not accept mail from this sender or server (a block list, "
+            "SPF/DKIM/DMARC, or its own rules). The reply shown says which; ask the customer's "
+            "IT to allow your address, or your administrator to check the sending domain."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_suspended",
+        _("The message came back: the recipient's mailbox is disabled or suspended."),
+        _(
+            "The address %(address)s exists but does not take mail now. Ask the customer for "
+            "an address they use."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_has_moved",
+        _("The message came back: the recipient has moved to another address."),
+        _(
+            "The reply shown often names the new address: confirm it with the customer and "
+            "correct %(address)s on their record."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_network",
+        _("The message came back: the recipient's server could not be connected to."),
+        _(
+            "A network or connection problem at the receiving side. Send again later; if it "
+            "persists, tell the customer their mail server for %(address)s does not answer."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "bounce_system",
+        _("The message came back: the recipient's mail system had an error."),
+        _(
+            "The fault is at the receiving side, not with you or the address. Send again "
+            "later; if it comes back again, tell the customer."
+        ),
+        transient=False,
+    ),
+    Explanation(
+        "complaint",
+        _("The recipient marked the message as spam."),
+        _(
+            "Their mail provider reported it (a feedback report). Nothing bounced, but more "
+            "such reports hurt the delivery of everyone's mail: ask %(address)s whether they "
+            "still want mail from you, and do not send them letters they did not ask for."
+        ),
+        transient=False,
+    ),
     Explanation(
         "bounce_delayed",
         _("Delivery is delayed: the recipient's mail server has not taken the message yet."),

@@ -34,6 +34,42 @@ VALID_ADDRESS = re.compile(
 )
 
 
+# Sisimai's reasons in our classes (bounces/reasons.py).
+SISIMAI_REASONS = {
+    "userunknown": "user_unknown",
+    "mailboxfull": "mailbox_full",
+    "hostunknown": "host_unknown",
+    "notaccept": "host_unknown",
+    "expired": "expired",
+    "mesgtoobig": "message_too_big",
+    "exceedlimit": "message_too_big",
+    "spamdetected": "spam",
+    "virusdetected": "spam",
+    "contenterror": "spam",
+    "blocked": "blocked",
+    "badreputation": "blocked",
+    "requireptr": "blocked",
+    "norelaying": "blocked",
+    "authfailure": "blocked",
+    "notcompliantrfc": "blocked",
+    "policyviolation": "blocked",
+    "securityerror": "blocked",
+    "failedstarttls": "blocked",
+    "suspend": "suspended",
+    "hasmoved": "has_moved",
+    "networkerror": "network",
+    "toomanyconn": "network",
+    "speeding": "network",
+    "systemerror": "system",
+    "systemfull": "system",
+    "mailererror": "system",
+    "onhold": "system",
+    "syntaxerror": "system",
+    "rejected": "rejected",
+    "filtered": "rejected",
+}
+
+
 @dataclass(frozen=True)
 class Mail:
     corpus: str  # "sisimai" or "flufl"
@@ -43,6 +79,7 @@ class Mail:
     expected: tuple[bool, ...] = ()
     addresses: tuple[str, ...] = ()  # flufl's expected addresses (Sisimai's give none)
     negative: bool = False  # an auto-reply or not a bounce: no recipient may come out
+    reasons: tuple[str, ...] = ()  # Sisimai's reason per expected recipient, in our classes
 
 
 @cache
@@ -73,7 +110,15 @@ def sisimai_mails() -> Iterator[Mail]:
         expected = tuple(True for _ in entry["recipients"])
         # Sisimai finds only "delivered" or "feedback" in some (Amazon SES notifications): no
         # bounce, so no recipient may come out of them either.
-        yield Mail("sisimai", name, members[name], expected=expected, negative=not expected)
+        reasons = tuple(SISIMAI_REASONS.get(r["reason"], "") for r in entry["recipients"])
+        yield Mail(
+            "sisimai",
+            name,
+            members[name],
+            expected=expected,
+            negative=not expected,
+            reasons=reasons,
+        )
     for name in expectations["negatives"]:
         yield Mail("sisimai", name, members[name], negative=True)
 
@@ -122,12 +167,18 @@ class Figures:
     invalid_seen: list[str] = field(default_factory=list)
     wrong_negatives: list[str] = field(default_factory=list)
     sources: Counter = field(default_factory=Counter)
+    reasons: int = 0  # expected recipients (found) whose reason class agrees with Sisimai's
+    reasons_scored: int = 0
     # Per mail: its kind and (address, permanent) of each recipient, to compare runs.
     results: dict = field(default_factory=dict)
 
     @property
     def found_share(self) -> float:
         return self.found / self.bounces if self.bounces else 0.0
+
+    @property
+    def reasons_share(self) -> float:
+        return self.reasons / self.reasons_scored if self.reasons_scored else 0.0
 
     @property
     def permanence_share(self) -> float:
@@ -154,6 +205,11 @@ class Figures:
             (
                 "flufl.bounce's expected addresses found",
                 f"{self.addresses_found} of {self.addresses_expected}",
+                "",
+            ),
+            (
+                "reason class agrees with Sisimai's (of its recipients found)",
+                f"{self.reasons} of {self.reasons_scored} ({self.reasons_share:.1%})",
                 "",
             ),
             ("invalid addresses as recipients", f"{self.invalid}", "= 0"),
@@ -219,6 +275,11 @@ def measure(parse: Callable | None = None, transform: Callable[[bytes], bytes] =
             len(found) - permanent, expected.count(False)
         )
         agreed = min(agreed, len(expected))
+        if mail.reasons:
+            wanted = Counter(r for r in mail.reasons if r)
+            got = Counter(r.reason for r in found)
+            figures.reasons_scored += sum(wanted.values())
+            figures.reasons += sum((wanted & got).values())
         figures.permanence_agreed += agreed
         if agreed < len(expected):
             figures.disagreements.append(

@@ -225,3 +225,53 @@ Subject: Your message
 Thank you, your message to <anna@example.org> was received and will be read soon.
 """
     assert parse_bounce(raw).recipients == ()
+
+
+ARF = b"""From: <abusedesk@provider.example>
+To: <fbl@event.example>
+Subject: FW: Invoice 7
+Message-ID: <arf-1@provider.example>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="part1"
+
+--part1
+Content-Type: text/plain
+
+This is an email abuse report for an email message received from IP 192.0.2.1.
+
+--part1
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: SomeGenerator/1.0
+Version: 1
+Original-Mail-From: <bounces+x@event.example>
+Original-Rcpt-To: <customer@example.org>
+Source-IP: 192.0.2.1
+
+--part1
+Content-Type: message/rfc822
+
+Return-Path: <bounces+x@event.example>
+From: <invoices@acme.example>
+To: <customer@example.org>
+Subject: Invoice 7
+Message-ID: <m1@acme.example>
+
+Please find attached.
+--part1--
+"""
+
+
+def test_an_arf_feedback_report_is_a_complaint_and_no_bounce():
+    report = parse_bounce(ARF)
+    assert report.kind == "complaint"
+    assert report.recipients == ()  # kept apart: nothing failed
+    assert (report.feedback_type, report.complainants) == ("abuse", ("customer@example.org",))
+    assert report.original_message_id == "<m1@acme.example>"
+    assert "bounces+x@event.example" in report.verp_candidates  # finds our message
+
+
+def test_a_feedback_report_without_original_rcpt_to_names_the_returned_messages_recipient():
+    raw = ARF.replace(b"Original-Rcpt-To: <customer@example.org>\n", b"")
+    assert parse_bounce(raw).complainants == ("customer@example.org",)

@@ -119,6 +119,107 @@ def test_a_hard_bounce_is_an_event_on_the_message_invoice_and_customer(sent_invo
     assert message.state == MessageState.SENT  # it went out: the bounce is an event, not a state
 
 
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "key", "polish"),
+    [
+        (
+            "5.2.2",
+            "smtp; 552 5.2.2 Mailbox full",
+            "bounce_mailbox_full",
+            "skrzynka pocztowa odbiorcy jest pełna",
+        ),
+        (
+            "5.7.1",
+            "smtp; 550 5.7.1 Client host rejected: listed on a block list",
+            "bounce_blocked",
+            "odrzucił nadawcę",
+        ),
+        (
+            "5.1.2",
+            "smtp; 550 5.1.2 Host unknown",
+            "bounce_host_unknown",
+            "domena adresu nie istnieje",
+        ),
+    ],
+    ids=["mailbox-full", "blocked", "host-unknown"],
+)
+def test_the_reason_is_explained_in_the_users_language(
+    sent_invoice_mail, client, status, diagnostic, key, polish
+):
+    message = sent_invoice_mail
+
+    _ingest(dsn(message, status=status, diagnostic=diagnostic), message)
+
+    [event] = Event.objects.filter(message=message)
+    assert (event.kind, event.explanation) == (EventKind.BOUNCED, key)
+    user = message.user
+    user.language = "pl"
+    user.save()
+    client.force_login(user)
+    assert polish in client.get("/events/").content.decode()
+
+
+def _arf(message: OutgoingMessage, complainant: str = "jan@kowalski.example") -> bytes:
+    """A mailbox provider's feedback report (RFC 5965) about `message`."""
+    return f"""\
+From: <fbl@provider.example>
+To: <fbl@{DOMAIN}>
+Subject: Abuse report
+Message-ID: <arf-{message.pk}@provider.example>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="B"
+
+--B
+Content-Type: text/plain
+
+An abuse report.
+
+--B
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+Version: 1
+Original-Rcpt-To: <{complainant}>
+
+--B
+Content-Type: message/rfc822
+
+Return-Path: <{message.envelope_from}>
+Message-ID: {message.message_id}
+To: {complainant}
+Subject: Invoice
+
+x
+--B--
+""".replace("\n", "\r\n").encode()
+
+
+def test_a_complaint_is_an_event_and_no_bounce(sent_invoice_mail, client):
+    message = sent_invoice_mail
+
+    mail = _ingest(_arf(message), message)
+    again = _ingest(_arf(message), message)
+
+    assert (mail.state, mail.message) == (IntakeState.COMPLAINT, message)
+    assert again.state == IntakeState.COMPLAINT
+    [event] = Event.objects.filter(message=message)  # once, though reported twice
+    assert (event.kind, event.explanation) == (EventKind.COMPLAINT, "complaint")
+    assert event.params["address"] == "jan@kowalski.example"
+    invoice = Invoice.objects.get()
+    assert invoice.send_state == SendState.SENT  # not bounced
+    assert invoice.customer.bounced_emails == {}  # the address is not flagged
+    message.refresh_from_db()
+    assert message.bounced_at is None
+    client.force_login(message.user)
+    assert "The recipient marked the message as spam." in client.get("/events/").content.decode()
+
+
+def test_a_complaint_without_our_signed_address_changes_nothing(sent_invoice_mail):
+    mail = _ingest(_arf(sent_invoice_mail).replace(b"Return-Path", b"X-Was-Return-Path"))
+    assert mail.state == IntakeState.UNMATCHED
+    assert not Event.objects.exists()
+
+
 def test_a_delay_is_shown_and_not_counted_as_a_failure(sent_invoice_mail):
     message = sent_invoice_mail
 
