@@ -20,18 +20,16 @@ report's own addresses.
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import Message
 
-# An address in running text, with or without angle brackets.
-_ADDRESS = re.compile(
-    r"(?<![\w.+\-=/@])<?([A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,})>?"
-)
+# A token that is an address (a whole token: parse.valid_recipient judges it further).
+_ADDRESS_TOKEN = re.compile(r"^[^@\s]{1,64}@[^@\s.][^@\s]{0,252}\.[^@\s.]{2,63}$")
 # Where the returned message (or its header) begins in a notice.
 _RETURNED = re.compile(
-    r"^\s*(?:[-=*_ ]*\s*)(?:"
+    r"^[ \t>]*[-=*_ \t]*(?:"
     r"original message|returned message|unsent message|a copy of the (original )?message"
     r"|below (this line )?is a copy|message headers follow|the original message"
     r"( follows|'s headers| is attached)|original message follows|-+ ?original message|"
@@ -61,13 +59,23 @@ _FAILURE_WORDS = re.compile(
 # A notice that only warns: the MTA is still trying.
 _DELAY_WORDS = re.compile(
     r"delivery (status notification )?\(delay\)|has not yet been delivered|not been delivered yet"
-    r"|will (continue to )?(try|retry)|still trying|warning: message .* delayed"
+    r"|will (continue to |keep )?(try|trying|retry)|will be retried|still trying"
+    r"|warning: message( .*)? delayed|^\s*warning:|\bwarning: could not send"
     r"|delivery status notification: (delayed|warning)|delivery delayed",
     re.IGNORECASE,
 )
-_SMTP_REPLY = re.compile(r"(?<![\d.])([245])\d\d(?:[ -]|$)")
+# A server's reply: a code at the start (after ">>>"/"<<<" or "said:"), or an enhanced status.
+_SMTP_REPLY = re.compile(
+    r"^[\s>]*(?:<<<\s*)?(?:.{0,80}?\bsaid:\s*)?([245])\d\d(?:[ -]|$)", re.IGNORECASE
+)
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _NOTICE_CHARS = 16 * 1024
+_TOTAL_CHARS = 64 * 1024  # of every text part of one mail together
+_LINE_CHARS = 1000  # of one line: an address is far shorter
+# What splits text into the tokens an address may be.
+_DELIMITERS = re.compile(r"[\s<>()\[\],;\"]+")
+# Charsets that turn bytes into text that is not what the bytes say (or into lone surrogates).
+_NOT_TEXT = frozenset({"utf-7", "utf_7", "unicode-escape", "unicode_escape", "raw-unicode-escape"})
 
 
 def _text(part: Message) -> str:
@@ -76,14 +84,34 @@ def _text(part: Message) -> str:
         return ""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset, "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
+        codec = codecs.lookup(charset)
+        if not codec._is_text_encoding or codec.name in _NOT_TEXT:
+            raise LookupError(charset)
+        text = payload.decode(codec.name, "replace")
+    except (LookupError, UnicodeError):
+        text = payload.decode("utf-8", "replace")
+    # No lone surrogate reaches a database.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def addresses_in(line: str) -> Iterator[tuple[str, int]]:
+    """(address, where it ends) of each address-like token of a line, in linear time: the line
+    is split on delimiters, never searched with a pattern that can backtrack."""
+    if "@" not in line:
+        return
+    position = 0
+    for token in _DELIMITERS.split(line):
+        start = line.find(token, position)
+        position = start + len(token)
+        if "@" in token:
+            candidate = token.strip(".:!?'`*")
+            if _ADDRESS_TOKEN.match(candidate):
+                yield candidate, position
 
 
 def notice_parts(message: Message) -> list[str]:
     """The text of the parts that may hold the notice: text parts outside any returned message,
-    in order (a non-multipart report is its own body)."""
+    in order (a non-multipart report is its own body), at most _TOTAL_CHARS in all."""
     texts: list[str] = []
 
     def walk(part: Message) -> None:
@@ -94,8 +122,10 @@ def notice_parts(message: Message) -> list[str]:
             for inner in part.get_payload() or ():
                 if isinstance(inner, Message):
                     walk(inner)
-        elif part.get_content_maintype() == "text" or content_type == "application/octet-stream":
-            texts.append(_text(part))
+        elif (
+            part.get_content_maintype() == "text" or content_type == "application/octet-stream"
+        ) and sum(len(t) for t in texts) < _TOTAL_CHARS:
+            texts.append(_text(part)[:_NOTICE_CHARS])
 
     walk(message)
     return texts
@@ -104,6 +134,7 @@ def notice_parts(message: Message) -> list[str]:
 def _notice(text: str) -> tuple[str, str]:
     """The notice (the text before the returned message begins) and what follows it."""
     text = text[:_NOTICE_CHARS].replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line[:_LINE_CHARS] for line in text.split("\n"))
     found = _RETURNED.search(text)
     return (text[: found.start()], text[found.start() :]) if found else (text, "")
 
@@ -143,8 +174,9 @@ def notice(
         # A header quoted as text after the notice: its sender is no recipient (unless it was
         # sent to itself). Its To is not a filter: a forwarded or aliased recipient fails under
         # another address than the one written in To.
+        # The intake keeps only the message's own recipients (To, Cc and Bcc): a failure for a
+        # Bcc recipient is named by no returned To or Cc, so they filter nothing here.
         inline_to, inline_from = _inline_header(rest) if not sent_to else (set(), set())
-        wanted = sent_to
         skip = (exclude | inline_from) - sent_to - inline_to
         delay = bool(_DELAY_WORDS.search(body) or _DELAY_WORDS.search(subject))
         # A message that calls itself an automatic reply (RFC 3834) names a failure only with
@@ -154,24 +186,32 @@ def notice(
         for index, line in enumerate(lines):
             if _NOT_RECIPIENT_LINE.match(line):
                 continue
-            for match in _ADDRESS.finditer(line):
-                address = match.group(1).strip(".")
+            for address, end in addresses_in(line):
                 key = address.lower()
                 if key in skip or key in found or key.startswith("mailer-daemon@"):
                     continue
-                if wanted and key not in wanted:
-                    continue
-                diagnostic = _diagnostic(lines, index, match.end())
+                diagnostic = _diagnostic(lines, index, end)
                 status_match = _STATUS.search(diagnostic)
                 status = status_match.group(0) if status_match else ""
-                if replied and not (status or _SMTP_REPLY.search(diagnostic)):
+                if replied and not has_reply(diagnostic):
                     continue
                 permanent = not delay
                 found[key] = (address, diagnostic, status, permanent)
     # Addresses the notice gives a server's reply for are the failed ones; any other address
     # beside them (a help desk, a list) is not.
-    answered = [f for f in found.values() if f[2] or _SMTP_REPLY.search(f[1])]
+    answered = [f for f in found.values() if has_reply(f[1])]
     return answered or list(found.values())
+
+
+def says_delayed(text: str) -> bool:
+    """Whether a notice says the MTA is still trying."""
+    return bool(_DELAY_WORDS.search(text))
+
+
+def has_reply(text: str) -> bool:
+    """Whether `text` holds a server's reply: an enhanced status code, or a reply code where a
+    reply begins (a phone number in a sentence is none)."""
+    return bool(_STATUS.search(text) or _SMTP_REPLY.search(text))
 
 
 def _diagnostic(lines: list[str], index: int, column: int) -> str:
@@ -179,9 +219,9 @@ def _diagnostic(lines: list[str], index: int, column: int) -> str:
     else the rest of the address's line."""
     rest = lines[index][column:].strip(" :>.-\t")
     for line in [rest, *lines[index + 1 : index + 6]]:
-        if _SMTP_REPLY.search(line) or _STATUS.search(line):
+        if has_reply(line):
             return " ".join(line.split())[:500]
-        if _ADDRESS.search(line) and line is not rest:
+        if line is not rest and any(True for _ in addresses_in(line)):
             break  # the next address's own line
     return " ".join(rest.split())[:500]
 
@@ -202,7 +242,7 @@ def diagnostic_for(message: Message, address: str) -> str:
                 return found
             # No reply beside it: the notice's sentence that says what went wrong.
             for other in lines:
-                if _FAILURE_WORDS.search(other) and not _ADDRESS.search(other):
+                if _FAILURE_WORDS.search(other) and "@" not in other:
                     return " ".join(other.split())[:500]
     return ""
 

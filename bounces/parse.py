@@ -219,7 +219,8 @@ def _parse(raw: bytes, envelope_recipients: Sequence[str], max_recipients: int) 
             for r in _flufl_failures(message)
             if r.address.lower() not in own and valid_recipient(r.address)
         ]
-    if not recipients:
+    if not recipients and not _is_strong_auto_reply(message, subject):
+        # Never on what says it is an out-of-office reply (its text names colleagues).
         recipients = _notice_failures(message, own)
     if not recipients:
         recipients = _returned_recipients(message, own)
@@ -450,6 +451,7 @@ def _without_mbox_line(raw: bytes) -> bytes:
     return raw
 
 
+_BCHARS = re.compile(rb"[0-9A-Za-z'()+_,\-./:=?]{1,70}")
 _BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,200}?)(?:--)?\r?$", re.MULTILINE)
 
 
@@ -468,18 +470,16 @@ def _with_body_boundary(
     counts: dict[bytes, int] = {}
     for match in _BOUNDARY_LINE.finditer(body):
         counts[match.group(1)] = counts.get(match.group(1), 0) + 1
-    candidates = [b for b, n in counts.items() if n >= 2]
+    # RFC 2046 §5.1.1's characters only: nothing else is a boundary (nor reaches a header).
+    candidates = [b for b, n in counts.items() if n >= 2 and _BCHARS.fullmatch(b)]
     if not candidates:
         return message
-    boundary = candidates[0].decode("ascii", "replace")
-    fixed = message.get("Content-Type", "")
-    fixed = re.sub(r'boundary="?[^";]*"?', f'boundary="{boundary}"', str(fixed), flags=re.I)
+    boundary = candidates[0].decode("ascii")
+    media = message.get_content_type()
+    fixed = f'Content-Type: {media}; boundary="{boundary}"'.encode("ascii", "replace")
     header = raw[: head_end.start()] if head_end else raw
     header = re.sub(
-        rb"(?im)^content-type:.*(?:\r?\n[ \t].*)*",
-        b"Content-Type: " + fixed.encode("ascii", "replace"),
-        header,
-        count=1,
+        rb"(?im)^content-type:.*(?:\r?\n[ \t].*)*", lambda _match: fixed, header, count=1
     )
     repaired, again = _bounded_message(header + raw[head_end.start() :], max_recipients)
     dropped.blocks, dropped.parts = again.blocks, again.parts
@@ -490,7 +490,7 @@ def _with_body_boundary(
 # UTF-8 allowed as RFC 6531 does) and a domain of labels with a dot (RFC 5321's Mailbox,
 # without quoted local parts and address literals, which no failure report here names).
 _VALID = re.compile(
-    r"^[^\s@<>()\[\],;:\"\\{}|.]+(?:\.[^\s@<>()\[\],;:\"\\{}|.]+)*"
+    r"^[^\s@<>()\[\],;:\"\\.]+(?:\.[^\s@<>()\[\],;:\"\\.]+)*"
     r"@(?:[^\W_](?:[\w\-]*[^\W_])?\.)+[^\W\d_][\w\-]*$"
 )
 
@@ -566,8 +566,17 @@ def _returned_recipients(message: Message, own: set[str]) -> list[BounceRecipien
     parts = [p for p in message.walk() if p.get_content_type() in _DELIVERY_STATUS]
     if not parts or any(_names_a_recipient(block) for p in parts for block in _status_blocks(p)):
         return []  # no report, or one that says for whom (a success, for one)
+    from . import formats
+
+    notice = " ".join(formats.notice_parts(message))[:4096]
+    permanent = not formats.says_delayed(notice + " " + _header(message, "Subject"))
     return [
-        BounceRecipient(address=address, permanent=True, action="failed", source="returned-to")
+        BounceRecipient(
+            address=address,
+            permanent=permanent,
+            action="failed" if permanent else "delayed",
+            source="returned-to",
+        )
         for address in sorted(_sent_to(message) - own)
     ]
 

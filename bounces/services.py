@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from outbox.message import VERP_LOCAL_PART, verp_message_pk
+from outbox.message import VERP_LOCAL_PART, ascii_domain, verp_message_pk
 from outbox.models import Event, EventKind, MessageState, OutgoingMessage
 from outbox.signals import message_bounced
 from smtp_settings.explain import error_from_reply
@@ -235,11 +235,13 @@ def _refusal(mail: InboundMail, message: OutgoingMessage, recipients: list[Bounc
 
 def _their_recipients(message: OutgoingMessage, report: BounceReport) -> list[BounceRecipient]:
     """The report's failed or delayed addresses that the message was sent to (once each)."""
-    sent_to = {a.lower() for a in [*message.to, *message.cc, *message.bcc]}
+    # An international domain went out in IDNA form (outbox.message.envelope_for): a report
+    # may name either form.
+    sent_to = {ascii_domain(a.lower()): a.lower() for a in [*message.to, *message.cc, *message.bcc]}
     found: dict[str, BounceRecipient] = {}
     for recipient in report.recipients:
-        address = recipient.address.lower()
-        if address in sent_to and (address not in found or recipient.permanent):
+        address = sent_to.get(ascii_domain(recipient.address.lower()))
+        if address and (address not in found or recipient.permanent):
             found[address] = dataclasses.replace(recipient, address=address)
     return list(found.values())
 
@@ -314,5 +316,7 @@ def _clean_json(value):
 
 
 def _clean(text: str) -> str:
-    """No NUL (PostgreSQL text refuses it) and no other control character but tab/newline."""
+    """No NUL (PostgreSQL text refuses it), no other control character but tab/newline, and no
+    lone surrogate (no database stores one)."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
     return "".join(c for c in text if c >= " " or c in "\t\n")

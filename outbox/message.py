@@ -107,11 +107,11 @@ def envelope_for(message: OutgoingMessage, sender: SenderConfig) -> Envelope:
     recipients = [*message.to, *message.cc, *message.bcc]
     if sender.bcc:
         recipients.append(sender.bcc)
-    unique = tuple(dict.fromkeys(_ascii_domain(address.lower()) for address in recipients))
-    return Envelope(mail_from=_ascii_domain(message.envelope_from), recipients=unique)
+    unique = tuple(dict.fromkeys(ascii_domain(address.lower()) for address in recipients))
+    return Envelope(mail_from=ascii_domain(message.envelope_from), recipients=unique)
 
 
-def _ascii_domain(address: str) -> str:
+def ascii_domain(address: str) -> str:
     """The address with its domain in IDNA form ("jan@bücher.pl" → "jan@xn--bcher-kva.pl"):
     what MAIL FROM and RCPT TO carry without SMTPUTF8 (validate_email admits such domains;
     the local part is ASCII already). One IDNA refuses is left as it is, and refused by the

@@ -135,7 +135,7 @@ def domain_of(value: str) -> str:
     if not text or any(c.isspace() for c in text) or len(text) > 253:
         raise DomainError(_("Enter an e-mail address or a domain name."))
     try:
-        # IDNA 2003, as outbox.message._ascii_domain writes MAIL FROM ("faß.de" → "fass.de"):
+        # IDNA 2003, as outbox.message.ascii_domain writes MAIL FROM ("faß.de" → "fass.de"):
         # the verdict is for the domain receivers check.
         name = dns.name.from_unicode(text, idna_codec=dns.name.IDNA_2003)
         domain = name.to_text(omit_final_dot=True).lower()

@@ -572,7 +572,7 @@ def _matches(expected: str, response, path: str) -> bool:
 
 
 @pytest.fixture
-def world(db, smtp_servers, m365_settings) -> World:
+def world(db, smtp_servers, m365_settings, google_settings) -> World:
     return _build_world(smtp_servers)
 
 

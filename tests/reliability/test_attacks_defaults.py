@@ -62,7 +62,7 @@ NUMBER_PARAMETERS = (
 
 # -- 5xx on Unicode digits ---------------------------------------------------------------------
 @pytest.fixture
-def world(db, smtp_servers, m365_settings) -> World:
+def world(db, smtp_servers, m365_settings, google_settings) -> World:
     return _build_world(smtp_servers)
 
 

@@ -371,6 +371,7 @@ def test_no_secret_anywhere_after_a_full_run(
     celery_worker,
     smtp_servers,
     m365_settings,
+    google_settings,
     settings,
     monkeypatch,
     capfd,
@@ -391,6 +392,7 @@ def test_no_secret_anywhere_after_a_full_run(
     refused_password = fresh("the password the server wants instead", A_LOGIN)
     error_password = fresh("the password of the failed save", A_LOGIN)
     secrets.append(Secret("M365 client secret", settings.M365_CLIENT_SECRET, M_ADDRESS))
+    secrets.append(Secret("Google client secret", settings.GOOGLE_CLIENT_SECRET, ""))
     server.users[A_LOGIN] = smtp_password.value
 
     a = factories.user("AUSER", name="Anna Kowalska", email=A_LOGIN)
