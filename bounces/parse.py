@@ -309,13 +309,33 @@ def _delivery_status(message: Message) -> tuple[str, list[BounceRecipient]]:
             # some MTAs leave the per-message block out, so each block is read for both.
             if not reporting_mta:
                 reporting_mta = _typed_value(_header(block, "Reporting-MTA"))
-            recipient = _status_recipient(block)
-            if recipient is not None:
+            for run in _recipient_runs(block):
+                recipient = _status_recipient(run)
+                if recipient is None:
+                    continue
                 key = recipient.address.lower()
                 # A permanent failure outranks a delay for the same address.
                 if key not in recipients or recipient.permanent > recipients[key].permanent:
                     recipients[key] = recipient
     return reporting_mta, list(recipients.values())
+
+
+def _recipient_runs(block: Message) -> list[Message]:
+    """A block as the recipient blocks it holds: some MTAs (AOL's, Cox's) write them without
+    the blank line between, so a new one begins where a recipient field comes again."""
+    names = [key.lower() for key, _value in block.raw_items()]
+    if names.count("final-recipient") < 2 and names.count("original-recipient") < 2:
+        return [block]
+    runs: list[Message] = []
+    current = Message()
+    for key, value in block.raw_items():
+        lowered = key.lower()
+        if lowered in ("final-recipient", "original-recipient") and current.get(key) is not None:
+            runs.append(current)
+            current = Message()
+        current[key] = value
+    runs.append(current)
+    return runs
 
 
 def _status_blocks(part: Message) -> list[Message]:

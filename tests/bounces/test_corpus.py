@@ -44,11 +44,11 @@ def test_every_address_flufl_bounce_expects_is_found(figures):
 
 
 def test_permanence_agrees_with_the_reference(figures):
-    """Against Sisimai's "this recipient failed": 96.9 % today. The rest are RFC 3464
+    """Against Sisimai's "this recipient failed": 97.1 % today. The rest are RFC 3464
     "Action: delayed" reports (the MTA still trying: a delay here, as item 1 wants, a failure
-    with reason "expired" there) and two reports of two recipients where one block is read.
+    with reason "expired" there) and one report whose second recipient only Sisimai finds.
     A floor, so that no change makes it worse; the target of 98 % is not met yet."""
-    assert figures.permanence_share >= 0.965, figures.disagreements
+    assert figures.permanence_share >= 0.97, figures.disagreements
 
 
 def test_reasons_agree_with_sisimais_classes(figures):

@@ -275,3 +275,32 @@ def test_an_arf_feedback_report_is_a_complaint_and_no_bounce():
 def test_a_feedback_report_without_original_rcpt_to_names_the_returned_messages_recipient():
     raw = ARF.replace(b"Original-Rcpt-To: <customer@example.org>\n", b"")
     assert parse_bounce(raw).complainants == ("customer@example.org",)
+
+
+def test_recipient_blocks_without_a_blank_line_between_are_each_read():
+    """AOL writes two recipients' fields in one block: each is a recipient of its own."""
+    raw = b"""From: MAILER-DAEMON@aol.example
+Subject: Undeliverable
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; omr.aol.example
+Final-Recipient: rfc822; full@example.jp
+Action: failed
+Status: 5.2.2
+Diagnostic-Code: smtp; 550 5.2.2 Mailbox Full
+Final-Recipient: rfc822; gone@example.jp
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 User Unknown
+
+--B--
+"""
+    found = {(r.address, r.status, r.reason) for r in parse_bounce(raw).recipients}
+    assert found == {
+        ("full@example.jp", "5.2.2", "mailbox_full"),
+        ("gone@example.jp", "5.1.1", "user_unknown"),
+    }
