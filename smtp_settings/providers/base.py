@@ -5,8 +5,9 @@ smtp_settings/providers/, describing itself with a `Provider`, listed once in th
 A provider brings what is its own: the mail sender it adds to the card (an OAuth mode), its SMTP
 server setting, its OAuth flow (a module with the functions `smtp_settings.oauth` documents),
 the MX hosts and SPF include that recognise it, the card's preset for it, and the explanations
-and reply rules for what its servers say. Everything else (the card, the worker, the explanation
-catalogue, the domain check) asks the registry and knows no provider by name.
+and reply rules for what its servers say. The worker, the resolver, the explanation catalogue
+and the domain check ask the registry and know no provider by name; the card page shows each
+provider's own section, so it names them (smtp_settings/card_views.py).
 """
 
 from __future__ import annotations
