@@ -16,8 +16,9 @@ confirm it, never replace it, as for mail bounces: an event without the VERP is 
 unmatched. The ESP's own id (`event.message_id`) is not ours and is not used to match.
 
 Event types: "bounced" and "rejected" are permanent failures, "deferred" a delay. "complained"
-(a recipient marked the mail as spam) is no bounce: it is kept raw for an administrator as
-"unmatched", reason "complaint", and marks neither message nor invoice. Others are ignored.
+(a recipient marked the mail as spam) is no bounce: it becomes an RFC 5965 feedback report and
+goes through the same intake as one that comes by mail (a complaint Event on the message, once;
+neither message nor invoice bounced). Others are ignored.
 """
 
 from __future__ import annotations
@@ -30,10 +31,9 @@ from email.message import EmailMessage, Message
 from email.utils import formatdate
 
 from anymail.signals import AnymailTrackingEvent, tracking
-from django.db import transaction
 from django.dispatch import receiver
 
-from .models import InboundMail, IntakeState
+from .models import InboundMail
 from .services import bounce_ingest
 
 FAILED_EVENTS = frozenset({"bounced", "rejected"})
@@ -114,7 +114,7 @@ def dsn_from_event(event: AnymailTrackingEvent, *, esp_name: str) -> bytes:
 
 
 def _keep_complaint(event: AnymailTrackingEvent, esp_name: str, source: str) -> InboundMail:
-    """An abuse report (RFC 5965 shape), kept raw: a complaint is not a bounce."""
+    """An abuse report (RFC 5965 shape), kept raw and recorded as a complaint: no bounce."""
     report = _report(
         event,
         esp_name,
@@ -134,20 +134,13 @@ def _keep_complaint(event: AnymailTrackingEvent, esp_name: str, source: str) -> 
     raw = report.as_bytes(policy=policy.SMTP)
     report_id = str(report["Message-ID"])
     verp = _metadata(event, "verp")
-    with transaction.atomic():
-        # The ESP sends an event again when our answer was lost: keep it once.
-        kept = InboundMail.objects.filter(report_id=report_id, reason="complaint").first()
-        if kept is not None:
-            return kept
-        return InboundMail.objects.create(
-            source=source,
-            envelope_recipients=[verp] if verp else [],
-            raw=raw,
-            subject=str(report["Subject"]),
-            report_id=report_id,
-            state=IntakeState.UNMATCHED,
-            reason="complaint",
-        )
+    # The ESP sends an event again when our answer was lost: keep it once.
+    kept = InboundMail.objects.filter(report_id=report_id, source=source).first()
+    if kept is not None:
+        return kept
+    # Through the same intake as a mailbox provider's ARF report: a complaint Event on the
+    # message its signed VERP names (once per message), no bounce.
+    return bounce_ingest(raw=raw, source=source, envelope_recipients=[verp] if verp else [])
 
 
 def _report(

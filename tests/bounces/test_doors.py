@@ -540,13 +540,14 @@ def test_a_complaint_is_kept_but_is_no_bounce(sent_message):
         _tracking(sent_message, "complained")
 
     mail = InboundMail.objects.get()  # once, although sent twice
-    assert (mail.source, mail.state, mail.reason) == (
+    assert (mail.source, mail.state, mail.message) == (
         "webhook:Mailgun",
-        IntakeState.UNMATCHED,
-        "complaint",
+        IntakeState.COMPLAINT,
+        sent_message,
     )
     assert sent_message.message_id.encode() in bytes(mail.raw)
-    assert not Event.objects.exists()
+    [event] = Event.objects.all()  # the same intake as an ARF report by mail
+    assert (event.kind, event.explanation) == (EventKind.COMPLAINT, "complaint")
     assert Invoice.objects.get().send_state == SendState.SENT
     sent_message.refresh_from_db()
     assert sent_message.bounced_at is None
