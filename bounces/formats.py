@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import Message
 
 # A token that is an address (a whole token: parse.valid_recipient judges it further).
@@ -265,6 +265,3 @@ def rfc3464_in_text(message: Message) -> list[Message]:
             if re.search(r"(?im)^(final|original)-recipient:", block):
                 blocks.append(HeaderParser().parsestr(block.strip() + "\n"))
     return blocks
-
-
-DETECTORS: tuple[Callable, ...] = (rfc3464_in_text, notice)

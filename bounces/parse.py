@@ -21,7 +21,7 @@ import logging
 import quopri
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
@@ -29,6 +29,9 @@ from email.utils import getaddresses, parseaddr
 from typing import Literal
 
 import flufl.bounce
+
+from . import formats
+from .reasons import classify
 
 try:
     # Private, but pinned in requirements.txt. all_failures() re-raises the first detector that
@@ -123,8 +126,6 @@ class BounceRecipient:
 
     def __post_init__(self) -> None:
         if not self.reason:
-            from .reasons import classify
-
             reason = classify(
                 status=self.status, diagnostic=self.diagnostic, permanent=self.permanent
             )
@@ -554,16 +555,12 @@ def _sent_to(message: Message) -> set[str]:
 
 def _dsn_in_text(message: Message) -> list[BounceRecipient]:
     """RFC 3464 fields written into a text part (formats.rfc3464_in_text)."""
-    from . import formats
-
     recipients = [r for b in formats.rfc3464_in_text(message) if (r := _status_recipient(b))]
-    return [_replace_source(r, "dsn-in-text") for r in recipients]
+    return [replace(r, source="dsn-in-text") for r in recipients]
 
 
 def _notice_failures(message: Message, own: set[str]) -> list[BounceRecipient]:
     """The addresses a text notice names as failed (formats.notice): the last resort."""
-    from . import formats
-
     return [
         BounceRecipient(
             address=address,
@@ -586,8 +583,6 @@ def _returned_recipients(message: Message, own: set[str]) -> list[BounceRecipien
     parts = [p for p in message.walk() if p.get_content_type() in _DELIVERY_STATUS]
     if not parts or any(_names_a_recipient(block) for p in parts for block in _status_blocks(p)):
         return []  # no report, or one that says for whom (a success, for one)
-    from . import formats
-
     notice = " ".join(formats.notice_parts(message))[:4096]
     permanent = not formats.says_delayed(notice + " " + _header(message, "Subject"))
     return [
@@ -610,21 +605,8 @@ def _with_diagnostic(message: Message, recipient: BounceRecipient) -> BounceReci
     reason and its Event can say why)."""
     if recipient.diagnostic:
         return recipient
-    from dataclasses import replace
-
-    from . import formats
-
     diagnostic = formats.diagnostic_for(message, recipient.address)
     return replace(recipient, diagnostic=diagnostic, reason="") if diagnostic else recipient
-
-
-def _replace_source(recipient: BounceRecipient, source: str) -> BounceRecipient:
-    from dataclasses import replace
-
-    return replace(recipient, source=source)
-
-
-# --- Non-standard bounces: flufl.bounce ---------------------------------------------------------
 
 
 def _flufl_failures(message: Message) -> list[BounceRecipient]:

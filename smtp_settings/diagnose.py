@@ -154,7 +154,7 @@ def connection_test(
         transport.close()
     if sender.security != Security.SSL and sender.security != Security.STARTTLS:
         steps["tls"].detail = str(_("not used: the connection is unencrypted"))
-    if not sender.login:
+    if not transport.authenticates:
         steps["auth"].detail = str(_("not used: no user name"))
     return result
 

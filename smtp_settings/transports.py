@@ -323,6 +323,11 @@ class SmtpTransport(Transport):
         return f"<SmtpTransport {self.host}:{self.port} {self.security} login={self.login!r}>"
 
     @property
+    def authenticates(self) -> bool:
+        """Whether AUTH runs: with a login (an empty one means no authentication, S3.3)."""
+        return bool(self.login)
+
+    @property
     def params(self) -> dict:
         """What an explanation may name: the server, never the password."""
         return {
@@ -378,7 +383,7 @@ class SmtpTransport(Transport):
             self.stage = "ehlo"
             self._expect(*smtp.ehlo(), 250)
         self._done("ehlo", " ".join(sorted(smtp.esmtp_features)).upper())
-        if self.login:
+        if self.authenticates:
             self.stage = "auth"
             encrypted = isinstance(smtp.sock, ssl.SSLSocket)
             if not encrypted and not self.unencrypted_auth_ok:
@@ -534,16 +539,17 @@ class XOAuth2Transport(SmtpTransport):
         login: str,
         token: Callable[[tuple[str, int]], tuple[str, str]],
     ) -> None:
-        # A login always: AUTH runs only with one (SmtpTransport); empty means the address the
-        # account was connected with.
-        super().__init__(host=host, port=port, security=security, login=login or "-")
-        self.xoauth2_user = login
+        super().__init__(host=host, port=port, security=security, login=login)
         self.token = token
+
+    @property
+    def authenticates(self) -> bool:
+        return True  # with the token; an empty login means the connected address
 
     @sensitive_variables("token", "xoauth2")
     def _authenticate(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
         address, token = self.token((self.host, self.port))
-        login = self.xoauth2_user or address
+        login = self.login or address
         xoauth2 = f"user={login}\x01auth=Bearer {token}\x01\x01"
         # With an initial response; an error challenge (334 + JSON) is answered empty.
         return smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2)

@@ -325,3 +325,20 @@ def test_the_token_goes_only_to_the_server_it_was_connected_for(client, anna, go
     with pytest.raises(Exception) as refused:
         google.access_token(user_id=anna.pk, server=("localhost", 2525))
     assert getattr(refused.value, "explanation", "") == "password_bound_elsewhere"
+
+
+@pytest.mark.usefixtures("english")
+def test_the_refresh_token_goes_only_to_the_issuer_it_was_connected_with(
+    client, anna, google_settings
+):
+    """GOOGLE_ISSUER changed after connecting: the refresh token and the client secret are not
+    sent to the new issuer's token endpoint; the provider is asked nothing."""
+    client.force_login(anna)
+    _connect(client, google_settings.provider)
+    before = len(google_settings.provider.token_requests)
+    google_settings.settings.GOOGLE_ISSUER = "https://localhost:1/elsewhere"
+    with pytest.raises(Exception) as refused:
+        google.access_token(user_id=anna.pk, force_refresh=True)
+    assert getattr(refused.value, "explanation", "") == "password_bound_elsewhere"
+    assert len(google_settings.provider.token_requests) == before
+    assert OAuthConnection.objects.get().api_endpoint == google_settings.provider.issuer

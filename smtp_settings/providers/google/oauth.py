@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from smtp_settings import crypto
-from smtp_settings.errors import TransientSendError
+from smtp_settings.errors import PermanentSendError, TransientSendError
 from smtp_settings.models import OAuthConnection
 from smtp_settings.oauth import (
     OAuthError,
@@ -206,6 +206,9 @@ def connect_finish(*, session, user, params: dict[str, str]) -> OAuthConnection:
         address=address,
         account_id=str(claims.get("sub") or ""),
         token=json.dumps(dict(token)),
+        # The refresh token (and the client secret with it) goes to this issuer's token
+        # endpoint only, even if GOOGLE_ISSUER changes later.
+        api_endpoint=settings.GOOGLE_ISSUER.rstrip("/"),
     )
 
 
@@ -243,6 +246,11 @@ def access_token(
     """
     with transaction.atomic():
         connection = connection_locked(provider=PROVIDER, user_id=user_id, server=server)
+        issuer = settings.GOOGLE_ISSUER.rstrip("/")
+        if connection.api_endpoint != issuer:
+            raise PermanentSendError(
+                "", explanation="password_bound_elsewhere", params={"host": issuer}
+            )
         token = json.loads(crypto.decrypt(connection.token_encrypted))
         fresh = float(token.get("expires_at") or 0) - REFRESH_MARGIN > time.time()
         if fresh and not force_refresh:
