@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 from celery.signals import (
+    task_received,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
@@ -45,3 +46,14 @@ def _lease_end(**kwargs) -> None:
     from outbox.leases import lease_end
 
     lease_end()
+
+
+# What a task is for becomes the receiving process's at once (outbox.services.outbox_received),
+# before it runs: a worker killed with tasks it had taken but not started (prefetched, held for
+# an eta) leaves them to the sweep within a lease, not after the claim timeout.
+@task_received.connect
+def _received(request=None, **kwargs) -> None:
+    from outbox.services import outbox_received
+
+    if request is not None:
+        outbox_received(task=request.name, args=request.args)

@@ -434,7 +434,7 @@ def _enqueue_on_commit(message_pk: int) -> None:
     and the click still answers (never a 500 for a broker away)."""
 
     OutgoingMessage.objects.filter(pk=message_pk, state=MessageState.QUEUED).update(
-        worker=UNDISPATCHED
+        worker=UNDISPATCHED, updated_at=timezone.now()
     )
 
     def dispatch() -> None:
@@ -442,11 +442,12 @@ def _enqueue_on_commit(message_pk: int) -> None:
         send_after, job_id = row.first() or (None, None)
         options = _dispatch_options(send_after)
         if options is None:  # held past the eta window: the sweep dispatches it when due
+            OutgoingMessage.objects.filter(pk=message_pk, worker=UNDISPATCHED).update(worker="")
             return
         if _to_broker(
             lambda: _send_one(message_pk, job_id=job_id, **options), f"message {message_pk}"
         ):
-            OutgoingMessage.objects.filter(pk=message_pk, worker=UNDISPATCHED).update(worker="")
+            _with_broker([message_pk])
 
     # robust: nothing after the commit (a broker that hangs, a locked database) fails the click.
     transaction.on_commit(dispatch, robust=True)
@@ -478,6 +479,59 @@ def _send_one(message_pk: int, *, job_id: int | None, **options: Any) -> None:
         send_batch.apply_async(([message_pk],), **options)
     else:
         send_message.apply_async((message_pk,), **options)
+
+
+def _with_broker(message_ids: list[int]) -> None:
+    """The broker has these rows' task: "" (nobody's yet), since now. From here until a worker
+    takes the task (outbox_received) the row's only trace is in the broker, and the sweep
+    counts it lost once its lane's queue is empty (_lost_in_transit)."""
+    OutgoingMessage.objects.filter(pk__in=message_ids, worker=UNDISPATCHED).update(
+        worker="", updated_at=timezone.now()
+    )
+
+
+SEND_BATCH, SEND_MESSAGE = "outbox.tasks.send_batch", "outbox.tasks.send_message"
+
+
+def outbox_received(*, task: str, args: Any) -> int:
+    """A worker process took a task from the broker (Celery's task_received, in the process
+    that received it, before the task runs: also a task it holds for its eta or prefetched):
+    what the task is for is marked with that process's lease, so from now on it is known to be
+    in a live worker's hands, or in a dead one's once that lease expires (_abandoned).
+
+    Without the mark, a task a killed worker had taken but not started (prefetched, waiting
+    for its eta, or popped from Redis a moment before the kill) would leave its rows looking
+    like rows still in the queue: on Redis its message comes back only after the visibility
+    timeout (1 h), so the rows would wait out SEND_CLAIM_TIMEOUT. Returns how many rows.
+    Never raises: the worker goes on taking tasks whatever happens here."""
+    worker = lease_current()
+    if not worker or not isinstance(args, list | tuple) or len(args) != 1:
+        return 0
+    fault_point("receive.taken")
+    first, now = args[0], timezone.now()
+    free = models.Q(worker="") | models.Q(worker=UNDISPATCHED)
+    try:
+        if task in (SEND_BATCH, SEND_MESSAGE):
+            ids = first if isinstance(first, list) else [first]
+            ids = [pk for pk in ids if type(pk) is int and 0 < pk < 2**63][:10_000]
+            marked = 0
+            for start in range(0, len(ids), 1000):  # bounded IN lists
+                marked += OutgoingMessage.objects.filter(
+                    free, pk__in=ids[start : start + 1000], state=MessageState.QUEUED
+                ).update(worker=worker, updated_at=now)
+            return marked
+        if type(first) is int and 0 < first < 2**63:  # a job's building task names its job
+            return BulkJob.objects.filter(free, pk=first, prepare_task=task, prepared=False).update(
+                worker=worker, updated_at=now
+            )
+    except Exception:  # the database away: the rows stay "", and the sweep's rules hold
+        logger.warning("task %s received: could not mark what it holds", task, exc_info=True)
+        with contextlib.suppress(Exception):
+            from django.db import connection
+
+            if not connection.in_atomic_block:  # a broken connection: opened again next time
+                connection.close()
+    return 0
 
 
 DEFERRED = "deferred"
@@ -829,8 +883,10 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
       WORKER_LEASE_SECONDS), or, made without a lease, older than SEND_CLAIM_TIMEOUT: the
       worker died mid-send, so the message may have gone out; it is queued again, marked
       "possibly sent twice", with an Event. A live worker's claim is never taken.
-    - Queued messages whose batch a dead worker had taken, or untouched as long: their task
-      was lost with the worker (a filesystem broker, a Redis restart); dispatched again. A
+    - Queued messages whose task a dead worker had taken, or that were handed to the broker a
+      lease ago while their lane's queue is empty now (_lost_in_transit), or untouched as
+      long as the claim timeout: their task was lost with the worker or the broker;
+      dispatched again. A
       duplicate task is harmless: only one claim per message can succeed. A message held for
       later ("send at") is not lost: it is left alone until its time.
     - Held messages whose time has come and that nobody touched since (no claim yet): their
@@ -868,33 +924,45 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
             _duplicate_risk_event(message)
         returned[message.pk] = message.job_id
     now = timezone.now()
+    # Asked before the rows are read: a task the broker held then and a worker took since was
+    # marked by that worker before the rows are read (outbox_received).
+    idle = set() if forced else _idle_lanes()
     due = models.Q(send_after__isnull=True) | models.Q(send_after__lte=now)
     orphans = OutgoingMessage.objects.filter(
         due,
-        models.Q(updated_at__lte=limit) if forced else _abandoned("updated_at", limit),
+        models.Q(updated_at__lte=limit)
+        if forced
+        else _abandoned("updated_at", limit) | _lost_in_transit(idle),
         state=MessageState.QUEUED,
     )
     orphaned = dict(orphans.order_by("pk").values_list("pk", "job_id"))
     untouched = OutgoingMessage.objects.filter(
-        state=MessageState.QUEUED, send_after__lte=now, updated_at__lt=models.F("send_after")
+        state=MessageState.QUEUED,
+        worker__in=("", UNDISPATCHED),  # not one a live worker holds for its eta
+        send_after__lte=now,
+        updated_at__lt=models.F("send_after"),
     )
     came_due = dict(untouched.order_by("pk").values_list("pk", "job_id"))
     lost = returned | orphaned | came_due
-    # Dispatched again now: fresh, and no longer any dead worker's.
-    redone = list(orphaned) + list(came_due)
-    for start in range(0, len(redone), 1000):  # bounded IN lists (SQLite's variable limit)
-        OutgoingMessage.objects.filter(
-            pk__in=redone[start : start + 1000], state=MessageState.QUEUED
-        ).update(worker="", updated_at=now)
-    # Each to its lane: a job's messages in batches, any other on its own (_enqueue_on_commit
-    # records the dispatch with the row; outside a transaction it goes at once).
-    batches_dispatch(message_ids=[pk for pk, job_id in lost.items() if job_id is not None])
-    for pk, job_id in lost.items():
-        if job_id is None:
-            _enqueue_on_commit(pk)
+    # Dispatched again, in one transaction with the rows' new mark (UNDISPATCHED, cleared once
+    # the broker has them): a sweep killed halfway leaves them to the next sweep, not to the
+    # claim timeout.
+    with transaction.atomic():
+        redone = list(orphaned) + list(came_due)
+        for start in range(0, len(redone), 1000):  # bounded IN lists (SQLite's variable limit)
+            OutgoingMessage.objects.filter(
+                pk__in=redone[start : start + 1000], state=MessageState.QUEUED
+            ).update(worker="", updated_at=now)
+        # Each to its lane: a job's messages in batches, any other on its own.
+        batches_dispatch(message_ids=[pk for pk, job_id in lost.items() if job_id is not None])
+        for pk, job_id in lost.items():
+            if job_id is None:
+                _enqueue_on_commit(pk)
     stalled = list(
         BulkJob.objects.filter(
-            models.Q(updated_at__lte=limit) if forced else _abandoned("updated_at", limit),
+            models.Q(updated_at__lte=limit)
+            if forced
+            else _abandoned("updated_at", limit) | _lost_in_transit(idle, jobs=True),
             prepared=False,
         )
     )
@@ -957,6 +1025,60 @@ def _abandoned(since_field: str, limit: datetime) -> models.Q:
 LIVE_HOLD_FACTOR = 3
 
 
+def _lane(task: str) -> str:
+    """The queue a task goes to (CELERY_TASK_ROUTES, else the default queue)."""
+    route = settings.CELERY_TASK_ROUTES.get(task) or {}
+    return route.get("queue", settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+def _idle_lanes() -> set[str]:
+    """The lanes whose queue in the broker holds no task right now. A broker that does not
+    answer: none (nothing counts as lost in transit then; the claim timeout still holds)."""
+    from celery import current_app
+
+    lanes = {_lane(SEND_BATCH), _lane(SEND_MESSAGE)}
+    lanes |= {
+        _lane(task)
+        for task in BulkJob.objects.filter(prepared=False)
+        .values_list("prepare_task", flat=True)
+        .distinct()
+        if task
+    }
+    idle = set()
+    try:
+        with current_app.connection_for_read() as connection, connection.channel() as channel:
+            for lane in sorted(lanes):
+                if not channel.queue_declare(queue=lane).message_count:
+                    idle.add(lane)
+    except Exception as error:
+        reason = _CREDENTIALS.sub("***", f"{type(error).__name__}: {error}")[:300]
+        logger.warning("sweep: could not count the broker's queues (%s)", reason)
+        return set()
+    return idle
+
+
+def _lost_in_transit(idle: set[str], *, jobs: bool = False) -> models.Q:
+    """Handed to the broker (worker "") more than a lease ago, and its lane's queue is empty
+    now, and no worker took it (a worker marks what it takes, outbox_received): the task is
+    nowhere. It died with a worker that had popped it and was killed before it could say so
+    (Redis hands it back only after its visibility timeout, 1 h), or the broker lost it. A
+    mistake here costs one duplicate task, which is harmless: only one claim can succeed.
+
+    `jobs`: for BulkJob rows (their building task's lane), else for messages (a job's in the
+    bulk lane, any other in the interactive one)."""
+    since = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+    if jobs:
+        tasks = BulkJob.objects.filter(prepared=False).values_list("prepare_task", flat=True)
+        lanes = models.Q(prepare_task__in=[t for t in set(tasks) if t and _lane(t) in idle])
+    else:
+        lanes = models.Q(pk__in=[])
+        if _lane(SEND_BATCH) in idle:
+            lanes |= models.Q(job__isnull=False)
+        if _lane(SEND_MESSAGE) in idle:
+            lanes |= models.Q(job__isnull=True)
+    return models.Q(worker="", updated_at__lt=since) & lanes
+
+
 # -- bulk jobs ---------------------------------------------------------------------------------
 def bulk_job_dispatch(*, job: BulkJob) -> int:
     """Hand the job's queued messages to the workers in batches of BULK_BATCH_SIZE ids."""
@@ -974,9 +1096,10 @@ def batches_dispatch(*, message_ids: list[int], send_after: datetime | None = No
         return 0
     size = settings.BULK_BATCH_SIZE
     batches = [message_ids[i : i + size] for i in range(0, len(message_ids), size)]
+    now = timezone.now()
     for batch in batches:  # recorded with the rows: cleared once the broker has the batch
         OutgoingMessage.objects.filter(pk__in=batch, state=MessageState.QUEUED).update(
-            worker=UNDISPATCHED
+            worker=UNDISPATCHED, updated_at=now
         )
 
     def dispatch() -> None:
@@ -986,7 +1109,7 @@ def batches_dispatch(*, message_ids: list[int], send_after: datetime | None = No
                 lambda b=batch: send_batch.apply_async((b,), **options), f"batch of {len(batch)}"
             ):
                 return
-            OutgoingMessage.objects.filter(pk__in=batch, worker=UNDISPATCHED).update(worker="")
+            _with_broker(batch)
 
     transaction.on_commit(dispatch, robust=True)
     return len(batches)

@@ -14,11 +14,14 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
+from invoices.services import PREPARE_TASK
 from outbox import leases, ratelimit
 from outbox.leases import UNDISPATCHED
 from outbox.models import (
+    BulkJob,
     Event,
     EventKind,
     MessageState,
@@ -27,16 +30,21 @@ from outbox.models import (
     WorkerLease,
 )
 from outbox.services import (
+    SEND_BATCH,
+    SEND_MESSAGE,
     _to_broker,
     outbox_enqueue,
+    outbox_received,
     outbox_send,
     outbox_send_batch,
     outbox_sweep,
 )
 from outbox.signals import message_state_changed
+from outbox.tasks import send_batch, send_message
 from smtp_settings.resolve import SenderConfig
 from tests import factories
 from tests.invoices import factories as invoice_factories
+from tests.smtp_fixtures import queued_payloads
 
 pytestmark = pytest.mark.usefixtures("english")
 
@@ -298,3 +306,124 @@ def test_a_task_that_loses_the_claim_after_its_turn_gives_its_place_back(
     assert outbox_send(message_id=message.pk) == "skipped"
     [window] = SendingWindow.objects.all()
     assert window.count == 0
+
+
+# -- a task a worker took, and a task lost on its way ------------------------------------------
+@pytest.mark.django_db
+def test_what_a_task_is_for_becomes_the_receiving_workers_at_once(smtp_servers, monkeypatch):
+    """Celery's task_received (directo_mail/celery.py), before the task runs: its rows say
+    which live process has them, so a worker killed with a task it had taken but not started
+    is known by its lease, not after the claim timeout."""
+    monkeypatch.setattr(leases, "_lease", {"name": "me", "pid": os.getpid()})
+    _lease("me", age=0)
+    _lease("other", age=0)
+    free, undispatched, others, sent = _messages(smtp_servers.plain, 4)
+    OutgoingMessage.objects.filter(pk=undispatched.pk).update(worker=UNDISPATCHED)
+    OutgoingMessage.objects.filter(pk=others.pk).update(worker="other")
+    OutgoingMessage.objects.filter(pk=sent.pk).update(state=MessageState.SENT, worker="")
+    ids = [free.pk, undispatched.pk, others.pk, sent.pk]
+
+    assert outbox_received(task=SEND_BATCH, args=[ids]) == 2
+    workers = dict(OutgoingMessage.objects.values_list("pk", "worker"))
+    # Another live worker's row stays its; a sent one is nobody's business any more.
+    assert workers == {free.pk: "me", undispatched.pk: "me", others.pk: "other", sent.pk: ""}
+
+    OutgoingMessage.objects.filter(pk=free.pk).update(worker="")
+    assert outbox_received(task=SEND_MESSAGE, args=(free.pk,)) == 1
+    assert OutgoingMessage.objects.get(pk=free.pk).worker == "me"
+
+    job = BulkJob.objects.create(
+        user=free.user, kind="invoices", sender={}, prepared=False, prepare_task=PREPARE_TASK
+    )
+    assert outbox_received(task="outbox.tasks.sweep", args=[job.pk]) == 0  # not its task
+    assert outbox_received(task=PREPARE_TASK, args=[job.pk]) == 1
+    assert BulkJob.objects.get(pk=job.pk).worker == "me"
+
+    # Whatever a message on the broker carries, the worker goes on: nothing marked, no error.
+    for args in ([], None, "x", [[None, "1", True, 1.5]], [{"pk": 1}], [ids, ids], [[2**70]]):
+        assert outbox_received(task=SEND_BATCH, args=args) == 0
+    monkeypatch.setattr(leases, "_lease", {"name": "", "pid": 0})  # the web, a command
+    OutgoingMessage.objects.filter(pk=free.pk).update(worker="")
+    assert outbox_received(task=SEND_BATCH, args=[ids]) == 0
+
+
+@pytest.mark.django_db
+def test_a_failing_database_never_stops_the_worker_taking_tasks(smtp_servers, monkeypatch, caplog):
+    monkeypatch.setattr(leases, "_lease", {"name": "me", "pid": os.getpid()})
+    [message] = _messages(smtp_servers.plain, 1)
+
+    def broken(*args, **kwargs):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr("django.db.models.query.QuerySet.update", broken)
+    assert outbox_received(task=SEND_BATCH, args=[[message.pk]]) == 0
+    assert "could not mark what it holds" in caplog.text
+
+
+def _lane_empty(lane: str) -> None:
+    queued_payloads(lane)  # whatever earlier tests left on the session's broker
+
+
+@pytest.mark.django_db
+def test_a_task_lost_on_its_way_is_dispatched_again_once_its_lane_is_empty(
+    smtp_servers, settings, monkeypatch
+):
+    """A task a worker popped and died with before it could mark anything (Redis gives it
+    back only after its visibility timeout, 1 h), or that the broker lost: its rows say
+    "handed to the broker" (worker "") while the broker's queue for their lane is empty. Once
+    that has lasted a lease, the sweep hands them over again, long before the claim timeout."""
+    settings.WORKER_LEASE_SECONDS = 45
+    settings.SEND_CLAIM_TIMEOUT = 600
+    _lease("live", age=1)
+    lost, fresh, held_live = _messages(smtp_servers.plain, 3)
+    a_minute_ago = timezone.now() - timedelta(seconds=60)
+    OutgoingMessage.objects.filter(pk=lost.pk).update(worker="", updated_at=a_minute_ago)
+    OutgoingMessage.objects.filter(pk=fresh.pk).update(worker="")  # just handed over
+    OutgoingMessage.objects.filter(pk=held_live.pk).update(worker="live", updated_at=a_minute_ago)
+    _lane_empty("interactive")
+    send_message.apply_async((0,))  # another task waits in the lane: ours may be behind it
+    try:
+        assert outbox_sweep()["redispatched"] == 0
+    finally:
+        _lane_empty("interactive")
+
+    assert outbox_sweep()["redispatched"] == 1  # the lane is empty: ours is nowhere
+    workers = dict(OutgoingMessage.objects.values_list("pk", "worker"))
+    assert workers == {lost.pk: UNDISPATCHED, fresh.pk: "", held_live.pk: "live"}
+    # A job's messages and a job still being built: the bulk lane's queue decides for them.
+    job = BulkJob.objects.create(
+        user=lost.user,
+        kind="invoices",
+        sender={},
+        prepared=False,
+        prepare_task=PREPARE_TASK,
+        worker="",
+    )
+    BulkJob.objects.filter(pk=job.pk).update(updated_at=a_minute_ago)
+    OutgoingMessage.objects.filter(pk=fresh.pk).update(job=job, updated_at=a_minute_ago)
+    _lane_empty("bulk")
+    send_batch.apply_async(([0],))
+    try:
+        sweep = outbox_sweep()
+        assert (sweep["redispatched"], sweep["restarted_jobs"]) == (0, 0)
+    finally:
+        _lane_empty("bulk")
+    sweep = outbox_sweep()
+    assert (sweep["redispatched"], sweep["restarted_jobs"]) == (1, 1)
+
+
+@pytest.mark.django_db
+def test_a_broker_that_does_not_answer_loses_nothing_more(smtp_servers, settings, monkeypatch):
+    """The queue cannot be counted: nothing counts as lost on its way; the claim timeout rules."""
+    settings.WORKER_LEASE_SECONDS = 45
+    [message] = _messages(smtp_servers.plain, 1)
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        worker="", updated_at=timezone.now() - timedelta(seconds=60)
+    )
+    _lane_empty("interactive")
+
+    def away(*args, **kwargs):
+        raise ConnectionError("redis://:secret@redis:6379/0 refused")
+
+    monkeypatch.setattr("directo_mail.celery.app.connection_for_read", away)
+    assert outbox_sweep()["redispatched"] == 0

@@ -39,6 +39,7 @@ CASES = [
     ("prepare.chunk_rendered", 2, 0),
     ("prepare.chunk_written", 2, 0),
     ("dispatch.committed", 3, 0),
+    ("receive.taken", 3, 0),  # the prepare task, a batch, then the next batch popped and lost
     ("prepare.before_prepared", 1, 0),
     ("deliver.claimed", 5, 0),
     ("deliver.accepted", 5, 0),
@@ -124,6 +125,17 @@ def test_a_sigkill_at_a_named_point_leaves_nothing_stuck(
     assert Invoice.objects.filter(send_state=SendState.FAILED).count() == refused
 
 
+def _until_killed(faulty: CeleryWorker) -> None:
+    """Start the faulty worker and wait until it has killed itself at its point (SIGKILL)."""
+    faulty.start()
+    deadline = time.monotonic() + 60
+    while faulty.process.poll() is None:
+        assert time.monotonic() < deadline, faulty.log_tail()
+        time.sleep(0.05)
+    assert faulty.process.returncode == -signal.SIGKILL, faulty.log_tail()
+    faulty.process = None
+
+
 @pytest.mark.usefixtures("english")
 def test_a_worker_restarted_after_a_sigkill_takes_the_work_back_by_itself(
     transactional_db, smtp_servers, celery_worker, figures, tmp_path
@@ -141,13 +153,7 @@ def test_a_worker_restarted_after_a_sigkill_takes_the_work_back_by_itself(
     )
     try:
         job = start_job(server, INVOICES, code="LEASED")
-        faulty.start()
-        deadline = time.monotonic() + 60
-        while faulty.process.poll() is None:
-            assert time.monotonic() < deadline, faulty.log_tail()
-            time.sleep(0.05)
-        assert faulty.process.returncode == -signal.SIGKILL, faulty.log_tail()
-        faulty.process = None
+        _until_killed(faulty)
         held = OutgoingMessage.objects.filter(state=MessageState.SENDING).count()
         taken = OutgoingMessage.objects.filter(state=MessageState.QUEUED, worker__gt="").count()
     finally:
@@ -174,6 +180,58 @@ def test_a_worker_restarted_after_a_sigkill_takes_the_work_back_by_itself(
     outcome = count(server)
     assert outcome.lost == 0 and outcome.unrecorded == 0, outcome.examples[:10]
     assert outcome.delivered == INVOICES and outcome.duplicates <= 1
+    assert _stuck(job) == {"invoices sending": 0, "messages open": 0, "job not finished": 0}
+
+
+@pytest.mark.usefixtures("english")
+def test_a_batch_a_killed_worker_had_popped_goes_once_its_lane_is_empty(
+    transactional_db, smtp_servers, celery_worker, figures, tmp_path, settings
+):
+    """The worker dies having taken a batch from the broker, before it could mark it as its own
+    (receive.taken): on Redis the task comes back only after the visibility timeout (1 h), on
+    the filesystem broker never, and its rows name no worker. The sweep, as beat runs it (no
+    forced timeout), sends them again once the bulk queue is empty and a lease has passed:
+    seconds after the rest of the job, not after the claim timeout (600 s)."""
+    settings.WORKER_LEASE_SECONDS = 10  # this process sweeps: a shorter lease, a shorter test
+    server = smtp_servers.plain
+    celery_worker.kill()
+    faulty = CeleryWorker(
+        {
+            **celery_worker.env,
+            "DIRECTO_FAULT": "receive.taken",
+            "DIRECTO_FAULT_AT": "3",  # the job's building task, its first batch, then this one
+            "BULK_BATCH_SIZE": str(BATCH),
+        },
+        tmp_path / "faulty-worker.log",
+        "faulty-receive@%h",
+    )
+    try:
+        job = start_job(server, INVOICES, code="POPPED")
+        _until_killed(faulty)
+        nobodys = OutgoingMessage.objects.filter(state=MessageState.QUEUED, worker="").count()
+    finally:
+        faulty.kill()
+        up = time.monotonic()
+        celery_worker.start()
+    assert len(server.messages) == BATCH and nobodys == INVOICES - BATCH  # one batch sent
+    deadline = up + 120
+    while OutgoingMessage.objects.filter(
+        state__in=(MessageState.QUEUED, MessageState.SENDING)
+    ).exists():
+        assert time.monotonic() < deadline, celery_worker.log_tail()
+        outbox_sweep()  # beat's round (every OUTBOX_SWEEP_SECONDS), here every second
+        time.sleep(1)
+    seconds = round(time.monotonic() - up, 1)
+    settle(job, quiet=10, timeout=60)
+    figures.add(
+        AREA,
+        "a batch popped by a worker killed before it marked it: seconds until all final",
+        seconds,
+        "≤ 120",
+    )
+    outcome = count(server)
+    assert outcome.lost == 0 and outcome.unrecorded == 0, outcome.examples[:10]
+    assert outcome.delivered == INVOICES and outcome.duplicates == 0, outcome
     assert _stuck(job) == {"invoices sending": 0, "messages open": 0, "job not finished": 0}
 
 
