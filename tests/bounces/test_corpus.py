@@ -4,6 +4,8 @@ prints every miss). The figures print with the test output (-s) and go in the RE
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.bounce_corpus import cr_only, crlf, measure, sisimai_mails
@@ -44,11 +46,25 @@ def test_every_address_flufl_bounce_expects_is_found(figures):
 
 
 def test_permanence_agrees_with_the_reference(figures):
-    """Against Sisimai's "this recipient failed": 97.1 % today. The rest are RFC 3464
-    "Action: delayed" reports (the MTA still trying: a delay here, as item 1 wants, a failure
-    with reason "expired" there) and one report whose second recipient only Sisimai finds.
-    A floor, so that no change makes it worse; the target of 98 % is not met yet."""
-    assert figures.permanence_share >= 0.97, figures.disagreements
+    """Issue 16: ≥ 98 % of recipients failed or still trying as the mail says. Sisimai calls
+    every recipient of its corpus a failure, the 19 delay notices too ("Delivery Status
+    Notification (Delay)", "Warning: message … delayed 24 hours": reason "expired" there); item
+    1 wants a delay for them, so the reference takes a delay notice's recipients, known by the
+    notice's own subject (DELAY_SUBJECT, not by this parser), as still trying. Against
+    Sisimai's own view the figure is printed too, and must not get worse."""
+    assert figures.permanence_share >= 0.98, figures.disagreements
+    assert figures.permanence_sisimai_share >= 0.97
+
+
+def test_the_delay_reference_is_the_notices_own_word():
+    """The delay notices the reference takes as "still trying": each says so in its subject,
+    and they are few (a rule that took every bounce for a delay would pass any parser)."""
+    delays = [m for m in sisimai_mails() if m.expected and not any(m.expected)]
+    assert len(delays) == 19
+    for mail in delays:
+        subject = re.search(rb"(?im)^Subject:(.*)$", mail.raw).group(1).lower()
+        assert b"delay" in subject or b"warning" in subject, (mail.name, subject)
+        assert mail.sisimai == tuple(True for _ in mail.expected)
 
 
 def test_reasons_agree_with_sisimais_classes(figures):
