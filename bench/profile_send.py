@@ -5,7 +5,8 @@ file in a temp dir against Postfix's smtp-sink: seed N invoices, `invoices_send`
 `invoices_job_prepare` (templates, PDFs, rows), then `outbox_send_batch` over every message in
 batches of BULK_BATCH_SIZE. Each phase runs under cProfile and prints CPU ms per mail, SQL
 statements per mail and its top functions (cumulative), so a change is measured where it acts.
-`PROFILE_TIMER=cpu` attributes CPU time instead of wall time.
+`PROFILE_TIMER=cpu` attributes CPU time instead of wall time; `PROFILE_CALLERS=<regex>` also
+prints who calls the functions it matches (pstats' print_callers).
 `--pdf-issued` renders the PDFs before the click (as `invoices_render_pdfs` does when invoices
 are issued), so the prepare phase shows what is left without them.
 """
@@ -115,7 +116,10 @@ def main() -> None:
                 return
             out = io.StringIO()
             order = os.environ.get("PROFILE_SORT", "cumulative")
-            pstats.Stats(profile, stream=out).sort_stats(order).print_stats(options.top)
+            stats = pstats.Stats(profile, stream=out).sort_stats(order)
+            stats.print_stats(options.top)
+            if callers := os.environ.get("PROFILE_CALLERS"):  # who calls the functions matching
+                stats.print_callers(callers)
             print(out.getvalue().split("\n\n", 1)[-1].rstrip())
 
         if options.pdf_issued:

@@ -2,10 +2,12 @@
 held is taken back within about a minute, and what a live one holds never is.
 
 A Celery worker process takes a lease when it starts (directo_mail/celery.py: the solo
-process, or each prefork child) and a daemon thread renews it every WORKER_BEAT_SECONDS. The
-process writes its lease's name on what it holds: a bulk batch's messages when the batch task
-starts, a message when it claims it, a job while it builds its messages. A process without a
-lease (the web, a management command, a test) writes "" and is judged by SEND_CLAIM_TIMEOUT.
+process) or before its first task (a prefork child), and a daemon thread renews it every
+WORKER_BEAT_SECONDS. The process writes its lease's name on what it holds: what a task it
+took is for (a solo worker, at once: outbox_received), a bulk batch's messages when the batch
+task starts, a message when it claims it, a job while it builds its messages. A process
+without a lease (the web, a management command, a test) writes "" and is judged by
+SEND_CLAIM_TIMEOUT.
 The thread beats while the process waits on a slow server, so a live claim never looks dead;
 a process that is killed stops beating, and after WORKER_LEASE_SECONDS it is dead.
 """

@@ -494,16 +494,20 @@ SEND_BATCH, SEND_MESSAGE = "outbox.tasks.send_batch", "outbox.tasks.send_message
 
 
 def outbox_received(*, task: str, args: Any) -> int:
-    """A worker process took a task from the broker (Celery's task_received, in the process
-    that received it, before the task runs: also a task it holds for its eta or prefetched):
-    what the task is for is marked with that process's lease, so from now on it is known to be
-    in a live worker's hands, or in a dead one's once that lease expires (_abandoned).
+    """A worker process took a task from the broker (Celery's task_received, before the task
+    runs: also one it prefetched) and runs its tasks itself (directo_mail/celery.py: a solo or
+    threads pool; a prefork parent hands them to children, which mark what they hold when a
+    batch starts and at each claim): what the task is for is marked with this process's lease,
+    so it is known to be in a live worker's hands, or in a dead one's once that lease expires
+    (_abandoned). Only messages whose time has come: a task early for a held message (a
+    duplicate, a stray) sends nothing, and the mark would hide the message from the sweep that
+    sends it when due (came_due).
 
-    Without the mark, a task a killed worker had taken but not started (prefetched, waiting
-    for its eta, or popped from Redis a moment before the kill) would leave its rows looking
-    like rows still in the queue: on Redis its message comes back only after the visibility
-    timeout (1 h), so the rows would wait out SEND_CLAIM_TIMEOUT. Returns how many rows.
-    Never raises: the worker goes on taking tasks whatever happens here."""
+    Without the mark, a task a killed worker had taken but not started (prefetched, or popped
+    from Redis a moment before the kill) would leave its rows looking like rows still in the
+    queue until the queue is empty (_lost_in_transit); on Redis its message comes back only
+    after the visibility timeout (1 h). Returns how many rows. Never raises: the worker goes
+    on taking tasks whatever happens here."""
     worker = lease_current()
     if not worker or not isinstance(args, list | tuple) or len(args) != 1:
         return 0
@@ -517,14 +521,14 @@ def outbox_received(*, task: str, args: Any) -> int:
             marked = 0
             for start in range(0, len(ids), 1000):  # bounded IN lists
                 marked += OutgoingMessage.objects.filter(
-                    free, pk__in=ids[start : start + 1000], state=MessageState.QUEUED
+                    free, _due(), pk__in=ids[start : start + 1000], state=MessageState.QUEUED
                 ).update(worker=worker, updated_at=now)
             return marked
         if type(first) is int and 0 < first < 2**63:  # a job's building task names its job
             return BulkJob.objects.filter(free, pk=first, prepare_task=task, prepared=False).update(
                 worker=worker, updated_at=now
             )
-    except Exception:  # the database away: the rows stay "", and the sweep's rules hold
+    except Exception:  # the database away: the rows stay "", for the sweep's other rules
         logger.warning("task %s received: could not mark what it holds", task, exc_info=True)
         with contextlib.suppress(Exception):
             from django.db import connection
@@ -924,8 +928,10 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
             _duplicate_risk_event(message)
         returned[message.pk] = message.job_id
     now = timezone.now()
-    # Asked before the rows are read: a task the broker held then and a worker took since was
-    # marked by that worker before the rows are read (outbox_received).
+    # Asked before the rows are read, so a task the broker held then and a worker took since
+    # was most likely marked by that worker (outbox_received) before the rows are read; when
+    # not (a prefork worker, a slow mark), the cost is one duplicate task, which the claim
+    # makes harmless.
     idle = set() if forced else _idle_lanes()
     due = models.Q(send_after__isnull=True) | models.Q(send_after__lte=now)
     orphans = OutgoingMessage.objects.filter(
@@ -1065,18 +1071,27 @@ def _lost_in_transit(idle: set[str], *, jobs: bool = False) -> models.Q:
     mistake here costs one duplicate task, which is harmless: only one claim can succeed.
 
     `jobs`: for BulkJob rows (their building task's lane), else for messages (a job's in the
-    bulk lane, any other in the interactive one)."""
-    since = timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS)
+    bulk lane, any other in the interactive one). A message deferred after a try has its
+    retry waiting in a worker's memory (a countdown task, not in the queue): lost only once
+    that countdown (retry_delay) has passed too, so no sweep skips a retry's backoff."""
+    now, lease = timezone.now(), timedelta(seconds=settings.WORKER_LEASE_SECONDS)
     if jobs:
         tasks = BulkJob.objects.filter(prepared=False).values_list("prepare_task", flat=True)
         lanes = models.Q(prepare_task__in=[t for t in set(tasks) if t and _lane(t) in idle])
-    else:
-        lanes = models.Q(pk__in=[])
-        if _lane(SEND_BATCH) in idle:
-            lanes |= models.Q(job__isnull=False)
-        if _lane(SEND_MESSAGE) in idle:
-            lanes |= models.Q(job__isnull=True)
-    return models.Q(worker="", updated_at__lt=since) & lanes
+        return models.Q(worker="", updated_at__lt=now - lease) & lanes
+    lanes = models.Q(pk__in=[])
+    if _lane(SEND_BATCH) in idle:
+        lanes |= models.Q(job__isnull=False)
+    if _lane(SEND_MESSAGE) in idle:
+        lanes |= models.Q(job__isnull=True)
+    last = settings.SEND_MAX_ATTEMPTS
+    waited = models.Q(attempts=0, updated_at__lt=now - lease) | models.Q(
+        attempts__gte=last, updated_at__lt=now - lease - timedelta(seconds=retry_delay(last))
+    )
+    for attempt in range(1, last):  # the countdown the retry of each attempt was given
+        countdown = timedelta(seconds=retry_delay(attempt))
+        waited |= models.Q(attempts=attempt, updated_at__lt=now - lease - countdown)
+    return models.Q(worker="") & waited & lanes
 
 
 # -- bulk jobs ---------------------------------------------------------------------------------

@@ -427,3 +427,91 @@ def test_a_broker_that_does_not_answer_loses_nothing_more(smtp_servers, settings
 
     monkeypatch.setattr("directo_mail.celery.app.connection_for_read", away)
     assert outbox_sweep()["redispatched"] == 0
+
+
+def _received_in(pool_class, name: str, message_id: int) -> None:
+    """Celery's task_received for send_message(message_id), in a worker with that pool."""
+    from types import SimpleNamespace
+
+    from directo_mail.celery import _received
+
+    consumer = SimpleNamespace(pool=object.__new__(pool_class))
+    _received(sender=consumer, request=SimpleNamespace(name=name, args=[message_id]))
+
+
+@pytest.mark.django_db
+def test_a_prefork_parent_marks_nothing_its_children_do(smtp_servers, settings, monkeypatch):
+    """A prefork parent takes tasks for its children: were its lease on the rows, a child that
+    fails (or is killed) before its claim would leave them held by a live process for half an
+    hour. The parent marks nothing; the child's batch and claim mark what it holds, and a row
+    its task let go of is lost on its way once a lease has passed with the lane empty."""
+    from celery.concurrency.prefork import TaskPool as Prefork
+    from celery.concurrency.solo import TaskPool as Solo
+
+    settings.WORKER_LEASE_SECONDS = 45
+    settings.SEND_CLAIM_TIMEOUT = 600
+    [message] = _messages(smtp_servers.plain, 1)
+    OutgoingMessage.objects.filter(pk=message.pk).update(worker="")  # the broker has it
+    _lease("main", age=0)
+    monkeypatch.setattr(leases, "_lease", {"name": "main", "pid": os.getpid()})
+
+    _received_in(Prefork, SEND_MESSAGE, message.pk)
+    assert OutgoingMessage.objects.get(pk=message.pk).worker == ""
+    _received_in(Solo, SEND_MESSAGE, message.pk)  # a solo worker runs what it takes
+    assert OutgoingMessage.objects.get(pk=message.pk).worker == "main"
+
+    # The prefork case: the child fails before its claim; its task is gone (acknowledged).
+    OutgoingMessage.objects.filter(pk=message.pk).update(worker="")
+    monkeypatch.setattr(leases, "_lease", {"name": "child", "pid": os.getpid()})
+
+    def away(*args, **kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(ratelimit, "wait_for_turn", away)
+    with pytest.raises(OperationalError):
+        outbox_send(message_id=message.pk)
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        updated_at=timezone.now() - timedelta(seconds=50)
+    )
+    _lane_empty("interactive")
+    assert outbox_sweep()["redispatched"] == 1  # a lease later, not half an hour
+
+
+@pytest.mark.django_db
+def test_an_early_task_for_a_held_message_does_not_hide_it_from_the_sweep(
+    smtp_servers, settings, monkeypatch
+):
+    """A long hold has no task: the sweep dispatches it when due. A task received earlier (a
+    duplicate, a stray) sends nothing and marks nothing, so the message goes at its time."""
+    [message] = _messages(smtp_servers.plain, 1)
+    now = timezone.now()
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        worker="", send_after=now + timedelta(minutes=20), updated_at=now
+    )
+    _lease("me", age=0)
+    monkeypatch.setattr(leases, "_lease", {"name": "me", "pid": os.getpid()})
+    assert outbox_received(task=SEND_MESSAGE, args=[message.pk]) == 0
+    assert outbox_send(message_id=message.pk) == "skipped"  # early: nothing sent
+
+    OutgoingMessage.objects.filter(pk=message.pk).update(  # 20 minutes later
+        send_after=timezone.now() - timedelta(seconds=1),
+        updated_at=timezone.now() - timedelta(minutes=20),
+    )
+    assert outbox_sweep()["came_due"] == 1
+
+
+@pytest.mark.django_db
+def test_a_retry_waiting_for_its_countdown_is_not_taken_for_a_lost_task(smtp_servers, settings):
+    """A deferred message's retry waits in a worker's memory (a countdown task, not in the
+    queue), unmarked when the mark failed or a prefork parent holds it: it counts as lost
+    only once its countdown has passed too, so no sweep skips the retry's backoff."""
+    settings.WORKER_LEASE_SECONDS = 45
+    settings.SEND_RETRY_BASE_SECONDS = 30
+    [message] = _messages(smtp_servers.plain, 1)
+    _lane_empty("interactive")
+    # Deferred after its 4th try: its retry's countdown is 30 × 2³ = 240 s.
+    for seconds_ago, lost in ((60, 0), (240 + 30, 0), (240 + 50, 1)):
+        OutgoingMessage.objects.filter(pk=message.pk).update(
+            worker="", attempts=4, updated_at=timezone.now() - timedelta(seconds=seconds_ago)
+        )
+        assert outbox_sweep()["redispatched"] == lost, seconds_ago
