@@ -21,7 +21,7 @@ POINTS = (
     "prepare.chunk_rendered",  # a chunk's PDFs and bodies made, nothing of it written yet
     "prepare.chunk_written",  # the chunk's messages committed (and handed to the broker)
     "dispatch.committed",  # a chunk's (or a click's) rows committed, its tasks not yet sent
-    "receive.taken",  # a worker took a task from the broker, not yet marked as its own
+    "receive.taken",  # a worker took a sending task from the broker, not yet marked its own
     "prepare.before_prepared",  # every chunk written, the job not yet marked prepared
     "deliver.claimed",  # the message claimed (queued → sending), nothing sent yet
     "deliver.accepted",  # the server said 250, nothing recorded yet

@@ -38,6 +38,7 @@ from outbox.services import (
     outbox_enqueue,
     outbox_enqueue_many,
     outbox_record_unsendable,
+    to_broker,
 )
 from smtp_settings.resolve import SenderConfig, SenderConfigError
 from smtp_settings.selectors import company_get, sender_config_for
@@ -181,6 +182,7 @@ def invoices_job_prepare(*, job_id: int) -> int:
     BulkJob.objects.filter(pk=job_id, prepared=False).update(worker=lease_current())
     company = company_get()
     built = last_pk = 0
+    shared_out = False
     while True:
         job = BulkJob.objects.get(pk=job_id)
         if job.state != JobState.RUNNING:
@@ -233,6 +235,38 @@ def invoices_job_prepare(*, job_id: int) -> int:
                 built += len(ids)
         fault_point("prepare.chunk_written")
         last_pk = chunk[-1].pk
+        if not shared_out:  # once the first chunk's batch is on its way: the first mails go
+            shared_out = True  # out at once, then the others' PDFs are rendered meanwhile
+            _render_ahead(job_id, after=last_pk)
+
+
+def _render_ahead(job_id: int, *, after: int) -> int:
+    """The PDFs this job still has to render past invoice `after` (its invoices never rendered:
+    issued before PDFs were kept at issue, or imported) are shared out: every chunk but the
+    next goes to the bulk lane as a render task, last chunk first, while this task goes on
+    from the next. Idle worker processes (on any machine) render from the end, this one finds
+    their PDFs kept and only writes those chunks, and where both meet one chunk may be rendered
+    twice (invoice_pdf keeps one file). Called once the first chunk's batch is with the broker,
+    so the first mails do not wait behind the rendering. Without it one process rendered every
+    PDF of the job while the others had little to send. A task that comes too late costs a
+    query. Returns how many tasks."""
+    from .tasks import render_pdfs  # tasks import services
+
+    ids = list(
+        Invoice.objects.filter(job_id=job_id, send_state=SendState.QUEUED, pdf="", pk__gt=after)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    size = settings.BULK_BATCH_SIZE
+    chunks = [ids[start : start + size] for start in range(size, len(ids), size)]
+
+    def dispatch() -> None:  # after the batches committed before it (in their order)
+        for chunk in reversed(chunks):
+            if not to_broker(lambda c=chunk: render_pdfs.delay(c), f"job {job_id}'s PDFs"):
+                return  # the broker is away: the builder renders them, as it always could
+
+    transaction.on_commit(dispatch, robust=True)
+    return len(chunks)
 
 
 def _unbuilt(job: BulkJob) -> models.QuerySet:

@@ -444,7 +444,7 @@ def _enqueue_on_commit(message_pk: int) -> None:
         if options is None:  # held past the eta window: the sweep dispatches it when due
             OutgoingMessage.objects.filter(pk=message_pk, worker=UNDISPATCHED).update(worker="")
             return
-        if _to_broker(
+        if to_broker(
             lambda: _send_one(message_pk, job_id=job_id, **options), f"message {message_pk}"
         ):
             _with_broker([message_pk])
@@ -457,7 +457,7 @@ def _enqueue_on_commit(message_pk: int) -> None:
 _CREDENTIALS = re.compile(r"//[^/]*@|(?i:password=)[^&\s]*")
 
 
-def _to_broker(send: Callable[[], object], what: str) -> bool:
+def to_broker(send: Callable[[], object], what: str) -> bool:
     """Hand a task to the broker; False (logged, without any credential of its URL) when the
     broker does not take it: the row stays UNDISPATCHED for the sweep."""
     try:
@@ -511,11 +511,11 @@ def outbox_received(*, task: str, args: Any) -> int:
     worker = lease_current()
     if not worker or not isinstance(args, list | tuple) or len(args) != 1:
         return 0
-    fault_point("receive.taken")
     first, now = args[0], timezone.now()
     free = models.Q(worker="") | models.Q(worker=UNDISPATCHED)
     try:
         if task in (SEND_BATCH, SEND_MESSAGE):
+            fault_point("receive.taken")
             ids = first if isinstance(first, list) else [first]
             ids = [pk for pk in ids if type(pk) is int and 0 < pk < 2**63][:10_000]
             marked = 0
@@ -554,7 +554,7 @@ def outbox_send(*, message_id: int) -> str:
         # The sender is at its limit (or paused): the mail comes back when it may go, and this
         # worker of the interactive lane is free for everybody else's meanwhile.
         delay, job_id = later.delay, later.job_id
-        _to_broker(
+        to_broker(
             lambda: _send_one(message_id, job_id=job_id, countdown=delay),
             f"message {message_id} (waiting for its turn)",
         )
@@ -1120,7 +1120,7 @@ def batches_dispatch(*, message_ids: list[int], send_after: datetime | None = No
     def dispatch() -> None:
         fault_point("dispatch.committed")  # the rows committed, their tasks not yet sent
         for batch in batches:
-            if not _to_broker(
+            if not to_broker(
                 lambda b=batch: send_batch.apply_async((b,), **options), f"batch of {len(batch)}"
             ):
                 return
@@ -1137,7 +1137,7 @@ def bulk_job_prepare_dispatch(*, job: BulkJob) -> None:
     BulkJob.objects.filter(pk=job.pk).update(worker=UNDISPATCHED)  # with the job's row
 
     def dispatch() -> None:
-        if _to_broker(lambda: current_app.send_task(job.prepare_task, (job.pk,)), f"job {job.pk}"):
+        if to_broker(lambda: current_app.send_task(job.prepare_task, (job.pk,)), f"job {job.pk}"):
             BulkJob.objects.filter(pk=job.pk, worker=UNDISPATCHED).update(worker="")
 
     transaction.on_commit(dispatch, robust=True)

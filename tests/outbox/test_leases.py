@@ -32,12 +32,12 @@ from outbox.models import (
 from outbox.services import (
     SEND_BATCH,
     SEND_MESSAGE,
-    _to_broker,
     outbox_enqueue,
     outbox_received,
     outbox_send,
     outbox_send_batch,
     outbox_sweep,
+    to_broker,
 )
 from outbox.signals import message_state_changed
 from outbox.tasks import send_batch, send_message
@@ -279,7 +279,7 @@ def test_the_broker_warning_never_logs_a_password(caplog):
             "(amqp://user:secret@rabbit/?password=hunter2&x=1)"
         )
 
-    assert _to_broker(refuse, "job 1") is False
+    assert to_broker(refuse, "job 1") is False
     assert "the broker did not take the task" in caplog.text
     for secret in ("p@ss", "w0rd", "secret", "hunter2"):
         assert secret not in caplog.text, caplog.text

@@ -39,7 +39,7 @@ CASES = [
     ("prepare.chunk_rendered", 2, 0),
     ("prepare.chunk_written", 2, 0),
     ("dispatch.committed", 3, 0),
-    ("receive.taken", 3, 0),  # the prepare task, a batch, then the next batch popped and lost
+    ("receive.taken", 2, 0),  # a batch sent, the next one popped and lost
     ("prepare.before_prepared", 1, 0),
     ("deliver.claimed", 5, 0),
     ("deliver.accepted", 5, 0),
@@ -199,7 +199,7 @@ def test_a_batch_a_killed_worker_had_popped_goes_once_its_lane_is_empty(
         {
             **celery_worker.env,
             "DIRECTO_FAULT": "receive.taken",
-            "DIRECTO_FAULT_AT": "3",  # the job's building task, its first batch, then this one
+            "DIRECTO_FAULT_AT": "2",  # its first batch is sent, the second one is lost
             "BULK_BATCH_SIZE": str(BATCH),
         },
         tmp_path / "faulty-worker.log",
