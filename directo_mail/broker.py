@@ -10,6 +10,7 @@ already read it: it reads nothing and dies on the empty JSON. Two places do that
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from time import monotonic
@@ -18,10 +19,16 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+# Consumers take messages in the order of their file names (kombu sorts them): the time, at
+# a fixed width (an unpadded number would sort "10000000" before "9999999" once the clock
+# gains a digit, and the older messages would wait behind every newer one), then this
+# process's own count, so two messages it sends within a millisecond keep their order.
+_sent = itertools.count()
+
 
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs) -> None:
-        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{round(monotonic() * 1000):015d}_{next(_sent):012d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = f"{final}.partial"  # not "<queue>.msg": consumers skip it
         with open(partial, "wb") as stream:

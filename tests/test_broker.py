@@ -45,3 +45,21 @@ def test_a_fast_consumer_never_reads_a_half_written_message(tmp_path):
 
     assert errors == []
     assert len(received) == COUNT and all(message == payload for message in received)
+
+
+def test_messages_come_out_in_the_order_they_went_in(tmp_path, monkeypatch):
+    """A consumer takes messages by file name: within one millisecond, and when the clock
+    gains a digit (an unpadded 9999999 sorted after 10000000), they keep their order."""
+    from directo_mail import broker
+
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    options["control_folder"] = str(tmp_path)
+    clock = iter([9.999, 9.999, 9.999, 10.0, 10.0, 10000.0])  # seconds: 9999 ms, then 10000…
+    monkeypatch.setattr(broker, "monotonic", lambda: next(clock))
+    with Connection(
+        "filesystem://", transport="directo_mail.broker:Transport", transport_options=options
+    ) as conn:
+        queue = conn.SimpleQueue(f"order-{uuid.uuid4().hex}")
+        for number in range(6):
+            queue.put({"n": number})
+        assert [queue.get(timeout=5).payload["n"] for _ in range(6)] == list(range(6))
