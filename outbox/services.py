@@ -890,9 +890,9 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     - Queued messages whose task a dead worker had taken, or that were handed to the broker a
       lease ago while their lane's queue is empty now (_lost_in_transit), or untouched as
       long as the claim timeout: their task was lost with the worker or the broker;
-      dispatched again. A
-      duplicate task is harmless: only one claim per message can succeed. A message held for
-      later ("send at") is not lost: it is left alone until its time.
+      dispatched again. A duplicate task is harmless: only one claim per message can
+      succeed. A message held for later ("send at") is not lost: it is left alone until its
+      time.
     - Held messages whose time has come and that nobody touched since (no claim yet): their
       task had too long a hold for an eta (_dispatch_options), or was lost; they are
       dispatched, and marked touched, so the next sweep leaves them to the rule above. A
@@ -1138,7 +1138,10 @@ def bulk_job_prepare_dispatch(*, job: BulkJob) -> None:
 
     def dispatch() -> None:
         if to_broker(lambda: current_app.send_task(job.prepare_task, (job.pk,)), f"job {job.pk}"):
-            BulkJob.objects.filter(pk=job.pk, worker=UNDISPATCHED).update(worker="")
+            BulkJob.objects.filter(pk=job.pk, worker=UNDISPATCHED).update(
+                worker="",
+                updated_at=timezone.now(),  # with the broker since now
+            )
 
     transaction.on_commit(dispatch, robust=True)
 
