@@ -91,13 +91,26 @@ def invoices_issued(*, invoice_ids: Sequence[int]) -> None:
     in chunks, once the caller's transaction commits. Sending them later (a month-end job, the
     composer) then attaches the kept file and costs only the mail: rendering is most of a
     mail's CPU (issue 13, item 6)."""
+    _renders_dispatch(_chunks(sorted(invoice_ids)), what="issued invoices' PDFs")
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    size = settings.BULK_BATCH_SIZE
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def _renders_dispatch(chunks: list[list[int]], *, what: str) -> None:
+    """Once the caller's transaction commits, a render task (bulk lane) for each chunk of
+    invoice ids, in this order. A broker that is away stops it, logged: a PDF not rendered
+    now is rendered by the job that sends its invoice."""
     from .tasks import render_pdfs  # tasks import services
 
-    ids = sorted(invoice_ids)
-    size = settings.BULK_BATCH_SIZE
-    for start in range(0, len(ids), size):
-        chunk = ids[start : start + size]
-        transaction.on_commit(lambda chunk=chunk: render_pdfs.delay(chunk), robust=True)
+    def dispatch() -> None:
+        for chunk in chunks:
+            if not to_broker(lambda c=chunk: render_pdfs.delay(c), what):
+                return
+
+    transaction.on_commit(dispatch, robust=True)
 
 
 def invoices_render_pdfs(*, invoice_ids: Sequence[int]) -> int:
@@ -250,23 +263,16 @@ def _render_ahead(job_id: int, *, after: int) -> int:
     so the first mails do not wait behind the rendering. Without it one process rendered every
     PDF of the job while the others had little to send. A task that comes too late costs a
     query. Returns how many tasks."""
-    from .tasks import render_pdfs  # tasks import services
-
     ids = list(
         Invoice.objects.filter(job_id=job_id, send_state=SendState.QUEUED, pdf="", pk__gt=after)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    size = settings.BULK_BATCH_SIZE
-    chunks = [ids[start : start + size] for start in range(size, len(ids), size)]
-
-    def dispatch() -> None:  # after the batches committed before it (in their order)
-        for chunk in reversed(chunks):
-            if not to_broker(lambda c=chunk: render_pdfs.delay(c), f"job {job_id}'s PDFs"):
-                return  # the broker is away: the builder renders them, as it always could
-
-    transaction.on_commit(dispatch, robust=True)
-    return len(chunks)
+    ahead = _chunks(ids)[1:]  # the next chunk is this task's own
+    # After the batches committed before it, in their order; a broker away: the builder
+    # renders them, as it always could.
+    _renders_dispatch(ahead[::-1], what=f"job {job_id}'s PDFs")
+    return len(ahead)
 
 
 def _unbuilt(job: BulkJob) -> models.QuerySet:

@@ -932,7 +932,11 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
     # was most likely marked by that worker (outbox_received) before the rows are read; when
     # not (a prefork worker, a slow mark), the cost is one duplicate task, which the claim
     # makes harmless.
-    idle = set() if forced else _idle_lanes()
+    # The tasks that build the jobs not built yet (their lanes, for _lost_in_transit).
+    building = set(
+        BulkJob.objects.filter(prepared=False).values_list("prepare_task", flat=True).distinct()
+    ) - {""}
+    idle = set() if forced else _idle_lanes(building)
     due = models.Q(send_after__isnull=True) | models.Q(send_after__lte=now)
     orphans = OutgoingMessage.objects.filter(
         due,
@@ -968,7 +972,7 @@ def outbox_sweep(*, stuck_after: timedelta | None = None) -> dict[str, int]:
         BulkJob.objects.filter(
             models.Q(updated_at__lte=limit)
             if forced
-            else _abandoned("updated_at", limit) | _lost_in_transit(idle, jobs=True),
+            else _abandoned("updated_at", limit) | _lost_in_transit(idle, building=building),
             prepared=False,
         )
     )
@@ -1037,19 +1041,13 @@ def _lane(task: str) -> str:
     return route.get("queue", settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
-def _idle_lanes() -> set[str]:
-    """The lanes whose queue in the broker holds no task right now. A broker that does not
-    answer: none (nothing counts as lost in transit then; the claim timeout still holds)."""
+def _idle_lanes(building: set[str]) -> set[str]:
+    """The lanes whose queue in the broker holds no task right now: the sending lanes and
+    those of the `building` tasks. A broker that does not answer: none (nothing counts as
+    lost in transit then; the claim timeout still holds)."""
     from celery import current_app
 
-    lanes = {_lane(SEND_BATCH), _lane(SEND_MESSAGE)}
-    lanes |= {
-        _lane(task)
-        for task in BulkJob.objects.filter(prepared=False)
-        .values_list("prepare_task", flat=True)
-        .distinct()
-        if task
-    }
+    lanes = {_lane(SEND_BATCH), _lane(SEND_MESSAGE)} | {_lane(task) for task in building}
     idle = set()
     try:
         with current_app.connection_for_read() as connection, connection.channel() as channel:
@@ -1063,21 +1061,21 @@ def _idle_lanes() -> set[str]:
     return idle
 
 
-def _lost_in_transit(idle: set[str], *, jobs: bool = False) -> models.Q:
+def _lost_in_transit(idle: set[str], *, building: set[str] | None = None) -> models.Q:
     """Handed to the broker (worker "") more than a lease ago, and its lane's queue is empty
     now, and no worker took it (a worker marks what it takes, outbox_received): the task is
     nowhere. It died with a worker that had popped it and was killed before it could say so
     (Redis hands it back only after its visibility timeout, 1 h), or the broker lost it. A
     mistake here costs one duplicate task, which is harmless: only one claim can succeed.
 
-    `jobs`: for BulkJob rows (their building task's lane), else for messages (a job's in the
-    bulk lane, any other in the interactive one). A message deferred after a try has its
-    retry waiting in a worker's memory (a countdown task, not in the queue): lost only once
-    that countdown (retry_delay) has passed too, so no sweep skips a retry's backoff."""
+    `building`: for BulkJob rows built by these tasks (each in its task's lane), else for
+    messages (a job's in the bulk lane, any other in the interactive one). A message
+    deferred after a try has its retry waiting in a worker's memory (a countdown task, not in
+    the queue): lost only once that countdown (retry_delay) has passed too, so no sweep skips
+    a retry's backoff."""
     now, lease = timezone.now(), timedelta(seconds=settings.WORKER_LEASE_SECONDS)
-    if jobs:
-        tasks = BulkJob.objects.filter(prepared=False).values_list("prepare_task", flat=True)
-        lanes = models.Q(prepare_task__in=[t for t in set(tasks) if t and _lane(t) in idle])
+    if building is not None:
+        lanes = models.Q(prepare_task__in=[task for task in building if _lane(task) in idle])
         return models.Q(worker="", updated_at__lt=now - lease) & lanes
     lanes = models.Q(pk__in=[])
     if _lane(SEND_BATCH) in idle:

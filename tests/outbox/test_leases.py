@@ -413,7 +413,9 @@ def test_a_task_lost_on_its_way_is_dispatched_again_once_its_lane_is_empty(
 
 
 @pytest.mark.django_db
-def test_a_broker_that_does_not_answer_loses_nothing_more(smtp_servers, settings, monkeypatch):
+def test_a_broker_that_does_not_answer_loses_nothing_more(
+    smtp_servers, settings, monkeypatch, caplog
+):
     """The queue cannot be counted: nothing counts as lost on its way; the claim timeout rules."""
     settings.WORKER_LEASE_SECONDS = 45
     [message] = _messages(smtp_servers.plain, 1)
@@ -427,6 +429,8 @@ def test_a_broker_that_does_not_answer_loses_nothing_more(smtp_servers, settings
 
     monkeypatch.setattr("directo_mail.celery.app.connection_for_read", away)
     assert outbox_sweep()["redispatched"] == 0
+    assert "could not count the broker's queues" in caplog.text
+    assert "secret" not in caplog.text and "redis:6379" in caplog.text  # its password scrubbed
 
 
 def _received_in(pool_class, name: str, message_id: int) -> None:
